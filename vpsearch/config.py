@@ -1,0 +1,289 @@
+"""Typed training configuration: the one place where every default lives.
+
+A config is resolved in three layers: the model defaults below, then a YAML file
+(a shipped name such as ``pushing-small`` or a path), then dotted command-line
+overrides (``train.epochs=3``). The resolved config is written next to every run.
+
+Shape convention used across the package: a batch of video is ``(B, T, C, H, W)``
+float in [0, 1]; conditions are ``(B, T, D)`` vectors (actions) or
+``(B, T, C, H, W)`` images (pose labels).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed; the message names the file and field."""
+
+
+class Section(BaseModel):
+    # Unknown keys are typos, not extensions: refuse them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    format: Literal["bair", "dance"] = "bair"
+    # A directory in that format, or "builtin:pushing" / "builtin:dancer" (generated on first use).
+    root: str = "builtin:pushing"
+    height: int = Field(64, ge=8)
+    width: int = Field(64, ge=8)
+    n_past: int = Field(2, ge=1, description="context frames given to the model")
+    n_future: int = Field(10, ge=1, description="frames predicted during training")
+    train_split: str = "train"
+    val_split: str = "validate"
+    test_split: str = "test"
+    cache_dir: str | None = Field(None, description="uint8 frame cache; default ROOT/.vpsearch-cache")
+    # dance only: use this fraction of the training windows for the first fast_train_epochs
+    fast_train_fraction: float = Field(1.0, gt=0, le=1)
+    fast_train_epochs: int = Field(0, ge=0)
+
+    @property
+    def window(self) -> int:
+        return self.n_past + self.n_future
+
+
+class SVGModelConfig(Section):
+    """SVG (Denton & Fergus 2018) for action-conditioned or unconditioned video."""
+
+    name: Literal["svg"] = "svg"
+    prior: Literal["learned", "fixed"] = "learned"  # SVG-LP or SVG-FP
+    backbone: Literal["vgg64", "dcgan64"] = "vgg64"
+    g_dim: int = Field(128, ge=1, description="frame embedding size (encoder output)")
+    z_dim: int = Field(64, ge=1, description="latent size per step")
+    rnn_size: int = Field(256, ge=1)
+    predictor_layers: int = Field(2, ge=1)
+    posterior_layers: int = Field(1, ge=1)
+    prior_layers: int = Field(1, ge=1)
+    nf: int = Field(64, ge=4, description="channels of the first encoder block")
+    # Skip maps for the decoder: from the last context frame (SVG) or the previous frame.
+    skip_from: Literal["last_context", "previous"] = "last_context"
+    # Which condition row feeds the step that predicts frame t: c_t or c_{t-1}.
+    # Applied by one function for training and evaluation alike.
+    cond_index: Literal["current", "previous"] = "current"
+
+
+class DanceModelConfig(Section):
+    """The pose-conditioned lab model: spatial latent, all maps at frame resolution."""
+
+    name: Literal["dance"] = "dance"
+    f_dim: int = Field(128, ge=1, description="RGB frame features")
+    l_dim: int = Field(32, ge=1, description="label (pose image) features")
+    n_dim: int = Field(12, ge=1, description="channels of the spatial latent z")
+    d_out_dim: int = Field(192, ge=1, description="decoder fusion output")
+    cond_index: Literal["current", "previous"] = "current"
+
+
+ModelConfig = Annotated[Union[SVGModelConfig, DanceModelConfig], Field(discriminator="name")]
+
+
+class ScheduleConfig(Section):
+    """Teacher forcing and KL annealing; names follow the lab arguments users know."""
+
+    tfr: float = Field(1.0, ge=0, le=1, description="initial teacher-forcing ratio")
+    tfr_start_decay_epoch: int = Field(10, ge=0)
+    tfr_decay_step: float = Field(0.1, ge=0)
+    tfr_lower_bound: float = Field(0.0, ge=0, le=1)
+    # batch: one coin per batch (the labs); step: one coin per time step (scheduled sampling)
+    tfr_mode: Literal["batch", "step"] = "batch"
+    kl_anneal_type: Literal["none", "monotonic", "cyclical"] = "cyclical"
+    kl_anneal_cycle: int = Field(3, ge=1, description="cycles over training (cyclical)")
+    kl_anneal_ratio: float = Field(0.5, gt=0, le=1, description="fraction of a cycle spent rising")
+    kl_anneal_unit: Literal["epoch", "iteration"] = "epoch"
+
+
+class LossConfig(Section):
+    # loss = sum over predicted steps of [ MSE_t + beta * w(t) * KL_t ], w(t) in [0, 1] from the
+    # KL annealing schedule. MSE_t is the mean over pixels and batch (nn.MSELoss).
+    beta: float = Field(1e-4, ge=0, description="KL weight once annealing reaches 1")
+    # sum_batchmean: KL summed over latent elements, divided by batch (the labs; beta ~1e-4)
+    # mean: KL averaged over latent elements and batch (beta ~1)
+    kl_reduction: Literal["sum_batchmean", "mean"] = "sum_batchmean"
+
+
+class OptimConfig(Section):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(0.002, gt=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(None, gt=0, description="max global grad norm")
+    lr_schedule: Literal["constant", "multistep", "cosine"] = "constant"
+    milestones: list[int] = Field(default_factory=lambda: [2, 5], description="epochs (multistep)")
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: int = Field(0, ge=0)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(300, ge=1)
+    steps_per_epoch: int | None = Field(600, ge=1, description="None: one pass over the windows")
+    batch_size: int = Field(12, ge=1)
+    seed: int = 1
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    progress: bool = True
+
+
+class EvalConfig(Section):
+    every: int = Field(1, ge=1, description="validate every N epochs (and at the last)")
+    samples: int = Field(1, ge=1, description="z samples per sequence (best/mean of N)")
+    n_future: int | None = Field(None, ge=1, description="rollout length; None: data.n_future "
+                                 "(dance: the whole video)")
+    max_sequences: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
+    gif_sequences: int = Field(4, ge=1)
+
+
+class Config(Section):
+    name: str = "run"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=SVGModelConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        family = {"bair": "svg", "dance": "dance"}[self.data.format]
+        if self.model.name != family:
+            raise ValueError(f"model.name {self.model.name!r} does not fit data.format "
+                             f"{self.data.format!r} (expected {family!r})")
+        if self.schedule.tfr_lower_bound > self.schedule.tfr:
+            raise ValueError("schedule.tfr_lower_bound is above schedule.tfr")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys -> values (for MLflow params and tables)."""
+        return flatten(self.to_dict())
+
+    def hash(self, exclude_seed: bool = True) -> str:
+        """Stable hash of the config; repeats that differ only in seed share it."""
+        d = self.to_dict()
+        d.pop("name", None)
+        if exclude_seed:
+            d["train"].pop("seed", None)
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def shipped_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"config {name_or_path!r}: no such file and no shipped config of that "
+                      f"name (shipped: {', '.join(shipped_configs())})")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(e, 'problem', e)})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected section.key=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {item!r}: empty key part")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = data
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {item!r}: {p} is a value, not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return data
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"] if not str(x).startswith("function-after"))
+    # pydantic puts the union tag in the location (model.svg.z_dim); drop it
+    loc = loc.replace("model.svg.", "model.").replace("model.dance.", "model.")
+    extra = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    got = first.get("input")
+    got_s = "" if first["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f", got {got!r}"
+    return f"{source}: field {loc or '<top>'}: {msg}{got_s}{extra}"
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML (shipped name or path) <- dotted overrides."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if name_or_path is not None:
+        path = resolve_config_path(name_or_path)
+        data = read_yaml(path)
+        source = str(path)
+    if overrides:
+        data = apply_overrides(data, list(overrides))
+        source += " + overrides"
+    return config_from_dict(data, source)

@@ -1,0 +1,32 @@
+"""Datasets: on-disk formats (BAIR, dance), the decode-once cache, built-in generators."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from vpsearch.config import DataConfig
+from vpsearch.data.base import DataError, VideoSet, WindowSampler
+
+
+def _bair(root: Path, split: str, cfg: DataConfig) -> VideoSet:
+    from vpsearch.data.bair import load_bair
+    return load_bair(root, split, cfg)
+
+
+def _dance(root: Path, split: str, cfg: DataConfig) -> VideoSet:
+    from vpsearch.data.dance import load_dance
+    return load_dance(root, split, cfg)
+
+
+# data.format -> loader(root, split, cfg) -> VideoSet
+DATASETS: dict[str, Callable[[Path, str, DataConfig], VideoSet]] = {"bair": _bair, "dance": _dance}
+
+
+def load_split(cfg: DataConfig, split: str) -> VideoSet:
+    """Load one split of the dataset a config names (generating built-in data on first use)."""
+    from vpsearch.data.builtin import resolve_root
+    return DATASETS[cfg.format](resolve_root(cfg.root), split, cfg)
+
+
+__all__ = ["DATASETS", "DataError", "VideoSet", "WindowSampler", "load_split"]

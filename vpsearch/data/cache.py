@@ -1,0 +1,120 @@
+"""Decode-once frame cache.
+
+A loader describes a split as a :class:`SplitPlan` (sequence names and lengths, frame
+shape, the files it reads and a function decoding one sequence). ``load_cached``
+decodes every sequence once into ``.npy`` files opened as memory maps afterwards, so
+epochs never touch PNG again. The cache key is a fingerprint of every source file's
+path, size and mtime plus the decode parameters: edit, add or remove a file and the
+cache is rebuilt. Builds go to a temporary folder renamed into place, so an
+interrupted build never leaves a half-written cache behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+
+from vpsearch.data.base import VideoSet
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class SplitPlan:
+    names: list[str]
+    lengths: list[int]
+    frame_shape: tuple[int, int, int]  # (H, W, C)
+    sources: list[Path]  # every file the split reads
+    # decode(i) -> (frames (n, H, W, C) uint8, cond (n, ...) or None) for sequence i
+    decode: Callable[[int], tuple[np.ndarray, np.ndarray | None]]
+    cond_shape: tuple[int, ...] | None = None  # per frame: (D,) or (H, W, C)
+    cond_kind: Literal["vector", "image"] | None = None
+    params: dict = field(default_factory=dict)  # decode parameters that change the bytes
+
+
+def fingerprint(plan: SplitPlan) -> str:
+    h = hashlib.sha1()
+    h.update(json.dumps({"v": CACHE_VERSION, "params": plan.params, "shape": plan.frame_shape,
+                         "cond": plan.cond_shape}, sort_keys=True).encode())
+    for p in sorted(plan.sources):
+        st = p.stat()
+        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def load_cached(plan: SplitPlan, cache_dir: Path, key: str, threads: int = 4) -> VideoSet:
+    """Open the cache for ``plan`` (building it first when missing or stale)."""
+    fp = fingerprint(plan)
+    target = Path(cache_dir) / f"{key}-{fp}"
+    if not (target / "meta.json").is_file():
+        _build(plan, target, threads)
+        _remove_stale(Path(cache_dir), key, keep=target)
+    return _open(target)
+
+
+def _build(plan: SplitPlan, target: Path, threads: int) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        starts = np.concatenate([[0], np.cumsum(plan.lengths)]).astype(np.int64)
+        total = int(starts[-1])
+        frames = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=np.uint8,
+                                           shape=(total, *plan.frame_shape))
+        cond = None
+        if plan.cond_shape is not None:
+            dtype = np.uint8 if plan.cond_kind == "image" else np.float32
+            cond = np.lib.format.open_memmap(tmp / "cond.npy", mode="w+", dtype=dtype,
+                                             shape=(total, *plan.cond_shape))
+
+        def fill(i: int) -> None:
+            f, c = plan.decode(i)
+            frames[starts[i]:starts[i + 1]] = f
+            if cond is not None:
+                cond[starts[i]:starts[i + 1]] = c
+
+        # PIL releases the GIL while decoding, so threads overlap the PNG work.
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            for _ in pool.map(fill, range(len(plan.names))):
+                pass
+        frames.flush()
+        del frames
+        if cond is not None:
+            cond.flush()
+            del cond
+        np.save(tmp / "starts.npy", starts)
+        meta = {"names": plan.names, "cond_kind": plan.cond_kind, "version": CACHE_VERSION}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        if target.exists():  # another process finished the same build first
+            shutil.rmtree(tmp)
+            return
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _open(target: Path) -> VideoSet:
+    meta = json.loads((target / "meta.json").read_text())
+    cond_path = target / "cond.npy"
+    return VideoSet(
+        frames=np.load(target / "frames.npy", mmap_mode="r"),
+        starts=np.load(target / "starts.npy"),
+        names=list(meta["names"]),
+        cond=np.load(cond_path, mmap_mode="r") if cond_path.is_file() else None,
+        cond_kind=meta["cond_kind"],
+    )
+
+
+def _remove_stale(cache_dir: Path, key: str, keep: Path) -> None:
+    for old in cache_dir.glob(f"{key}-*"):
+        if old != keep and old.is_dir() and not old.name.startswith("."):
+            shutil.rmtree(old, ignore_errors=True)
