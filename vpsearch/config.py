@@ -39,6 +39,8 @@ class DataConfig(Section):
     width: int = Field(64, ge=8)
     n_past: int = Field(2, ge=1, description="context frames given to the model")
     n_future: int = Field(10, ge=1, description="frames predicted during training")
+    window_stride: int = Field(1, ge=1, description="frames between training window starts "
+                               "(the dance lab: the window length, non-overlapping)")
     train_split: str = "train"
     val_split: str = "validate"
     test_split: str = "test"
@@ -139,8 +141,9 @@ class TrainConfig(Section):
 class EvalConfig(Section):
     every: int = Field(1, ge=1, description="validate every N epochs (and at the last)")
     samples: int = Field(1, ge=1, description="z samples per sequence (best/mean of N)")
-    n_future: int | None = Field(None, ge=1, description="rollout length; None: data.n_future "
-                                 "(dance: the whole video)")
+    # rollout length: a number of frames, None for data.n_future, "all" for the rest of each
+    # validation video (the dance protocol: 629 frames from the first one)
+    n_future: int | Literal["all"] | None = Field(None, description="frames to predict at evaluation")
     max_sequences: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)
     gif_sequences: int = Field(4, ge=1)
@@ -162,6 +165,8 @@ class Config(Section):
         if self.model.name != family:
             raise ValueError(f"model.name {self.model.name!r} does not fit data.format "
                              f"{self.data.format!r} (expected {family!r})")
+        if isinstance(self.eval.n_future, int) and self.eval.n_future < 1:
+            raise ValueError("eval.n_future must be >= 1, None or 'all'")
         if self.schedule.tfr_lower_bound > self.schedule.tfr:
             raise ValueError("schedule.tfr_lower_bound is above schedule.tfr")
         return self

@@ -1,0 +1,153 @@
+"""The recurrence every CVAE video predictor here shares, written once.
+
+A model predicts frame t from (the encoding of frame t-1, a latent z_t, the condition
+c_t). Subclasses define four hooks; this class runs the time loop for training (with
+teacher forcing) and for generation (z from the prior, memory flat in video length).
+
+Hooks:
+  encode(x (N, C, H, W))          -> encoding, a tensor or tuple of tensors with leading N
+  encode_cond(c (N, ...))         -> condition features with leading N
+  init_state(batch, device)       -> fresh recurrent state (sized from the batch: no fixed batch)
+  step(prev, target, cond, state, t, n_past) -> (x_hat (B, C, H, W), Gaussians or None, state)
+      target is the encoding of the true frame t (posterior z) or None (prior z).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+Encoding = Any  # Tensor or tuple of Tensors, leading dimension = batch
+
+
+@dataclass
+class Gaussians:
+    """Posterior q(z_t | x_t) and prior p(z_t | x_<t) parameters of one step."""
+
+    mu_q: Tensor
+    logvar_q: Tensor
+    mu_p: Tensor
+    logvar_p: Tensor
+
+
+def map_encoding(fn, enc: Encoding) -> Encoding:
+    if isinstance(enc, (tuple, list)):
+        return type(enc)(map_encoding(fn, e) for e in enc)
+    return fn(enc)
+
+
+def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
+    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+
+def cond_at(cond: Tensor | None, t: int, index: str) -> Tensor | None:
+    """Condition row fed to the step that predicts frame t.
+
+    The single place the c_t / c_{t-1} choice is made, for training and generation alike.
+    """
+    if cond is None:
+        return None
+    return cond[:, t] if index == "current" else cond[:, t - 1]
+
+
+class StepwiseCVAE(nn.Module):
+    cond_index: str = "current"
+    memory_format: torch.memory_format = torch.contiguous_format  # channels_last when asked
+
+    # --- hooks -------------------------------------------------------------------------
+    def encode(self, x: Tensor) -> Encoding:
+        raise NotImplementedError
+
+    def encode_cond(self, c: Tensor) -> Tensor:
+        return c
+
+    def init_state(self, batch: int, device: torch.device) -> dict:
+        raise NotImplementedError
+
+    def step(self, prev: Encoding, target: Encoding | None, cond: Tensor | None, state: dict,
+             t: int, n_past: int) -> tuple[Tensor, Gaussians | None, dict]:
+        raise NotImplementedError
+
+    # --- shared loops --------------------------------------------------------------------
+    def encode_video(self, frames: Tensor) -> Encoding:
+        """(B, T, C, H, W) -> per-frame encodings (B, T, ...), one batched encoder call."""
+        b, t = frames.shape[:2]
+        enc = self.encode(frames.flatten(0, 1).contiguous(memory_format=self.memory_format))
+        return map_encoding(lambda e: e.unflatten(0, (b, t)), enc)
+
+    def encode_cond_video(self, cond: Tensor | None) -> Tensor | None:
+        if cond is None:
+            return None
+        b, t = cond.shape[:2]
+        return self.encode_cond(cond.flatten(0, 1)).unflatten(0, (b, t))
+
+    def forward(self, frames: Tensor, cond: Tensor | None, n_past: int,
+                teacher: Tensor) -> tuple[Tensor, list[Gaussians]]:
+        """Training pass: predict frames 1..T-1 with posterior z.
+
+        frames (B, T, C, H, W); cond (B, T, ...) or None; teacher (B, T) bool: True where
+        the step predicting frame t is fed the true frame t-1 (context steps always are).
+        Returns predictions (B, T-1, C, H, W) and one Gaussians per step.
+        """
+        b, length = frames.shape[:2]
+        enc = self.encode_video(frames)  # true frames, encoded once for all steps
+        cfeat = self.encode_cond_video(cond)
+        state = self.init_state(b, frames.device)
+        preds: list[Tensor] = []
+        stats: list[Gaussians] = []
+        for t in range(1, length):
+            prev = map_encoding(lambda e: e[:, t - 1], enc)
+            feed_truth = teacher[:, t] if t > n_past else None  # frame t-1 is context up to t = n_past
+            if feed_truth is not None and not bool(feed_truth.all()):
+                own = self.encode(preds[-1])
+                if bool(feed_truth.any()):  # per-sample mix (scheduled sampling)
+                    prev = zip_encodings(lambda a, o: _mix(feed_truth, a, o), prev, own)
+                else:
+                    prev = own
+            target = map_encoding(lambda e: e[:, t], enc)
+            x_hat, g, state = self.step(prev, target, cond_at(cfeat, t, self.cond_index), state, t, n_past)
+            preds.append(x_hat)
+            stats.append(g)
+        return torch.stack(preds, 1), stats
+
+    @torch.no_grad()
+    def generate(self, context: Tensor, cond: Tensor | Sequence | None, n_future: int) -> Iterator[Tensor]:
+        """Yield predicted frames n_past .. n_past+n_future-1, one (B, C, H, W) at a time.
+
+        context (B, n_past, C, H, W) true frames; cond indexable on dim 1 up to
+        n_past + n_future (a tensor, or a lazy sequence for long videos). Only the last
+        frame and the recurrent state are kept, so memory does not grow with length.
+        """
+        b, n_past = context.shape[:2]
+        state = self.init_state(b, context.device)
+        ctx = self.encode_video(context)
+        prev = map_encoding(lambda e: e[:, 0], ctx)
+        for t in range(1, n_past + n_future):
+            c = None if cond is None else self._cond_step(cond, t, context.device)
+            if t < n_past:  # warm the recurrences up on true frames, posterior z
+                target = map_encoding(lambda e: e[:, t], ctx)
+                _, _, state = self.step(prev, target, c, state, t, n_past)
+                prev = target
+                continue
+            x_hat, _, state = self.step(prev, None, c, state, t, n_past)
+            yield x_hat
+            prev = self.encode(x_hat)
+
+    def _cond_step(self, cond, t: int, device: torch.device) -> Tensor:
+        i = t if self.cond_index == "current" else t - 1
+        row = cond[:, i] if isinstance(cond, Tensor) else cond[i]
+        return self.encode_cond(torch.as_tensor(row).to(device))
+
+
+def zip_encodings(fn, a: Encoding, b: Encoding) -> Encoding:
+    if isinstance(a, (tuple, list)):
+        return type(a)(zip_encodings(fn, x, y) for x, y in zip(a, b))
+    return fn(a, b)
+
+
+def _mix(mask: Tensor, truth: Tensor, own: Tensor) -> Tensor:
+    m = mask.view(-1, *([1] * (truth.dim() - 1)))
+    return torch.where(m, truth, own)

@@ -1,0 +1,97 @@
+"""The pose-conditioned model of the dance lab: every map stays at frame resolution.
+
+Step t (predicting frame t from frame t-1 and the pose label of frame t):
+  f_{t-1} = rgb_encoder(x_{t-1})                   (B, F, H, W)
+  l_t     = label_encoder(label_t)                 (B, L, H, W)
+  z_t ~ q(z | f_t, l_t) (training)  or N(0, I)     (B, N, H, W) spatial latent
+  x_t = generator(fusion([f_{t-1}, l_t, z_t]))     (B, 3, H, W), sigmoid keeps [0, 1]
+The lab's generator had no output sigmoid and its frames left [0, 1]; ours cannot.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from vpsearch.config import DanceModelConfig
+from vpsearch.models.base import Gaussians, StepwiseCVAE, reparameterize
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1, bias=False)
+        self.act = nn.LeakyReLU(0.2, inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+class DepthConvBlock(nn.Module):
+    """Depthwise 3x3 + pointwise 1x1, residual: cheap spatial mixing."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(ch, ch, 3, 1, 1, groups=ch, bias=False), nn.Conv2d(ch, ch, 1, bias=False),
+            nn.BatchNorm2d(ch), nn.LeakyReLU(0.2, inplace=True))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def pyramid(cin: int, widths: list[int]) -> list[nn.Module]:
+    """ResidualBlock to each width, a DepthConvBlock between them."""
+    layers: list[nn.Module] = []
+    for i, w in enumerate(widths):
+        layers.append(ResidualBlock(cin, w))
+        if i < len(widths) - 1:
+            layers.append(DepthConvBlock(w))
+        cin = w
+    return layers
+
+
+def quarter_half_full(n: int) -> list[int]:
+    return [max(1, n // 4), max(1, n // 2), n]
+
+
+class DanceCVAE(StepwiseCVAE):
+    def __init__(self, cfg: DanceModelConfig, channels: int = 3, label_channels: int = 3):
+        super().__init__()
+        self.cfg, self.cond_index = cfg, cfg.cond_index
+        f, l, n, d = cfg.f_dim, cfg.l_dim, cfg.n_dim, cfg.d_out_dim
+        self.rgb_encoder = nn.Sequential(*pyramid(channels, [max(1, f // 8), max(1, f // 4), max(1, f // 2)]),
+                                         nn.Conv2d(max(1, f // 2), f, 3, 1, 1))
+        self.label_encoder = nn.Sequential(
+            nn.ReflectionPad2d(3), nn.Conv2d(label_channels, max(1, l // 2), 7), nn.BatchNorm2d(max(1, l // 2)),
+            nn.LeakyReLU(0.2, inplace=True), ResidualBlock(max(1, l // 2), l))
+        self.posterior = nn.Sequential(*pyramid(f + l, quarter_half_full(n * 4)), nn.Conv2d(n * 4, n * 2, 1))
+        fused = f + l + n
+        self.fusion = nn.Sequential(DepthConvBlock(fused), *pyramid(fused, quarter_half_full(d)), nn.Conv2d(d, d, 1))
+        self.generator = nn.Sequential(
+            DepthConvBlock(d), *pyramid(d, [max(1, d // 2), max(1, d // 4), max(1, d // 8)]),
+            nn.Conv2d(max(1, d // 8), channels, 1), nn.Sigmoid())
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.rgb_encoder(x)
+
+    def encode_cond(self, c: Tensor) -> Tensor:
+        return self.label_encoder(c)
+
+    def init_state(self, batch: int, device: torch.device) -> dict:
+        return {}  # no recurrence: the previous frame carries everything
+
+    def step(self, prev, target, cond, state, t, n_past):
+        if target is not None:
+            mu, logvar = self.posterior(torch.cat([target, cond], 1)).chunk(2, dim=1)
+            z = reparameterize(mu, logvar)
+            gauss = Gaussians(mu, logvar, torch.zeros_like(mu), torch.zeros_like(logvar))
+        else:
+            shape = (prev.shape[0], self.cfg.n_dim, *prev.shape[2:])
+            z = torch.randn(shape, device=prev.device, dtype=prev.dtype)
+            gauss = None
+        x_hat = self.generator(self.fusion(torch.cat([prev, cond, z.to(prev.dtype)], 1)))
+        return x_hat, gauss, state

@@ -1,0 +1,98 @@
+"""SVG-LP / SVG-FP (Denton & Fergus 2018) with an optional per-step condition.
+
+Step t (predicting frame t from frame t-1):
+  h_{t-1}, skips = encoder(x_{t-1})                       h: (B, g_dim)
+  z_t ~ q(z | h_t)        (training / context)  Gaussian LSTM, 1 layer of rnn_size
+  z_t ~ p(z | h_{t-1})    (generation)          learned (LP) or N(0, I) (FP)
+  g_t = predictor([h_{t-1}, z_t, c_t])          2 LSTM layers -> g_dim, tanh
+  x_t = decoder(g_t, skips of the last context frame)
+Recurrent state is created per call from the batch size: no batch size is baked in.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from vpsearch.config import SVGModelConfig
+from vpsearch.models.backbones import BACKBONES
+from vpsearch.models.base import Gaussians, StepwiseCVAE, reparameterize
+
+LSTMState = list[tuple[Tensor, Tensor]]
+
+
+class StackedLSTM(nn.Module):
+    """Linear embed -> LSTMCell layers -> linear head(s); state passed in and out."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int, layers: int, gaussian: bool, tanh: bool = False):
+        super().__init__()
+        self.hidden, self.layers, self.gaussian = hidden, layers, gaussian
+        self.embed = nn.Linear(in_dim, hidden)
+        self.cells = nn.ModuleList(nn.LSTMCell(hidden, hidden) for _ in range(layers))
+        if gaussian:
+            self.mu = nn.Linear(hidden, out_dim)
+            self.logvar = nn.Linear(hidden, out_dim)
+        else:
+            self.out = nn.Sequential(nn.Linear(hidden, out_dim), nn.Tanh() if tanh else nn.Identity())
+
+    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype = torch.float32) -> LSTMState:
+        return [(torch.zeros(batch, self.hidden, device=device, dtype=dtype),
+                 torch.zeros(batch, self.hidden, device=device, dtype=dtype)) for _ in range(self.layers)]
+
+    def forward(self, x: Tensor, state: LSTMState):
+        h = self.embed(x)
+        new_state = []
+        for cell, (hx, cx) in zip(self.cells, state):
+            hx, cx = cell(h, (hx.to(h.dtype), cx.to(h.dtype)))
+            new_state.append((hx, cx))
+            h = hx
+        if self.gaussian:
+            return self.mu(h), self.logvar(h), new_state
+        return self.out(h), new_state
+
+
+class SVG(StepwiseCVAE):
+    def __init__(self, cfg: SVGModelConfig, channels: int = 3, cond_dim: int = 0):
+        super().__init__()
+        self.cfg, self.cond_dim, self.cond_index = cfg, cond_dim, cfg.cond_index
+        enc_cls, dec_cls = BACKBONES[cfg.backbone]
+        self.encoder = enc_cls(cfg.g_dim, channels, cfg.nf)
+        self.decoder = dec_cls(cfg.g_dim, channels, cfg.nf)
+        self.predictor = StackedLSTM(cfg.g_dim + cfg.z_dim + cond_dim, cfg.g_dim, cfg.rnn_size,
+                                     cfg.predictor_layers, gaussian=False, tanh=True)
+        self.posterior = StackedLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.posterior_layers, gaussian=True)
+        self.prior = (StackedLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.prior_layers, gaussian=True)
+                      if cfg.prior == "learned" else None)
+
+    def encode(self, x: Tensor):
+        return self.encoder(x)
+
+    def init_state(self, batch: int, device: torch.device) -> dict:
+        state = {"pred": self.predictor.init_state(batch, device),
+                 "post": self.posterior.init_state(batch, device), "skip": None}
+        if self.prior is not None:
+            state["prior"] = self.prior.init_state(batch, device)
+        return state
+
+    def step(self, prev, target, cond, state, t, n_past):
+        h_prev, skips_prev = prev
+        if t <= n_past or self.cfg.skip_from == "previous" or state["skip"] is None:
+            state["skip"] = skips_prev  # ends as the last context frame's skips
+        if self.prior is not None:
+            mu_p, logvar_p, state["prior"] = self.prior(h_prev, state["prior"])
+        else:
+            mu_p = torch.zeros(h_prev.shape[0], self.cfg.z_dim, device=h_prev.device, dtype=h_prev.dtype)
+            logvar_p = torch.zeros_like(mu_p)
+        gauss = None
+        if target is not None:
+            mu_q, logvar_q, state["post"] = self.posterior(target[0], state["post"])
+            z = reparameterize(mu_q, logvar_q)
+            gauss = Gaussians(mu_q, logvar_q, mu_p, logvar_p)
+        else:
+            z = reparameterize(mu_p, logvar_p)
+        parts = [h_prev, z.to(h_prev.dtype)]
+        if cond is not None and self.cond_dim:
+            parts.append(cond.to(h_prev.dtype))
+        g, state["pred"] = self.predictor(torch.cat(parts, 1), state["pred"])
+        x_hat = self.decoder(g, state["skip"])
+        return x_hat, gauss, state

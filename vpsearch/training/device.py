@@ -1,0 +1,69 @@
+"""Device selection and mixed precision, decided once per run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+
+def select_device(spec: str = "auto") -> torch.device:
+    """auto -> the first CUDA device if any, else CPU; cuda[:N] must exist."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device={spec}: CUDA is not available on this machine (use cpu or auto)")
+        dev = torch.device(spec)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"train.device={spec}: only {torch.cuda.device_count()} CUDA device(s) here")
+        return dev
+    if spec == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"train.device={spec!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def autocast(device: torch.device, amp: str):
+    """bf16 works on CPU and CUDA; fp16 only on CUDA (with a GradScaler)."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
+    return torch.amp.GradScaler(device.type, enabled=(amp == "fp16" and device.type == "cuda"))
+
+
+def set_threads(num_threads: int | None) -> None:
+    if num_threads:
+        torch.set_num_threads(num_threads)
+        os.environ["OMP_NUM_THREADS"] = str(num_threads)
+
+
+def split_devices(devices: str, workers: int | None) -> list[str]:
+    """Devices for each worker: 'cuda:0,cuda:1' -> one worker per GPU; 'cpu' -> `workers` CPU slots.
+
+    'cuda' alone means every visible GPU. Pure (the GPU count is looked up only for 'cuda').
+    """
+    items = [d.strip() for d in devices.split(",") if d.strip()]
+    if items == ["cuda"]:
+        items = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        if not items:
+            raise ValueError("devices=cuda: no CUDA device is visible")
+    if items == ["cpu"] or not items:
+        return ["cpu"] * max(1, workers or 1)
+    if workers and workers != len(items):
+        # several workers per GPU share it round-robin
+        return [items[i % len(items)] for i in range(workers)]
+    return items
+
+
+def threads_per_worker(n_workers: int, cores: int | None = None) -> int:
+    """CPU threads each local worker gets so that workers do not oversubscribe the cores."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // max(1, n_workers))

@@ -1,0 +1,113 @@
+"""Inference from a checkpoint: evaluation JSON and streamed rollouts (GIFs, strips, submission).
+
+Rollouts stream: each predicted frame goes to the GIF writer and the submission CSV as
+it is made, so a 630-frame video costs the memory of one frame.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vpsearch.config import Config
+from vpsearch.data.base import DataError, VideoSet, to_uint8_video
+from vpsearch.models.base import StepwiseCVAE
+from vpsearch.training.engine import TimeSlices, evaluate
+from vpsearch.training.visualize import write_strip
+
+STRIP_FRAMES = 16
+
+
+def evaluation_json(model: StepwiseCVAE, cfg: Config, data: VideoSet, device: torch.device, samples: int,
+                    horizon, max_sequences: int) -> dict:
+    ev = evaluate(model, data, cfg, device, samples=samples, horizon=horizon, max_sequences=max_sequences)
+    out = ev.summary()
+    if cfg.data.n_past == 1:  # the only context frame is the first one
+        out["baseline_copy_first_psnr"] = out["baseline_copy_last_psnr"]
+    return out
+
+
+class SubmissionWriter:
+    """Kaggle-style CSV: id, then 3*H*W columns; each frame flattened channel-major
+    (index c*H*W + h*W + w), values round(x*255) of the frame clamped to [0, 1]."""
+
+    def __init__(self, path: Path, channels: int, height: int, width: int):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path.open("w", newline="")
+        self.writer = csv.writer(self.file)
+        self.writer.writerow(["id", *range(channels * height * width)])
+        self.next_id = 0
+
+    def add(self, frame: torch.Tensor) -> None:
+        """frame (C, H, W) float."""
+        values = frame.float().clamp(0, 1).mul(255).round().to(torch.int64).flatten().tolist()
+        self.writer.writerow([self.next_id, *values])
+        self.next_id += 1
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@torch.no_grad()
+def rollout_to_files(model: StepwiseCVAE, cfg: Config, data: VideoSet, device: torch.device, out_dir: Path,
+                     horizon, n_sequences: int | None, submission: Path | None = None,
+                     given_frames: list[int] | None = None) -> list[dict]:
+    """Roll out each sequence from its context; write <name>.gif and <name>_strip.png.
+
+    given_frames[i]: how many true frames sequence i really has (dance test videos hold only
+    the first); the truth column is shown only where it exists.
+    """
+    import imageio.v2 as imageio
+
+    model.eval()
+    n_past = cfg.data.n_past
+    count = len(data) if n_sequences is None else min(n_sequences, len(data))
+    if count == 0:
+        raise DataError("predict: the split holds no sequence to roll out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sub = SubmissionWriter(submission, *_chw(data)) if submission else None
+    written = []
+    try:
+        for i in range(count):
+            length = int(data.lengths[i])
+            h = length - n_past if horizon == "all" else int(horizon or cfg.data.n_future)
+            if h < 1 or n_past + h > length:
+                raise DataError(f"predict: sequence {data.names[i]} has {length} frames, needs {n_past + h}")
+            win = np.array([[i, 0]])
+            context = data.batch(win, n_past)["frames"].to(device)
+            cond = TimeSlices(data, win, "cond", device) if data.cond is not None else None
+            truth = TimeSlices(data, win, "frames", device)
+            have_truth = length if given_frames is None else given_frames[i]
+            name = data.names[i].replace("/", "_")
+            gif = imageio.get_writer(out_dir / f"{name}.gif", mode="I", duration=1000 / 12, loop=0)
+            strip_t, strip_p = [], []
+            keep_at = set(np.linspace(0, h - 1, min(h, STRIP_FRAMES)).round().astype(int).tolist())
+            if sub:
+                for t in range(n_past):
+                    sub.add(context[0, t])
+            for k, x_hat in enumerate(model.generate(context, cond, h)):
+                pred = to_uint8_video(x_hat[0])
+                t_idx = n_past + k
+                side = (to_uint8_video(truth[t_idx][0]) if t_idx < have_truth else
+                        to_uint8_video(cond[t_idx][0]) if data.cond_kind == "image" else np.zeros_like(pred))
+                gif.append_data(np.concatenate([side, np.full((pred.shape[0], 2, 3), 255, np.uint8), pred], 1))
+                if k in keep_at:
+                    strip_t.append(side)
+                    strip_p.append(pred)
+                if sub:
+                    sub.add(x_hat[0])
+            gif.close()
+            write_strip(out_dir / f"{name}_strip.png", [np.stack(strip_t)], [np.stack(strip_p)])
+            written.append({"sequence": data.names[i], "frames": h, "gif": str(out_dir / f"{name}.gif")})
+    finally:
+        if sub:
+            sub.close()
+    return written
+
+
+def _chw(data: VideoSet) -> tuple[int, int, int]:
+    h, w, c = data.frame_shape
+    return c, h, w
