@@ -1,0 +1,54 @@
+"""The tracking interface the search layer talks to; MLflow sits behind it.
+
+The study driver creates one StudyTracker per process (the study creator and every
+worker), asks it for a TrialTracker per trial, and hands that to the trainer as a
+Reporter. Nothing outside vpsearch/tracking imports mlflow.
+
+Lifecycle:
+  tracker = make_tracker(uri, root, study_name)       # vpsearch.tracking.make_tracker
+  parent = tracker.ensure_parent(study_yaml, sampler, storage_url, parent_run_id=None)
+      (the creator passes None and stores the id in the Optuna study's user attrs;
+       workers pass the stored id so every trial nests under one parent run)
+  t = tracker.trial(number, config, tags)             # a Reporter for fit()
+  fit(config, run_dir, reporter=Reporters(pruner, t))
+  t.close("COMPLETE" | "PRUNED" | "FAIL", reason)     # always, in a finally
+  tracker.log_study_artifacts([report files])          # reporting layer
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from vpsearch.config import Config
+from vpsearch.training.reporter import Reporter
+
+TrialState = Literal["COMPLETE", "PRUNED", "FAIL"]
+
+
+class TrialTracker(Reporter):
+    """A Reporter that also ends the trial's run with its final state."""
+
+    run_id: str | None = None
+
+    def close(self, state: TrialState, reason: str | None = None) -> None:
+        """End the run: COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED (reason as a tag)."""
+
+
+class StudyTracker:
+    """No-op tracker (tracking off); MLflowStudyTracker implements the same methods."""
+
+    uri: str | None = None
+
+    def ensure_parent(self, study_config: dict[str, Any], sampler: str, storage_url: str,
+                      parent_run_id: str | None = None) -> str | None:
+        return None
+
+    def trial(self, number: int, config: Config, tags: dict[str, str]) -> TrialTracker:
+        return TrialTracker()
+
+    def log_study_artifacts(self, paths: list[Path], artifact_path: str = "report") -> None:
+        pass
+
+    def close(self) -> None:
+        pass
