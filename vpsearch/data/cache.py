@@ -39,6 +39,8 @@ class SplitPlan:
     cond_shape: tuple[int, ...] | None = None  # per frame: (D,) or (H, W, C)
     cond_kind: Literal["vector", "image"] | None = None
     params: dict = field(default_factory=dict)  # decode parameters that change the bytes
+    # validation that needs more than directory listings (PNG headers): run on a cache miss only
+    check: Callable[[], None] | None = None
 
 
 def fingerprint(plan: SplitPlan) -> str:
@@ -56,6 +58,8 @@ def load_cached(plan: SplitPlan, cache_dir: Path, key: str, threads: int = 4) ->
     fp = fingerprint(plan)
     target = Path(cache_dir) / f"{key}-{fp}"
     if not (target / "meta.json").is_file():
+        if plan.check is not None:
+            plan.check()
         _build(plan, target, threads)
         _remove_stale(Path(cache_dir), key, keep=target)
     return _open(target)

@@ -8,6 +8,7 @@ Trial user attrs: everything a report needs without MLflow.
 STUDY_CONFIG = "study_config"  # dict: the validated study YAML
 PARENT_RUN_ID = "mlflow_parent_run_id"  # str
 TRACKING_URI = "mlflow_tracking_uri"  # str, password redacted
+BASE_CONFIG = "base_config"  # dict: the resolved base training config (base + overrides + budget)
 
 # trial.user_attrs
 SEED = "seed"  # int: the trial's training seed (repeats share params, differ in seed)
@@ -26,6 +27,8 @@ TRAIN_SECONDS = "train_seconds"  # float: wall time of fit()
 MLFLOW_RUN_ID = "mlflow_run_id"  # str
 WORKER = "worker"  # str: host:pid of the worker that ran it
 DEVICE = "device"  # str
+RETRY_OF = "retry_of"  # int | None: the trial this one re-runs (its worker died or was interrupted)
+SKOPT_POINT = "skopt_point"  # list: the full scikit-optimize point (sampler skopt), replayed on restart
 # Per-epoch validation PSNR is the trial's intermediate values (trial.report), so learning
 # curves need no MLflow; KL-weight and teacher-forcing curves follow from CONFIG through
 # the pure schedules in vpsearch.training.schedules.

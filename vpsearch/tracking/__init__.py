@@ -1,0 +1,40 @@
+"""Experiment tracking behind a small interface (see base.py); MLflow is the backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vpsearch.settings import runs_root, tracking_uri
+from vpsearch.tracking.base import StudyTracker, TrialTracker
+from vpsearch.tracking.probe import TrackingUnavailable
+
+DEFAULT_KEEP_CHECKPOINTS = 3
+
+
+def make_tracker(uri: str | None, root: Path | str | None, study_name: str,
+                 keep_checkpoints: int | None = DEFAULT_KEEP_CHECKPOINTS) -> StudyTracker:
+    """A tracker for one study.
+
+    uri: None -> MLFLOW_TRACKING_URI or the embedded store (sqlite + artifact folder under
+    ROOT/mlflow); "off" -> no tracking; http(s)://host:port -> an `mlflow server`, which must
+    answer /health now (TrackingUnavailable within ~8 s otherwise, never a hang).
+    keep_checkpoints: upload best checkpoints of the top-k trials only (None: all, 0: none).
+    """
+    if uri == "off":
+        return StudyTracker()
+    from vpsearch.tracking.probe import apply_env_defaults, check_reachable
+
+    apply_env_defaults()
+    resolved = tracking_uri(uri, root)
+    if resolved == "off":
+        return StudyTracker()
+    if resolved.startswith("sqlite:///"):
+        # sqlite:////abs/path.db (or the embedded default): its folder must exist
+        Path(resolved[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    check_reachable(resolved)
+    from vpsearch.tracking.mlflow_tracker import MLflowStudyTracker
+
+    return MLflowStudyTracker(resolved, runs_root(root), study_name, keep_checkpoints=keep_checkpoints)
+
+
+__all__ = ["StudyTracker", "TrialTracker", "TrackingUnavailable", "make_tracker", "DEFAULT_KEEP_CHECKPOINTS"]

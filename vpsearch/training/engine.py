@@ -78,8 +78,10 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
             on_step(i)
     n = max(1, len(batches))
     seconds = time.perf_counter() - start
-    return {"loss": sums[0] / n, "mse": sums[1] / n, "kl": sums[2] / n, "grad_norm": sums[3] / n,
-            "kl_beta": beta, "tfr": tfr, "train_seconds": seconds, "frames_per_second": sums[4] / seconds}
+    loss, mse, kl, gnorm, frames_seen = (float(x) for x in sums)  # plain floats: checkpoints hold no numpy
+    return {"loss": loss / n, "mse": mse / n, "kl": kl / n, "grad_norm": gnorm / n,
+            "kl_beta": float(beta), "tfr": float(tfr), "train_seconds": seconds,
+            "frames_per_second": frames_seen / seconds}
 
 
 def check_finite(values: list[float], epoch: int, step: int, fp16: bool) -> None:

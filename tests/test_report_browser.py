@@ -1,0 +1,71 @@
+"""The HTML reports in headless Chromium: every figure drawn, no console errors, nothing fetched
+from the network; screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from browser import browser, console_errors, open_page, screenshot  # noqa: F401 (fixture)
+from test_report_study import journal, make_study  # noqa: F401 (fixture)
+from vpsearch.reporting.export import export_best
+from vpsearch.reporting.report import REPORT_FIGURES, build_report
+from vpsearch.reporting.study import open_study_data
+
+pytestmark = pytest.mark.browser
+
+
+def assert_offline(html: str) -> None:
+    """Self-contained: plotly.js inline (once), and outside it no script/link/img pointing anywhere."""
+    head, _, rest = html.partition('<script type="text/javascript">')
+    bundle, _, page = rest.partition("</script>")
+    assert len(bundle) > 1_000_000 and "plotly" in bundle.lower()[:2000]  # the whole library, inline
+    outside = head + page
+    assert not re.search(r"<script[^>]+src=", outside)
+    assert not re.search(r"""(src|href)=["']https?://""", outside)
+    assert outside.count("Plotly.newPlot") >= 1
+
+
+def fetched(driver) -> list[str]:
+    """URLs the page loaded besides itself (a self-contained page loads none)."""
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('data:'))")
+
+
+def open_offline(driver, page: Path) -> int:
+    """Open a written page; checks it is self-contained, every figure drew, and the console stayed
+    clean. Returns how many figures drew."""
+    assert_offline(page.read_text())
+    declared, rendered = open_page(driver, page.as_uri())
+    assert declared == rendered
+    assert console_errors(driver) == [] and fetched(driver) == []
+    return rendered
+
+
+def test_study_report_renders_every_figure(browser, journal, tmp_path):  # noqa: F811
+    make_study(journal, "grid")
+    build_report(open_study_data("grid", journal), tmp_path)
+    assert open_offline(browser, tmp_path / "report.html") == len(REPORT_FIGURES)
+    text = browser.find_element("css selector", "body").text
+    assert "Best strategy: KL cyclical" in text and "25.17 ± 0.94 (n=3) (best)" in text
+    assert screenshot(browser, "report_study.png").stat().st_size > 10_000
+
+
+def test_one_trial_report_says_what_it_cannot_show(browser, journal, tmp_path):  # noqa: F811
+    make_study(journal, "one", values={("cyclical", "A"): [24.2]}, others=False)
+    build_report(open_study_data("one", journal), tmp_path)
+    assert open_offline(browser, tmp_path / "report.html") == len(REPORT_FIGURES) - 1  # importances need variation
+    missing = browser.find_elements("css selector", "[data-figure-missing]")
+    assert [m.get_attribute("data-figure-missing") for m in missing] == ["importances"]
+    screenshot(browser, "report_one_trial.png")
+
+
+def test_export_report_renders(browser, journal, tmp_path):  # noqa: F811
+    make_study(journal, "grid")
+    export_best(open_study_data("grid", journal), tmp_path)
+    # per-frame PSNR, learning curves, schedules (no run dir here, so no training curves)
+    assert open_offline(browser, tmp_path / "report.html") == 3
+    assert "vpsearch train --config" in browser.find_element("css selector", "pre").text
+    screenshot(browser, "export_best.png")

@@ -1,0 +1,190 @@
+"""Synthetic studies with known values (shared by the report and dashboard tests), and
+the study-loading layer: storage URLs, trial frames, strategy labels, edge cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+from vpsearch.config import load_config
+from vpsearch.reporting.study import ReportError, open_study_data
+from vpsearch.search.spec import StudyError
+from vpsearch.search.storage import open_storage
+from vpsearch.search import attrs
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# Best val PSNR of each (KL type, teacher-forcing preset) on seeds 0, 1, 2: the known values
+# every table in the tests is checked against.
+VALUES = {
+    ("none", "A"): [24.0, 24.5, 23.8],
+    ("none", "B"): [23.0, 23.4, 22.9],
+    ("monotonic", "A"): [22.0, 21.5, 22.3],
+    ("monotonic", "B"): [21.0, 21.2, 20.7],
+    ("cyclical", "A"): [25.0, 25.6, 24.9],
+    ("cyclical", "B"): [24.1, 24.3, 24.2],
+}
+# teacher-forcing presets: (tfr, decay start epoch, decay step)
+TF = {"A": (1.0, 1, 0.25), "B": (0.5, 0, 0.0)}
+TF_LABEL = {"A": "tfr 1 -0.25/ep after ep 1", "B": "tfr 0.5 fixed"}
+EPOCHS = 4
+DISTS = {"schedule.kl_anneal_type": CategoricalDistribution(["none", "monotonic", "cyclical"]),
+         "schedule.tfr": FloatDistribution(0.0, 1.0), "schedule.tfr_decay_step": FloatDistribution(0.0, 1.0)}
+
+
+def trial_config(kl: str, tf: str, seed: int, root: str = "builtin:pushing") -> dict:
+    tfr, start, step = TF[tf]
+    cfg = load_config("pushing-small", [f"schedule.kl_anneal_type={kl}", f"schedule.tfr={tfr}",
+                                        f"schedule.tfr_start_decay_epoch={start}", f"schedule.tfr_decay_step={step}",
+                                        "schedule.tfr_lower_bound=0.0", f"train.epochs={EPOCHS}",
+                                        f"train.seed={seed}", f"data.root={root}"])
+    return cfg.to_dict()
+
+
+def vp_attrs(kl: str, tf: str, seed: int, value: float, run_dir: str = "") -> dict:
+    from vpsearch.config import config_from_dict
+    cfg = trial_config(kl, tf, seed)
+    return {attrs.SEED: seed, attrs.REPEAT: seed, attrs.CONFIG: cfg, attrs.CONFIG_HASH: config_from_dict(cfg).hash(),
+            attrs.RUN_DIR: run_dir, attrs.BEST_EPOCH: EPOCHS - 1, attrs.VAL_PSNR_BEST: value,
+            attrs.VAL_PSNR_FINAL: value - 0.3, attrs.VAL_SSIM_BEST: round(0.5 + value / 100, 4),
+            attrs.BASELINE_PSNR: 20.0, attrs.FRAME_PSNR: [value + 2.5 - 0.5 * j for j in range(10)],
+            attrs.TRAIN_SECONDS: 10.0 + seed, attrs.WORKER: "host:1", attrs.DEVICE: "cpu"}
+
+
+def curve(value: float) -> dict[int, float]:
+    return {0: value - 3.0, 1: value - 1.5, 2: value - 0.5, 3: value}
+
+
+def params(kl: str, tf: str) -> dict:
+    return {"schedule.kl_anneal_type": kl, "schedule.tfr": TF[tf][0], "schedule.tfr_decay_step": TF[tf][2]}
+
+
+def make_study(storage: str, name: str, values: dict = VALUES, others: bool = True,
+               parent_run_id: str | None = None) -> optuna.Study:
+    """A grid study as the driver writes it: every cell on seeds 0..n-1, plus (others) one
+    failed, one pruned and one running trial."""
+    study = optuna.create_study(study_name=name, storage=open_storage(storage).storage, direction="maximize")
+    study.set_user_attr(attrs.STUDY_CONFIG, {"name": name, "objective": {"metric": "val_psnr"}, "sampler": "grid"})
+    if parent_run_id:
+        study.set_user_attr(attrs.PARENT_RUN_ID, parent_run_id)
+        study.set_user_attr(attrs.TRACKING_URI, "sqlite:///nowhere.db")
+    for (kl, tf), vals in values.items():
+        for seed, v in enumerate(vals):
+            study.add_trial(optuna.trial.create_trial(
+                value=v, params=params(kl, tf), distributions=DISTS, user_attrs=vp_attrs(kl, tf, seed, v),
+                intermediate_values=curve(v)))
+    if others:
+        add_unfinished(study)
+    return study
+
+
+def unfinished_attrs(kl: str, tf: str, reason: str = "") -> dict:
+    """What the driver has stored on a trial that never completed: no result attrs."""
+    a = vp_attrs(kl, tf, 7, 0.0)
+    for k in (attrs.VAL_PSNR_BEST, attrs.VAL_PSNR_FINAL, attrs.VAL_SSIM_BEST, attrs.FRAME_PSNR, attrs.BEST_EPOCH):
+        a.pop(k)
+    return {**a, attrs.FAIL_REASON: reason} if reason else a
+
+
+def add_unfinished(study: optuna.Study) -> None:
+    """One failed, one pruned and one running trial."""
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL, params=params("cyclical", "A"), distributions=DISTS,
+        user_attrs=unfinished_attrs("cyclical", "A", "non-finite loss at epoch 1"), intermediate_values={0: 12.0}))
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.PRUNED, params=params("monotonic", "B"), distributions=DISTS,
+        user_attrs=unfinished_attrs("monotonic", "B", "pruned at epoch 1"), intermediate_values={0: 15.0, 1: 16.0}))
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.RUNNING, params=params("none", "A"), distributions=DISTS,
+        user_attrs=unfinished_attrs("none", "A"), intermediate_values={0: 18.0}))
+
+
+@pytest.fixture()
+def journal(tmp_path) -> str:
+    return f"journal:{tmp_path / 'optuna-journal.log'}"
+
+
+def test_trial_frame_holds_every_trial_with_its_strategy(journal):
+    make_study(journal, "grid")
+    data = open_study_data("grid", journal)
+    assert len(data.frame) == 21 and data.counts() == {"COMPLETE": 18, "PRUNED": 1, "FAIL": 1, "RUNNING": 1,
+                                                        "WAITING": 0}
+    row = data.frame.set_index("number").loc[0]
+    assert (row["kl"], row["tf"], row["seed"], row["val_psnr"]) == ("none", TF_LABEL["A"], 0, 24.0)
+    assert row["val_psnr_final"] == pytest.approx(23.7) and row["epochs"] == EPOCHS
+    # labels carry no cycle/ratio: the study never varies them
+    assert set(data.completed["kl"]) == {"none", "monotonic", "cyclical"}
+    assert set(data.completed["tf"]) == set(TF_LABEL.values())
+    failed = data.frame[data.frame["state"] == "FAIL"].iloc[0]
+    assert failed["reason"] == "non-finite loss at epoch 1" and failed["epochs"] == 1
+    assert data.curves[0] == curve(24.0) and data.frame_psnr[0][0] == pytest.approx(26.5)
+    assert data.param_names == sorted(DISTS)
+
+
+def test_kl_labels_show_cycle_and_ratio_only_where_they_vary(journal):
+    from vpsearch.reporting.study import kl_label, tf_label
+
+    study = [{"kl_anneal_type": "cyclical", "kl_anneal_cycle": m, "kl_anneal_ratio": 0.5} for m in (2, 4)]
+    assert kl_label(study[0], study) == "cyclical M=2"
+    assert kl_label(study[0], study[:1]) == "cyclical"
+    s = {"tfr": 1.0, "tfr_start_decay_epoch": 5, "tfr_decay_step": 0.1, "tfr_lower_bound": 0.0, "tfr_mode": "batch"}
+    step = {**s, "tfr_mode": "step"}
+    assert tf_label(s, [s]) == "tfr 1 -0.1/ep after ep 5"
+    assert tf_label(step, [s, step]) == "tfr 1 -0.1/ep after ep 5 (step)"
+
+
+def test_missing_study_names_the_ones_there(journal):
+    make_study(journal, "grid", others=False)
+    with pytest.raises(StudyError, match=r"study 'nope' not found .*studies there: grid"):
+        open_study_data("nope", journal)
+
+
+@pytest.mark.parametrize("url,needle", [("journal:/no/such/journal.log", "no such journal file"),
+                                        ("sqlite:////no/such/db.sqlite", "no such sqlite file")])
+def test_missing_storage_is_an_error_and_creates_nothing(url, needle):
+    with pytest.raises(ReportError, match=needle):
+        open_study_data("any", url)
+    assert not Path(url.split(":", 1)[1].lstrip("/")).exists()
+
+
+def test_no_completed_trial_says_so(journal):
+    study = optuna.create_study(study_name="empty", storage=open_storage(journal).storage)
+    add_unfinished(study)
+    data = open_study_data("empty", journal)
+    with pytest.raises(ReportError, match=r"no completed trial yet \(3 trials: 0 complete, 1 pruned, 1 fail, 1 running\)"):
+        data.require_completed()
+
+
+def test_plain_optuna_study_without_vpsearch_attrs(journal):
+    """Tables need nothing but values: a study run without the driver's attrs still loads."""
+    study = optuna.create_study(study_name="plain", storage=open_storage(journal).storage, direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    data = open_study_data("plain", journal)
+    assert list(data.completed["kl"].unique()) == ["unknown"]
+    assert data.completed["val_psnr"].tolist() == [t.value for t in study.trials]
+
+
+def test_study_without_trials(journal):
+    optuna.create_study(study_name="new", storage=open_storage(journal).storage)
+    data = open_study_data("new", journal)
+    assert data.frame.empty and "strategy" in data.frame and data.counts()["COMPLETE"] == 0
+    with pytest.raises(ReportError, match=r"no completed trial yet \(0 trials"):
+        data.require_completed()
+
+
+def test_preset_names_label_strategies(journal):
+    """A categorical preset of the study YAML names the teacher-forcing strategy it sets."""
+    study = optuna.create_study(study_name="presets", storage=open_storage(journal).storage, direction="maximize")
+    study.set_user_attr(attrs.STUDY_CONFIG, {"search_space": {"teacher_forcing": {"type": "categorical", "choices": {
+        "always": {"schedule.tfr": 1.0, "schedule.tfr_decay_step": 0.0},
+        "half": {"schedule.tfr": 0.5, "schedule.tfr_decay_step": 0.0}}}}})
+    for preset, tf in (("always", "A"), ("half", "B")):
+        study.add_trial(optuna.trial.create_trial(
+            value=20.0, params={"teacher_forcing": preset},
+            distributions={"teacher_forcing": CategoricalDistribution(["always", "half"])},
+            user_attrs=vp_attrs("none", tf, 0, 20.0)))
+    data = open_study_data("presets", journal)
+    assert list(data.frame["tf"]) == [f"always ({TF_LABEL['A']})", f"half ({TF_LABEL['B']})"]

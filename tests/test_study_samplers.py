@@ -1,0 +1,142 @@
+"""Every sampler runs a tiny study (in-process worker); skopt replays its history after a restart;
+pruning and the tracker lifecycle seen from a real trial."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from test_study_run import write_study
+
+from vpsearch.search import attrs
+from vpsearch.search.launcher import prepare_study
+from vpsearch.search.plan import load_study
+from vpsearch.search.storage import open_storage
+from vpsearch.search.worker import Worker, WorkerOptions
+from vpsearch.tracking.base import StudyTracker, TrialTracker
+
+pytestmark = pytest.mark.slow
+ONE_EPOCH = {"epochs": 1, "steps_per_epoch": 1}
+
+
+def create(tmp_path: Path, pushing_root: Path, **fields):
+    plan = load_study(write_study(tmp_path / "s.yaml", pushing_root, **fields))
+    url = f"journal:{tmp_path / 'runs' / 'journal.log'}"
+    study = prepare_study(plan, open_storage(url), "off", str(tmp_path / "runs"))
+    return plan, url, study
+
+
+def work(url: str, tmp_path: Path, **kw) -> int:
+    return Worker(WorkerOptions("tiny", url, device="cpu", threads=1, tracking_uri="off",
+                                root=str(tmp_path / "runs"), **kw)).run()
+
+
+SPACE = {"optim.lr": {"type": "float", "low": 1e-3, "high": 3e-3, "log": True},
+         "schedule.kl_anneal_type": {"type": "categorical", "choices": ["monotonic", "cyclical"]}}
+GRID = {"optim.lr": {"type": "categorical", "choices": [1e-3, 3e-3]},
+        "schedule.kl_anneal_type": {"type": "categorical", "choices": ["monotonic", "cyclical"]}}
+
+
+@pytest.mark.parametrize("name", ["tpe", "gp", "cmaes", "random", "grid", "skopt"])
+def test_each_sampler_runs_a_tiny_study(tmp_path, pushing_root, name):
+    sampler = {"name": name} if name in ("random", "grid") else {"name": name, "n_startup_trials": 1}
+    plan, url, study = create(tmp_path, pushing_root, sampler=sampler, search_space=GRID if name == "grid" else SPACE,
+                              budget={"n_trials": 4 if name == "grid" else 3, **ONE_EPOCH})
+    assert work(url, tmp_path) == plan.n_trials
+    trials = optuna.load_study(study_name="tiny", storage=open_storage(url).storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * plan.n_trials
+    for t in trials:
+        assert 1e-3 <= t.params["optim.lr"] <= 3e-3 and t.user_attrs[attrs.CONFIG]["optim"]["lr"] == t.params["optim.lr"]
+    assert len({repr(t.params) for t in trials}) == plan.n_trials  # no configuration proposed twice
+    if name == "grid":  # every grid point exactly once
+        assert {(t.params["optim.lr"], t.params["schedule.kl_anneal_type"]) for t in trials} == {
+            (lr, k) for lr in (1e-3, 3e-3) for k in ("monotonic", "cyclical")}
+    if name == "skopt":
+        assert all(len(t.user_attrs[attrs.SKOPT_POINT]) == 2 for t in trials)
+
+
+def test_skopt_rebuilds_from_the_storage_after_a_restart(tmp_path, pushing_root):
+    from skopt import Optimizer
+
+    from vpsearch.search.samplers import SkoptDriver
+    plan, url, _ = create(tmp_path, pushing_root, search_space=SPACE, budget={"n_trials": 3, **ONE_EPOCH},
+                          sampler={"name": "skopt", "n_startup_trials": 2, "seed": 5})
+    assert work(url, tmp_path, max_trials=2) == 2  # then the process is gone: nothing of skopt survives
+    assert work(url, tmp_path) == 1  # a new worker replays the two completed trials into a new optimizer
+    t0, t1, t2 = optuna.load_study(study_name="tiny", storage=open_storage(url).storage).get_trials()
+    opt = Optimizer(SkoptDriver(plan.space, "maximize").dims, base_estimator="GP", n_initial_points=0,
+                    acq_func="gp_hedge", random_state=5 + 2)
+    opt.tell([t0.user_attrs[attrs.SKOPT_POINT], t1.user_attrs[attrs.SKOPT_POINT]], [-t0.value, -t1.value])
+    assert t2.user_attrs[attrs.SKOPT_POINT] == [v.item() if hasattr(v, "item") else v for v in opt.ask()]
+    assert t2.params == SkoptDriver(plan.space, "maximize").params(t2.user_attrs[attrs.SKOPT_POINT], plan.base.flat())
+
+
+def test_a_trial_below_the_median_is_pruned_with_its_reason(tmp_path, pushing_root):
+    plan, url, study = create(tmp_path, pushing_root, pruner={"name": "median", "n_startup_trials": 1},
+                              budget={"n_trials": 2, "epochs": 2, "steps_per_epoch": 1})
+    # a finished trial far above anything 2 steps of training reach
+    lr = optuna.distributions.FloatDistribution(1e-3, 3e-3, log=True)
+    study.add_trial(optuna.trial.create_trial(value=60.0, intermediate_values={0: 60.0, 1: 60.0},
+                                              params={"optim.lr": 2e-3}, distributions={"optim.lr": lr}))
+    assert work(url, tmp_path) == 1
+    t = optuna.load_study(study_name="tiny", storage=open_storage(url).storage).get_trials()[1]
+    assert t.state == TrialState.PRUNED and list(t.intermediate_values) == [0]
+    assert t.user_attrs[attrs.FAIL_REASON] == "pruned at epoch 0 by the median pruner (val_psnr below the other trials)"
+    rows = list(csv.DictReader(open(Path(t.user_attrs[attrs.RUN_DIR]) / "metrics.csv")))
+    assert len(rows) == 1  # training stopped when the pruner said so
+
+
+class RecordingTracker(StudyTracker):
+    def __init__(self, log):
+        self.log = log
+
+    def ensure_parent(self, study_config, sampler, storage_url, parent_run_id=None):
+        self.log.append(("ensure_parent", sampler, parent_run_id))
+        return "parent-1"
+
+    def trial(self, number, config, tags):
+        log = self.log
+
+        class T(TrialTracker):
+            run_id = f"run-{number}"
+
+            def report(self, epoch, metrics):
+                log.append(("report", number, epoch))
+                return False
+
+            def close(self, state, reason=None):
+                log.append(("close", number, state, reason))
+        log.append(("trial", number, tags["seed"], tags["repeat"], config.train.seed))
+        return T()
+
+    def close(self):
+        self.log.append(("tracker_close",))
+
+
+def test_worker_follows_the_tracking_lifecycle(tmp_path, pushing_root, monkeypatch):
+    log: list = []
+    monkeypatch.setattr("vpsearch.search.worker.make_tracker", lambda uri, root, name: RecordingTracker(log))
+    monkeypatch.setattr("vpsearch.search.launcher.make_study_tracker", lambda uri, root, name: RecordingTracker(log))
+    plan, url, study = create(tmp_path, pushing_root, repeats=2, budget={"n_trials": 2, **ONE_EPOCH})
+    assert study.user_attrs[attrs.PARENT_RUN_ID] == "parent-1" and study.user_attrs[attrs.TRACKING_URI] == "off"
+    work(url, tmp_path)
+    assert log == [("ensure_parent", "random", None), ("tracker_close",),  # the creator stores the parent
+                   ("ensure_parent", "random", "parent-1"),  # a worker nests under it
+                   ("trial", 0, "1", "0", 1), ("report", 0, 0), ("close", 0, "COMPLETE", None),
+                   ("trial", 1, "2", "1", 2), ("report", 1, 0), ("close", 1, "COMPLETE", None),
+                   ("tracker_close",)]
+    trials = optuna.load_study(study_name="tiny", storage=open_storage(url).storage).get_trials()
+    assert [t.user_attrs[attrs.MLFLOW_RUN_ID] for t in trials] == ["run-0", "run-1"]
+
+
+def test_multi_objective_study_stores_both_values(tmp_path, pushing_root):
+    plan, url, study = create(tmp_path, pushing_root, budget={"n_trials": 2, **ONE_EPOCH},
+                              objective={"metric": "val_psnr", "secondary": {"metric": "train_seconds"}})
+    work(url, tmp_path)
+    trials = optuna.load_study(study_name="tiny", storage=open_storage(url).storage).get_trials()
+    for t in trials:
+        assert t.state == TrialState.COMPLETE and len(t.values) == 2
+        assert t.values[0] == t.user_attrs[attrs.VAL_PSNR_BEST] and t.values[1] > 0

@@ -1,0 +1,46 @@
+"""`vpsearch study run --tracking-uri http://...`: a 2-trial study end to end into a real server."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from vpsearch.search import attrs
+from vpsearch.tracking import names
+
+from test_study_run import journal, open_study, run_cli, write_study
+
+pytest_plugins = ["mlflow_server"]
+pytestmark = pytest.mark.slow
+
+
+def test_study_run_tracks_every_trial_into_the_server(mlflow_server, pushing_root, tmp_path):
+    study_file = write_study(tmp_path / "tracked.yaml", pushing_root, name="e2e-tracked", workers=2)
+    root = tmp_path / "runs"
+    r = run_cli("study", "run", str(study_file), "--root", str(root), "--tracking-uri", mlflow_server.uri)
+    assert r.returncode == 0, r.stdout + r.stderr
+    study = open_study(journal(root), "e2e-tracked")
+    parent_id = study.user_attrs[attrs.PARENT_RUN_ID]
+    client = mlflow_server.client()
+    parent = client.get_run(parent_id)
+    assert parent.info.run_name == "e2e-tracked" and parent.info.status == "FINISHED"  # last worker ended it
+    exp = client.get_experiment_by_name("e2e-tracked")
+    runs = {r.info.run_name: r for r in client.search_runs(
+        [exp.experiment_id], f"tags.`{names.MLFLOW_PARENT}` = '{parent_id}'")}
+    trials = study.get_trials(deepcopy=False)
+    assert sorted(runs) == sorted(f"trial-{t.number}" for t in trials) and len(trials) == 2
+    for t in trials:
+        run = runs[f"trial-{t.number}"]
+        assert run.info.run_id == t.user_attrs[attrs.MLFLOW_RUN_ID]  # the study knows its run
+        assert run.info.status == names.RUN_STATUS[t.state.name]
+        assert run.data.tags[names.TAG_SAMPLER] == "random" and run.data.tags["trial"] == str(t.number)
+        assert run.data.tags[names.TAG_CONFIG_HASH] == t.user_attrs[attrs.CONFIG_HASH]
+        assert float(run.data.params["optim.lr"]) == pytest.approx(t.params["optim.lr"])
+        rows = list(csv.DictReader((Path(t.user_attrs[attrs.RUN_DIR]) / "metrics.csv").open()))
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/psnr"))
+        assert history == [(int(r["epoch"]), float(r["val_psnr"])) for r in rows]
+        files = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "metrics.csv", "plots", "samples", "frame_psnr"} <= files
+    assert not any((root / "mlflow-spool").iterdir())  # every worker delivered everything

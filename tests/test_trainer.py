@@ -1,0 +1,93 @@
+import csv
+
+import pytest
+import torch
+
+from vpsearch.training import METRIC_COLUMNS, NonFiniteLossError, Reporter, fit
+from vpsearch.training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+
+
+def test_fit_writes_the_run_directory(tiny_cfg, tmp_path):
+    cfg = tiny_cfg()
+    result = fit(cfg, tmp_path / "run")
+    run = result.run_dir
+    assert (run / "config.yaml").read_text() == cfg.to_yaml()
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert list(rows[0].keys()) == METRIC_COLUMNS
+    assert float(rows[1]["val_psnr"]) == pytest.approx(result.history[1]["val_psnr"])
+    frames = list(csv.DictReader((run / "frame_psnr.csv").open()))
+    assert len(frames) == cfg.data.n_future  # one row per predicted frame
+    for name in ("curves.png", "schedules.png", "frame_psnr.png", "samples/best.gif",
+                 "samples/best_strip.png", "checkpoints/best.pt", "checkpoints/last.pt"):
+        assert (run / name).is_file(), name
+    assert result.best_psnr == max(r["val_psnr"] for r in result.history if "val_psnr" in r)
+
+
+def test_checkpoint_round_trip_rebuilds_the_model(tiny_cfg, tmp_path):
+    result = fit(tiny_cfg(), tmp_path / "run")
+    model, cfg, payload = model_from_checkpoint(result.best_checkpoint)
+    assert cfg == tiny_cfg()
+    assert payload["epoch"] == result.best_epoch and "optimizer" in payload and "rng" in payload
+    sd = torch.load(result.best_checkpoint, weights_only=True)["model"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, sd[k])
+
+
+def test_resume_continues_exactly(tiny_cfg, tmp_path):
+    straight = fit(tiny_cfg("train.epochs=4", "eval.every=1"), tmp_path / "a")
+    # a run interrupted after 2 of 4 epochs: same config, resumed
+    fit(tiny_cfg("train.epochs=4", "eval.every=1"), tmp_path / "c", reporter=StopAfter(1))
+    resumed = fit(tiny_cfg("train.epochs=4", "eval.every=1"), tmp_path / "c", resume=True)
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    for a, b in zip(straight.history, resumed.history):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+        assert a["val_psnr"] == pytest.approx(b["val_psnr"], rel=1e-6)
+    wa = load_checkpoint(tmp_path / "a/checkpoints/last.pt")["model"]
+    wc = load_checkpoint(tmp_path / "c/checkpoints/last.pt")["model"]
+    assert all(torch.allclose(wa[k].float(), wc[k].float(), atol=1e-6) for k in wa)
+
+
+class StopAfter(Reporter):
+    def __init__(self, epoch):
+        self.epoch, self.seen = epoch, []
+
+    def report(self, epoch, metrics):
+        self.seen.append((epoch, metrics))
+        return epoch >= self.epoch
+
+
+def test_reporter_hears_every_epoch_and_can_stop(tiny_cfg, tmp_path):
+    rep = StopAfter(0)
+    result = fit(tiny_cfg("train.epochs=5", "eval.every=1"), tmp_path / "run", reporter=rep)
+    assert result.stopped_early and result.epochs_done == 1
+    epoch, metrics = rep.seen[0]
+    assert epoch == 0 and {"loss", "mse", "kl", "kl_beta", "tfr", "lr", "val_psnr"} <= set(metrics)
+
+
+def test_non_finite_loss_stops_with_where_and_which_term(tiny_cfg, tmp_path, monkeypatch):
+    """A model whose output goes NaN must fail loudly, never be patched."""
+    from vpsearch.models import svg
+
+    orig = svg.SVG.step
+
+    def nan_step(self, *a, **k):
+        x, g, s = orig(self, *a, **k)
+        return x * float("nan"), g, s
+
+    monkeypatch.setattr(svg.SVG, "step", nan_step)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 0, step 0: mse=nan"):
+        fit(tiny_cfg(), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
+def test_corrupt_checkpoint_is_refused_with_the_file_name(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pt: cannot be read"):
+        load_checkpoint(bad)
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a vpsearch checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_checkpoint(tmp_path / "missing.pt")

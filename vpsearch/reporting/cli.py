@@ -1,0 +1,107 @@
+"""Subcommands of the reporting layer: report, export-best, dashboard (thin calls into the library).
+
+Every one reads the study from --storage (default: VPSEARCH_STORAGE, else the journal
+file under the runs root) and writes under runs/studies/NAME/ unless --out says where.
+User errors (no such study, no completed trial, bad definition) raise ReportError, a
+ValueError the main CLI prints as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from vpsearch.settings import storage_url, study_dir
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="study name")
+    p.add_argument("--storage", help="Optuna storage: journal:PATH or an RDB URL (default: VPSEARCH_STORAGE, "
+                                     "else journal:ROOT/optuna-journal.log)")
+    p.add_argument("--root", help="runs root (default: VPSEARCH_ROOT, else ./runs)")
+    p.add_argument("--out", help="output folder (default: ROOT/studies/NAME/<kind>)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from vpsearch.reporting.report import build_report, log_report
+    from vpsearch.reporting.study import open_study_data
+
+    url = storage_url(args.storage, args.root)
+    data = open_study_data(args.name, url)
+    data.require_completed()  # fail before creating any folder
+    out = Path(args.out) if args.out else study_dir(args.name, args.root) / "report"
+    paths = build_report(data, out)
+    print(f"report of study {args.name} ({data.counts_line()}) written to {out}:")
+    for p in paths:
+        print(f"  {p.name}")
+    print(log_report(data, paths, args.tracking_uri, args.root))
+    return 0
+
+
+def cmd_export_best(args: argparse.Namespace) -> int:
+    from vpsearch.reporting.export import export_best
+    from vpsearch.reporting.study import open_study_data
+
+    data = open_study_data(args.name, storage_url(args.storage, args.root))
+    data.require_completed()
+    out = Path(args.out) if args.out else study_dir(args.name, args.root) / "best"
+    paths = export_best(data, out, args.by)
+    print(f"best configuration of study {args.name} (by {args.by}) exported to {out}:")
+    for p in paths:
+        print(f"  {p.name}")
+    print(f"rerun: vpsearch train --config {out / 'best.yaml'}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from vpsearch.reporting.dashboard import DashboardServer, build_dashboard, load_definition
+    from vpsearch.reporting.study import load_study
+
+    url = storage_url(args.storage, args.root)
+    definition = load_definition(args.definition)
+    out = Path(args.out) if args.out else study_dir(args.name, args.root) / "dashboard"
+    if not args.serve:
+        build_dashboard(load_study(args.name, url), url, definition, out)
+        print(f"dashboard of study {args.name} written to {out / 'index.html'}")
+        return 0
+    try:
+        server = DashboardServer(args.name, url, definition, out, args.port, args.poll).start()
+    except OSError as e:  # port in use, most likely
+        raise ValueError(f"cannot serve on 127.0.0.1:{args.port}: {e.strerror or e}") from None
+    print(f"serving the dashboard of study {args.name} at {server.url} (rebuilt as trials finish; Ctrl-C stops)",
+          flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("vpsearch dashboard: stopped", file=sys.stderr)
+    finally:
+        server.stop()
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="strategy tables, figures and CSVs of a study (Markdown, HTML)")
+    _common(p)
+    p.add_argument("--tracking-uri", help="MLflow tracking URI to log the report to the study's parent run "
+                                          "(default: MLFLOW_TRACKING_URI, else the study's, else the embedded "
+                                          "store; 'off' skips logging)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export-best", help="best config (best.yaml) with its metrics, plots, GIF and environment")
+    _common(p)
+    p.add_argument("--by", choices=["mean-over-seeds", "single"], default="mean-over-seeds",
+                   help="best configuration by its mean over seeds (default), or the single best trial")
+    p.set_defaults(func=cmd_export_best)
+
+    p = sub.add_parser("dashboard", help="HTML dashboard of a study from a definition in dashboards/")
+    _common(p)
+    p.add_argument("--definition", default="study", help="definition name in dashboards/ or a YAML path "
+                                                         "(default: study)")
+    p.add_argument("--serve", action="store_true", help="serve on 127.0.0.1 and refresh as trials finish")
+    p.add_argument("--port", type=int, default=8765, help="port for --serve (0: any free port)")
+    p.add_argument("--poll", type=float, default=None, help="seconds between study checks (default: the "
+                                                            "definition's refresh_seconds)")
+    p.set_defaults(func=cmd_dashboard)

@@ -1,0 +1,190 @@
+"""`vpsearch export-best`: the configuration to retrain with, and the evidence for it.
+
+The folder holds best.yaml (a complete training config: `vpsearch train --config
+best.yaml` reruns it as is), report.md / report.html (metrics with intervals over the
+configuration's seeds, per-frame PSNR, curves, the GIF, the rerun command, package
+versions, git commit, dataset path and fingerprint), environment.json, the run's
+outputs and the checkpoint when it was kept.
+
+--by mean-over-seeds (default) picks the configuration (config hash, seed excluded) with
+the highest mean best val PSNR over its seeds and exports its best seed; --by single
+picks the single best trial. With no repeats in the study the two agree.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from vpsearch.config import config_from_dict
+from vpsearch.reporting import figures, provenance, tables
+from vpsearch.reporting.html import esc, img_data_uri, page, render, write_atomic
+from vpsearch.reporting.stats import t_interval
+from vpsearch.reporting.study import ReportError, StudyData, resolve_run_dir
+
+By = Literal["mean-over-seeds", "single"]
+# run outputs copied next to the report (trainer.py's run-dir layout)
+RUN_FILES = ["metrics.csv", "frame_psnr.csv", "samples/best.gif", "samples/best_strip.png", "curves.png",
+             "schedules.png", "frame_psnr.png"]
+
+
+@dataclass
+class Choice:
+    trial: int  # the trial whose config, run and checkpoint are exported
+    group: list[int]  # its configuration's completed trials (seeds)
+    by: By
+
+
+@dataclass
+class Exported:
+    """What the two report renderings share."""
+
+    data: StudyData
+    c: Choice
+    row: pd.Series  # the exported trial's row of the trial frame
+    metrics: pd.DataFrame
+    env: dict
+    copied: dict[str, Path]  # run-relative name -> copy in the export folder
+    yaml_text: str
+
+
+def choose(data: StudyData, by: By) -> Choice:
+    done = data.require_completed()
+    done = done[done["val_psnr"].notna() & done["number"].isin(list(data.configs))]
+    if done.empty:
+        raise ReportError(f"study {data.name!r}: no completed trial recorded its training config; nothing to export")
+    keys = done["config_hash"].where(done["config_hash"].notna(), "trial-" + done["number"].astype(str))
+    if by == "single":
+        best = done.loc[done["val_psnr"].idxmax()]
+        return Choice(int(best["number"]), done[keys == keys[best.name]]["number"].tolist(), by)
+    means = done.groupby(keys)["val_psnr"].agg(["mean", "size"])
+    # highest mean; among equal means, more seeds is better evidence
+    key = means.sort_values(["mean", "size"], ascending=False).index[0]
+    group = done[keys == key]
+    return Choice(int(group.loc[group["val_psnr"].idxmax(), "number"]), group["number"].tolist(), by)
+
+
+def metrics_table(data: StudyData, c: Choice) -> pd.DataFrame:
+    f = data.frame.set_index("number")
+    rows = []
+    for col, name, digits in [("val_psnr", "best val PSNR (dB)", 2), ("val_psnr_final", "final-epoch val PSNR (dB)", 2),
+                              ("val_ssim", "val SSIM at the best epoch", 3),
+                              ("baseline_psnr", "copy-last-frame PSNR (dB)", 2)]:
+        iv = t_interval(f.loc[c.group, col].tolist())
+        own = f.at[c.trial, col]
+        if pd.isna(own) and iv.n == 0:
+            continue
+        ci = "" if iv.n < 2 else f" [{iv.low:.{digits}f}, {iv.high:.{digits}f}]"
+        rows.append({"metric": name, f"trial {c.trial}": "—" if pd.isna(own) else f"{own:.{digits}f}",
+                     "mean over seeds [95% CI]": "—" if iv.n == 0 else f"{iv.mean:.{digits}f}{ci}", "n": iv.n})
+    return pd.DataFrame(rows)
+
+
+def copy_run_outputs(run: Path | None, out: Path) -> dict[str, Path]:
+    copied: dict[str, Path] = {}
+    if run is None:
+        return copied
+    for rel in RUN_FILES:
+        src = run / rel
+        if src.is_file():
+            copied[rel] = Path(shutil.copy2(src, out / src.name))
+    ckpt = run / "checkpoints" / "best.pt"
+    if ckpt.is_file():
+        copied["checkpoint"] = Path(shutil.copy2(ckpt, out / "best.pt"))
+    return copied
+
+
+def export_best(data: StudyData, out: Path, by: By = "mean-over-seeds") -> list[Path]:
+    c = choose(data, by)
+    out.mkdir(parents=True, exist_ok=True)
+    row = data.frame.set_index("number").loc[c.trial]
+    raw = dict(data.configs[c.trial])
+    raw["name"] = f"{data.name}-best"
+    cfg = config_from_dict(raw, f"study {data.name} trial {c.trial} config")  # validates before writing
+    best_yaml = out / "best.yaml"
+    command = f"vpsearch train --config {shlex.quote(str(best_yaml.resolve()))}"
+    header = (f"# vpsearch export-best: study {data.name}, trial {c.trial} (by {by}; best val PSNR "
+              f"{row['val_psnr']:.3f} dB, seed {row['seed']})\n# rerun: {command}\n")
+    write_atomic(best_yaml, header + cfg.to_yaml())
+
+    run = resolve_run_dir(str(row["run_dir"]))
+    copied = copy_run_outputs(run, out)
+    env = {"study": data.name, "trial": c.trial, "by": by, "seeds_of_config": c.group, "command": command,
+           "config_hash": cfg.hash(), "run_dir": str(run) if run else (row["run_dir"] or None),
+           "run_dir_found": run is not None,
+           "checkpoint": str(copied["checkpoint"]) if "checkpoint" in copied else None,
+           "packages": provenance.package_versions(), "git": provenance.git_commit(),
+           "dataset": provenance.dataset_info(cfg.data.root)}
+    write_atomic(out / "environment.json", json.dumps(env, indent=2, default=str) + "\n")
+    group_trials = tables.trials_table(data.frame[data.frame["number"].isin(c.group)], data.param_names)
+    (out / "trials.csv").write_text(group_trials.to_csv(index=False))
+    ex = Exported(data, c, row, metrics_table(data, c), env, copied, best_yaml.read_text())
+    write_atomic(out / "report.md", markdown(ex))
+    write_atomic(out / "report.html", html_page(ex))
+    return [best_yaml, out / "report.md", out / "report.html", out / "environment.json", out / "trials.csv",
+            *copied.values()]
+
+
+def _choice_text(data: StudyData, c: Choice, row: pd.Series) -> str:
+    why = (f"the configuration with the highest mean best val PSNR over its {len(c.group)} seed(s); its best seed"
+           if c.by == "mean-over-seeds" else "the single trial with the highest best val PSNR")
+    return (f"Trial {c.trial} of study {data.name}: {why}. KL annealing {row['kl']}, teacher forcing {row['tf']}, "
+            f"seed {row['seed']}.")
+
+
+def _env_lines(env: dict) -> list[tuple[str, str]]:
+    git = env["git"]
+    ds = env["dataset"]
+    fp = ds.get("fingerprint")
+    return [("git commit", f"{git['commit']}" + (" (uncommitted changes)" if git.get("dirty") else "")),
+            ("dataset", f"{ds['root']} -> {ds['path'] or ds.get('note')}"),
+            ("dataset fingerprint", f"sha256 {fp['sha256']} ({fp['files']} files, {fp['bytes']} bytes; {fp['method']})"
+             if fp else "—"),
+            ("checkpoint", "best.pt (copied from the trial's run)" if env["checkpoint"] else
+             "not kept (only the study's top trials keep checkpoints); retrain with the command above"
+             if env["run_dir_found"] else f"the trial's run directory ({env['run_dir'] or 'not recorded'}) is not "
+             "on this machine; retrain with the command above"),
+            ("packages", ", ".join(f"{k} {v}" for k, v in env["packages"].items()))]
+
+
+def markdown(ex: Exported) -> str:
+    data, c, env, copied = ex.data, ex.c, ex.env, ex.copied
+    md = [f"# Best configuration of study {data.name}", "", _choice_text(data, c, ex.row), "",
+          "## Rerun", "", "```sh", env["command"], "```", "", "## Metrics", "", tables.markdown_table(ex.metrics), ""]
+    for rel, title in [("samples/best.gif", "Prediction vs ground truth (best epoch)"),
+                       ("frame_psnr.png", "Per-frame PSNR"), ("curves.png", "Training curves"),
+                       ("schedules.png", "KL weight and teacher-forcing ratio")]:
+        if rel in copied:
+            md += [f"## {title}", "", f"![{title}]({copied[rel].name})", ""]
+    md += ["Interactive per-frame PSNR over the seeds, learning curves and schedules: [report.html](report.html).", "",
+           "## Environment", ""] + [f"- **{k}**: {v}" for k, v in _env_lines(env)] + [""]
+    return "\n".join(md)
+
+
+def html_page(ex: Exported) -> str:
+    data, c, env, copied = ex.data, ex.c, ex.env, ex.copied
+    groups = {f"trial {c.trial}": [c.trial]}
+    if len(c.group) > 1:
+        groups[f"mean over its {len(c.group)} seeds"] = c.group
+    body = [f"<h1>Best configuration of study {esc(data.name)}</h1>",
+            f'<div class="answer">{esc(_choice_text(data, c, ex.row))}</div>',
+            "<h2>Rerun</h2>", f"<pre>{esc(env['command'])}</pre>", "<h2>Metrics</h2>", tables.scroll_table(ex.metrics)]
+    if "samples/best.gif" in copied:
+        body += ["<h2>Prediction vs ground truth (best epoch)</h2>",
+                 f'<img class="gif" alt="prediction vs truth" src="{img_data_uri(copied["samples/best.gif"])}">']
+    body.append("<h2>Figures</h2>")
+    body.append(render("frame_psnr", lambda: figures.frame_psnr(data, groups))[0])
+    body.append(render("learning_curves", lambda: figures.learning_curves(data, groups))[0])
+    body.append(render("schedules", lambda: figures.schedules(data, {f"trial {c.trial}": [c.trial]}))[0])
+    if "metrics.csv" in copied:
+        body.append(render("training_curves", lambda: figures.training_curves(copied["metrics.csv"]))[0])
+    body += ["<h2>Environment</h2>", "<ul>" + "".join(f"<li><b>{esc(k)}</b>: {esc(v)}</li>"
+                                                       for k, v in _env_lines(env)) + "</ul>",
+             "<h2>best.yaml</h2>", f"<pre>{esc(ex.yaml_text)}</pre>"]
+    return page(f"{data.name}: best configuration", "\n".join(body))

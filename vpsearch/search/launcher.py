@@ -1,0 +1,238 @@
+"""`vpsearch study run`: create or resume a study, spawn local workers, watch them, show progress.
+
+The launcher trains nothing itself. It validates the study, creates it in the storage
+(or checks that a stored study of that name is the same search and resumes it), makes
+built-in data once, and starts one `vpsearch worker` process per device / CPU slot, each
+with its share of the CPU threads. While they run it redraws one progress line, and when
+a child dies without finishing (SIGKILL, OOM) it fails that child's trial with the
+reason, re-queues it and starts a replacement. Ctrl-C is forwarded once: workers
+re-queue their running trials and exit, and the next `study run` picks them up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from vpsearch import settings
+from vpsearch.search import attrs
+from vpsearch.search.plan import StudyPlan, load_study
+from vpsearch.search.recovery import RetryStaleTrial, reap_dead_local, reap_worker, tally, worker_id
+from vpsearch.search.spec import StudyError
+from vpsearch.search.status import progress_line, summary
+from vpsearch.search.storage import StudyStorage, open_storage, study_names
+from vpsearch.search.worker import make_study_tracker
+from vpsearch.training.device import split_devices, threads_per_worker
+
+
+@dataclass
+class RunOptions:
+    study_file: str
+    workers: int | None = None
+    devices: str | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    root: str | None = None
+    threads: int | None = None
+    storage_wait: float = 60.0
+
+
+@dataclass
+class Child:
+    proc: subprocess.Popen
+    device: str
+    slot: int
+    log: Path
+
+    @property
+    def worker(self) -> str:
+        return worker_id(self.proc.pid)
+
+
+def prepare_study(plan: StudyPlan, store: StudyStorage, tracking: str, root: str | None) -> optuna.Study:
+    """Create the study, or check that the stored one is the same search and take budget changes."""
+    existed = plan.name in study_names(store)
+    study = store.call(lambda: optuna.create_study(study_name=plan.name, storage=store.storage, load_if_exists=True,
+                                                   directions=plan.spec.directions), "creating the study")
+    if existed and attrs.STUDY_CONFIG in study.user_attrs:
+        stored = StudyPlan.from_attrs(study.user_attrs, f"study {plan.name} in {store.shown}")
+        diffs = stored.differences(plan)
+        if diffs:
+            raise StudyError(f"{plan.source}: study {plan.name!r} already exists in {store.shown} with a different "
+                             f"{diffs[0]}; resume it with the same YAML or give this search a new name")
+    for k, v in plan.study_attrs().items():  # budget / worker changes of a re-run are kept
+        store.call(lambda: study.set_user_attr(k, v), "writing study attrs")
+    tracker = make_study_tracker(tracking, root, plan.name)
+    parent = tracker.ensure_parent(study.user_attrs[attrs.STUDY_CONFIG], plan.spec.sampler.name, store.shown,
+                                   parent_run_id=study.user_attrs.get(attrs.PARENT_RUN_ID))
+    if parent:
+        study.set_user_attr(attrs.PARENT_RUN_ID, parent)
+    study.set_user_attr(attrs.TRACKING_URI, settings.redact(tracking))
+    tracker.close()
+    return study
+
+
+def _describe_exit(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exited with status {rc}"
+
+
+class Launcher:
+    def __init__(self, opts: RunOptions):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.opts = opts
+        self.plan = load_study(opts.study_file)
+        spec = self.plan.spec
+        n = opts.workers or spec.workers
+        devices = opts.devices or spec.devices
+        if devices == "auto":
+            import torch
+            devices = "cuda" if torch.cuda.is_available() else "cpu"
+        self.devices = split_devices(devices, n)
+        cpu_workers = sum(d == "cpu" for d in self.devices) or len(self.devices)
+        self.threads = opts.threads or spec.threads_per_worker or threads_per_worker(cpu_workers)
+        self.root = str(settings.runs_root(opts.root))
+        self.url = settings.storage_url(opts.storage, self.root)
+        self.tracking = settings.tracking_uri(opts.tracking_uri, self.root)
+        self.store = open_storage(self.url, workers=len(self.devices), failure=spec.failure, wait=opts.storage_wait)
+        self.retry = RetryStaleTrial(spec.failure.max_retries)
+        self.children: list[Child] = []
+        self.slot = 0
+        self.restarts = 0
+        self.interrupts = 0
+        self.deadline = time.time() + spec.budget.timeout if spec.budget.timeout else None
+
+    def remaining(self, study: optuna.Study) -> int:
+        t = tally(study.get_trials(deepcopy=False))
+        return t.waiting + max(0, self.plan.n_trials - t.counted)
+
+    def spawn(self, device: str) -> Child:
+        logs = settings.study_dir(self.plan.name, self.root) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = logs / f"worker-{self.slot}.log"
+        cmd = [sys.executable, "-m", "vpsearch.cli", "worker", "--study", self.plan.name, "--device", device,
+               "--threads", str(self.threads), "--root", self.root, "--slot", str(self.slot),
+               "--parent-pid", str(os.getpid()), "--storage-wait", str(self.opts.storage_wait)]
+        if self.deadline:
+            cmd += ["--deadline", str(self.deadline)]
+        # URLs travel in the environment, not argv, so passwords do not show in `ps`; the thread
+        # variables must be set before the child imports torch to size its thread pools
+        env = {**os.environ, "VPSEARCH_STORAGE": self.url, "MLFLOW_TRACKING_URI": self.tracking,
+               "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+        with open(log, "a") as f:
+            # own session: a terminal Ctrl-C reaches the launcher only, which forwards it exactly once
+            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        child = Child(proc, device, self.slot, log)
+        self.slot += 1
+        self.children.append(child)
+        return child
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        self.interrupts += 1
+        for c in self.children:
+            if c.proc.poll() is None:
+                # first: workers re-queue their trial and exit; second: stop now (reaped below)
+                c.proc.send_signal(signal.SIGINT if self.interrupts == 1 else signal.SIGKILL)
+
+    def say(self, msg: str) -> None:
+        print(("\r\033[K" if sys.stdout.isatty() else "") + msg, flush=True)
+
+    def watch(self, study: optuna.Study) -> None:
+        """Until every child has exited: progress, and a replacement for each child that died."""
+        shown, tty, last = "", sys.stdout.isatty(), 0.0
+        while self.children:
+            time.sleep(0.3)
+            for c in list(self.children):
+                rc = c.proc.poll()
+                if rc is None:
+                    continue
+                self.children.remove(c)
+                # a clean or interrupted worker has re-queued its own trial; this catches the rest
+                # (killed mid-trial, or interrupted between creating a trial and starting it)
+                how = "stopped by Ctrl-C" if self.interrupts else _describe_exit(rc)
+                lost = reap_worker(study, c.worker, f"worker {c.worker} ({c.device}) {how}", self.retry)
+                if rc == 0 or (self.interrupts and rc in (130, -signal.SIGINT, -signal.SIGKILL)):
+                    continue
+                tail = _last_line(c.log)
+                self.say(f"worker {c.slot} (pid {c.proc.pid}, {c.device}) {_describe_exit(rc)}"
+                         + (f"; trial {', '.join(map(str, lost))} re-queued" if lost else "")
+                         + (f"; last log line: {tail}" if tail else "") + f" [{c.log}]")
+                if self.interrupts == 0 and self.remaining(study) and self.restarts < 3 * len(self.devices):
+                    self.restarts += 1
+                    self.spawn(c.device)
+            now = time.monotonic()
+            if now - last >= 1.0:
+                last = now
+                line = progress_line(self.plan, study.get_trials(deepcopy=False), len(self.children))
+                if tty:
+                    print("\r\033[K" + line, end="", flush=True)
+                elif line != shown:
+                    print(line, flush=True)
+                shown = line
+
+    def run(self) -> int:
+        t0 = time.time()
+        study = prepare_study(self.plan, self.store, self.tracking, self.root)
+        from vpsearch.data.builtin import resolve_root
+        resolve_root(self.plan.base.data.root)  # built-in data generated once here, not by every worker
+        lost = reap_dead_local(study, self.retry)
+        if lost:
+            print(f"re-queued trial(s) {', '.join(map(str, lost))} left running by a worker that is gone")
+        print(f"study {self.plan.name}: {self.plan.n_trials} trials, sampler {self.plan.spec.sampler.name}, "
+              f"pruner {self.plan.spec.pruner.name}, storage {self.store.shown}; "
+              f"{len(self.devices)} worker(s) on {','.join(sorted(set(self.devices)))} x {self.threads} thread(s); "
+              f"logs in {settings.study_dir(self.plan.name, self.root) / 'logs'}", flush=True)
+        old = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        idle_rounds = 0
+        try:
+            while not self.interrupts and self.remaining(study) and (not self.deadline or time.time() < self.deadline):
+                todo = self.remaining(study)
+                for device in self.devices[:max(1, min(len(self.devices), todo))]:
+                    self.spawn(device)
+                self.watch(study)
+                if self.restarts >= 3 * len(self.devices):
+                    break
+                # workers that all exit cleanly while work is left twice in a row would loop forever
+                idle_rounds = idle_rounds + 1 if self.remaining(study) >= todo else 0
+                if idle_rounds >= 2:
+                    raise StudyError(f"workers of study {self.plan.name} exit without taking the "
+                                     f"{self.remaining(study)} remaining trial(s); see the logs in "
+                                     f"{settings.study_dir(self.plan.name, self.root) / 'logs'}")
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        print(("\r\033[K" if sys.stdout.isatty() else ""), end="")
+        print(summary(self.plan, study.get_trials(deepcopy=False), time.time() - t0))
+        if self.interrupts:
+            print(f"interrupted: running trials were re-queued; resume with: vpsearch study run {self.opts.study_file}")
+            return 130
+        if self.restarts >= 3 * len(self.devices) and self.remaining(study):
+            raise StudyError(f"workers of study {self.plan.name} keep dying ({self.restarts} restarts); "
+                             f"see the logs in {settings.study_dir(self.plan.name, self.root) / 'logs'}")
+        if self.remaining(study):
+            print(f"timeout reached; continue with: vpsearch study run {self.opts.study_file}")
+        return 0
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:200] if lines else ""
+
+
+def run_study(opts: RunOptions) -> int:
+    return Launcher(opts).run()

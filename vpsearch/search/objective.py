@@ -1,0 +1,122 @@
+"""The trial objective: what the trainer reports becomes Optuna values, pruning and attrs.
+
+The trainer knows nothing of Optuna: ``TrialReporter`` is the Reporter the worker hands
+to fit(). Every epoch with an evaluation reports its objective metric (validation PSNR by
+default) as the trial's intermediate value at step = epoch and asks the pruner; epochs
+without evaluation report nothing. The objective value is the best of those values (and,
+in a multi-objective study, the secondary metric; Optuna keeps no per-epoch values there).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import optuna
+
+from vpsearch.search import attrs
+from vpsearch.search.spec import Objective
+from vpsearch.search.storage import StudyStorage
+from vpsearch.training.reporter import Reporter
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+class TrialReporter(Reporter):
+    def __init__(self, trial: optuna.trial.Trial, store: StudyStorage, objective: Objective, prune: bool):
+        self.trial, self.store, self.objective, self.prune = trial, store, objective, prune
+        self.rows: list[dict[str, Any]] = []
+        self.frames: dict[int, list[float]] = {}
+        self.pruned_epoch: int | None = None
+
+    def report(self, epoch: int, metrics: dict[str, float]) -> bool:
+        self.rows.append({"epoch": epoch, **metrics})
+        v = metrics.get(self.objective.metric)
+        if not _finite(v) or self.objective.secondary is not None:
+            # no evaluation this epoch (or a NaN metric): nothing to compare; Optuna keeps no
+            # intermediate values for multi-objective studies (and cannot prune them)
+            return False
+        self.store.call(lambda: self.trial.report(float(v), epoch), "reporting an epoch")
+        if self.prune and self.store.call(self.trial.should_prune, "asking the pruner"):
+            self.pruned_epoch = epoch
+            return True
+        return False
+
+    def evaluated(self, epoch: int, frame_metrics: dict[str, list[float]]) -> None:
+        self.frames[epoch] = [float(x) for x in frame_metrics.get("psnr", [])]
+
+    # --- results, from what was reported (also for a trial that failed half way)
+    def best_row(self, metric: str) -> dict[str, Any] | None:
+        rows = [r for r in self.rows if _finite(r.get(metric))]
+        if not rows:
+            return None
+        pick = max if self.objective.direction == "maximize" or metric != self.objective.metric else min
+        return pick(rows, key=lambda r: r[metric])
+
+    def values(self, train_seconds: float) -> list[float] | None:
+        """Objective value(s), or None when no finite value was ever reported."""
+        best = self.best_row(self.objective.metric)
+        if best is None:
+            return None
+        out = [float(best[self.objective.metric])]
+        sec = self.objective.secondary
+        if sec is not None:
+            if sec.metric == "train_seconds":
+                out.append(float(train_seconds))
+            else:
+                rows = [r[sec.metric] for r in self.rows if _finite(r.get(sec.metric))]
+                if not rows:
+                    return None
+                out.append(float(max(rows) if sec.direction == "maximize" else min(rows)))
+        return out
+
+    def result_attrs(self, train_seconds: float) -> dict[str, Any]:
+        """The result attrs of attrs.py; None where the trial never got that far."""
+        best = self.best_row("val_psnr")
+        evaluated = [r for r in self.rows if _finite(r.get("val_psnr"))]
+        return {
+            attrs.BEST_EPOCH: int(best["epoch"]) if best else None,
+            attrs.VAL_PSNR_BEST: float(best["val_psnr"]) if best else None,
+            attrs.VAL_PSNR_FINAL: float(evaluated[-1]["val_psnr"]) if evaluated else None,
+            attrs.VAL_SSIM_BEST: float(best["val_ssim"]) if best and _finite(best.get("val_ssim")) else None,
+            attrs.BASELINE_PSNR: (float(best["baseline_psnr"]) if best and _finite(best.get("baseline_psnr"))
+                                  else None),
+            attrs.FRAME_PSNR: self.frames.get(int(best["epoch"])) if best else None,
+            attrs.TRAIN_SECONDS: round(float(train_seconds), 3),
+        }
+
+
+class Heartbeat:
+    """Records the trial's heartbeat every interval while it trains (RDB storages only).
+
+    Optuna does this inside study.optimize(); ask/tell leaves it to us. The first beat is
+    written before training starts: Optuna never counts a trial without beats as stale.
+    """
+
+    def __init__(self, store: StudyStorage, trial_id: int):
+        self.store, self.trial_id = store, trial_id
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> "Heartbeat":
+        if self.store.heartbeats:
+            self.store.call(lambda: self.store.rdb.record_heartbeat(self.trial_id), "recording a heartbeat")
+            self.thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
+            self.thread.start()
+        return self
+
+    def _beat(self) -> None:
+        interval = self.store.rdb.heartbeat_interval
+        while not self.stop.wait(interval):
+            try:
+                self.store.rdb.record_heartbeat(self.trial_id)
+            except Exception:  # storage blip: the next beat retries; a long outage makes the trial stale
+                pass
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)

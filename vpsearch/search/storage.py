@@ -1,0 +1,207 @@
+"""Study storage: the journal file (embedded default), SQLite (one worker), PostgreSQL (scale).
+
+- ``journal:PATH`` (what settings.storage_url() gives): Optuna's JournalStorage with the
+  file backend, locked with flock so a worker killed mid-write never leaves a stale lock.
+- ``sqlite:///PATH``: refused for more than one worker (SQLite locks the whole file;
+  Optuna's FAQ says not to share it between parallel workers).
+- ``postgresql://...`` (any other SQLAlchemy URL): RDBStorage with heartbeats and a
+  stale-trial retry callback, so a trial whose worker died is failed and re-run.
+
+Every storage call of the driver goes through ``StudyStorage.call``: transient errors
+(connection refused, I/O errors) are retried with exponential backoff for ``wait``
+seconds, then one clear StorageUnavailable error names the storage and the cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._file import BaseJournalFileLock
+
+from vpsearch.search.spec import Failure, StudyError
+from vpsearch.settings import redact
+
+T = TypeVar("T")
+
+
+class StorageUnavailable(StudyError):
+    """The storage could not be reached within the retry budget."""
+
+
+def _transient() -> tuple[type[BaseException], ...]:
+    import sqlalchemy.exc
+    return (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, ConnectionError, TimeoutError,
+            BlockingIOError, InterruptedError)
+
+
+class FlockLock(BaseJournalFileLock):
+    """Journal lock held with flock(2): the kernel drops it when its process dies (even by SIGKILL);
+    Optuna's default symlink lock would leave a lock file that blocks every worker for 30 s."""
+
+    def __init__(self, journal: str):
+        self.path = journal + ".flock"
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """-> (kind, target): ('journal', path) | ('sqlite', url) | ('rdb', url)."""
+    if url.startswith("journal:"):
+        return "journal", url[len("journal:"):]
+    if "://" not in url and url.endswith((".log", ".journal")):
+        return "journal", url
+    if url.startswith("sqlite:"):
+        return "sqlite", url
+    if "://" in url:
+        return "rdb", _with_driver(url)
+    raise StudyError(f"storage {url!r}: expected journal:PATH, sqlite:///PATH or postgresql://USER@HOST/DB")
+
+
+def _with_driver(url: str) -> str:
+    """postgresql:// means psycopg2 (what vpsearch depends on); SQLAlchemy 2.1 would pick psycopg 3."""
+    scheme, rest = url.split("://", 1)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            return f"postgresql+psycopg2://{rest}"
+    return url
+
+
+@dataclass
+class StudyStorage:
+    url: str
+    kind: str
+    storage: BaseStorage
+    wait: float = 60.0
+    rdb: RDBStorage | None = None
+    journal: Path | None = None
+    failure: Failure = field(default_factory=Failure)
+
+    @property
+    def shown(self) -> str:
+        return redact(self.url)
+
+    @property
+    def heartbeats(self) -> bool:
+        return self.rdb is not None and self.rdb.heartbeat_interval is not None
+
+    def call(self, fn: Callable[[], T], what: str) -> T:
+        return retrying(fn, what, self.shown, self.wait)
+
+    @contextlib.contextmanager
+    def lock(self, study_name: str) -> Iterator[None]:
+        """Serialises "count the budget, create a trial, enqueue its repeats" between workers, so
+        n_trials is met exactly: flock beside the journal, an advisory lock in PostgreSQL."""
+        if self.kind == "journal" and self.journal is not None:
+            with open(str(self.journal) + ".ask.lock", "w") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                yield
+            return
+        if self.rdb is not None and self.rdb.engine.name == "postgresql":
+            from sqlalchemy import text
+            key = int.from_bytes(hashlib.sha1(study_name.encode()).digest()[:8], "big", signed=True)
+            with self.rdb.engine.connect() as conn:  # session lock: released if this process dies
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+            return
+        yield  # sqlite: one worker only, nothing to serialise
+
+
+def retrying(fn: Callable[[], T], what: str, shown: str, wait: float) -> T:
+    """fn() with exponential backoff (0.5 s doubling to 8 s) on transient errors, for `wait` seconds."""
+    start, delay, attempts = time.monotonic(), 0.5, 0
+    while True:
+        attempts += 1
+        try:
+            return fn()
+        except _transient() as e:
+            elapsed = time.monotonic() - start
+            if elapsed + delay > wait:
+                cause = (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]
+                raise StorageUnavailable(
+                    f"storage {shown} unreachable: {what} failed {attempts} times over {elapsed:.0f}s "
+                    f"({cause}); check that it is running and reachable (retry budget: --storage-wait)"
+                ) from None
+            time.sleep(delay)
+            delay = min(8.0, delay * 2)
+
+
+def open_storage(url: str, workers: int = 1, failure: Failure | None = None, wait: float = 60.0) -> StudyStorage:
+    """Open (creating if needed) the storage a URL names; see the module docstring."""
+    kind, target = parse_url(url)
+    failure = failure or Failure()
+    shown = redact(url)
+    if kind == "sqlite" and workers > 1:
+        raise StudyError(f"storage {shown}: SQLite is not safe for {workers} parallel workers (its file lock "
+                         "serialises and times out concurrent writes, see Optuna's FAQ); use the default "
+                         "journal file (omit --storage) or postgresql://")
+    if kind == "journal":
+        path = Path(target).expanduser().resolve()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StudyError(f"storage {shown}: cannot create {path.parent} ({e.strerror})") from None
+
+        def make_journal() -> BaseStorage:
+            return JournalStorage(JournalFileBackend(str(path), lock_obj=FlockLock(str(path))))
+        return StudyStorage(url, kind, retrying(make_journal, "opening the journal", shown, wait), wait,
+                            journal=path, failure=failure)
+
+    def make_rdb() -> RDBStorage:
+        from vpsearch.search.recovery import RetryStaleTrial
+        heartbeat = failure.heartbeat_seconds if kind == "rdb" else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(target, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat,
+                              grace_period=failure.grace if heartbeat else None,
+                              heartbeat_stale_trial_callback=(RetryStaleTrial(failure.max_retries)
+                                                              if heartbeat else None))
+    try:
+        rdb = retrying(make_rdb, "connecting", shown, wait)
+    except StorageUnavailable:
+        raise
+    except Exception as e:  # bad URL, missing driver, wrong password: not worth retrying
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise StudyError(f"storage {shown}: cannot open ({msg})") from None
+    return StudyStorage(url, kind, rdb, wait, rdb=rdb, failure=failure)
+
+
+def study_names(store: StudyStorage) -> list[str]:
+    return [s.study_name for s in store.call(lambda: optuna.get_all_study_summaries(store.storage), "listing")]
+
+
+def load_optuna_study(store: StudyStorage, name: str, sampler: Any = None, pruner: Any = None) -> optuna.Study:
+    try:
+        return store.call(lambda: optuna.load_study(study_name=name, storage=store.storage, sampler=sampler,
+                                                    pruner=pruner), f"loading study {name}")
+    except KeyError:
+        known = study_names(store)
+        raise StudyError(f"study {name!r} not found in storage {store.shown}"
+                         + (f" (studies there: {', '.join(known)})" if known else " (it holds no studies)")) from None

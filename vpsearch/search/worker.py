@@ -1,0 +1,240 @@
+"""A worker: pulls trials of one study from the storage and trains them, until the budget is met.
+
+Workers share nothing but the storage. Under the storage's study lock a worker counts the
+budget, pops a queued trial (a repeat or a re-run) or asks the sampler for a new
+configuration and queues its other repeats; it then trains outside the lock. The study's
+YAML, base config and tracking parent come from the study's user attrs, so
+``vpsearch worker --study NAME --storage URL`` is all another machine needs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from vpsearch import settings
+from vpsearch.config import config_from_dict
+from vpsearch.search import attrs
+from vpsearch.search.objective import Heartbeat, TrialReporter
+from vpsearch.search.plan import StudyPlan
+from vpsearch.search.pruners import make_pruner
+from vpsearch.search.recovery import RetryStaleTrial, fail_and_requeue, reap_stale, tally, worker_id
+from vpsearch.search.samplers import SkoptDriver, make_sampler
+from vpsearch.search.space import suggest, trial_config
+from vpsearch.search.storage import StudyStorage, load_optuna_study, open_storage
+from vpsearch.tracking import make_tracker
+from vpsearch.tracking.base import StudyTracker
+from vpsearch.training import NonFiniteLossError, Reporters, fit
+
+
+@dataclass
+class WorkerOptions:
+    study: str
+    storage: str
+    device: str = "auto"
+    threads: int | None = None
+    tracking_uri: str | None = None
+    root: str | None = None
+    slot: int | None = None  # launcher's index of this worker: seeds its sampler
+    deadline: float | None = None  # unix time after which no trial starts
+    parent_pid: int | None = None  # launcher pid: stop taking trials if it is gone
+    storage_wait: float = 60.0
+    max_trials: int | None = None  # stop after this many trials (tests, benchmarks)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} {worker_id()}] {msg}", flush=True)
+
+
+def open_study_storage(url: str, name: str, wait: float) -> tuple[StudyStorage, StudyPlan]:
+    """Read the plan from the study's attrs, then reopen RDB storages with its heartbeat settings."""
+    store = open_storage(url, wait=wait)
+    plan = StudyPlan.from_attrs(load_optuna_study(store, name).user_attrs, f"study {name} in {store.shown}")
+    if store.kind == "rdb":
+        store = open_storage(url, wait=wait, failure=plan.spec.failure)
+    else:
+        store.failure = plan.spec.failure
+    return store, plan
+
+
+def make_study_tracker(uri: str | None, root: str | None, name: str) -> StudyTracker:
+    """The tracker, or none (with a warning) while the configured backend is not available."""
+    try:
+        return make_tracker(uri, settings.runs_root(root), name)
+    except NotImplementedError as e:
+        print(f"vpsearch: warning: tracking {settings.redact(str(uri))} unavailable ({e}); "
+              "continuing without it", file=sys.stderr)
+        return StudyTracker()
+
+
+class Worker:
+    def __init__(self, opts: WorkerOptions):
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # we run the heartbeat thread ourselves (objective.Heartbeat), so ask/tell is fine
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.opts = opts
+        self.store, self.plan = open_study_storage(opts.storage, opts.study, opts.storage_wait)
+        spec = self.plan.spec
+        slot = opts.slot if opts.slot is not None else os.getpid()
+        self.study = load_optuna_study(self.store, opts.study, make_sampler(spec.sampler, self.plan.space, slot),
+                                       make_pruner(spec.pruner, self.plan.base.train.epochs))
+        self.skopt = (SkoptDriver(self.plan.space, spec.objective.direction, spec.sampler.seed,
+                                  spec.sampler.n_startup_trials, spec.sampler.acq_func)
+                      if spec.sampler.name == "skopt" else None)
+        self.retry = RetryStaleTrial(spec.failure.max_retries)
+        self.base_flat = self.plan.base.flat()
+        self.id = worker_id()
+        stored = self.study.user_attrs.get(attrs.TRACKING_URI)
+        uri = (opts.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+               or (stored if stored and "***" not in stored else None) or settings.tracking_uri(None, opts.root))
+        self.tracker = make_study_tracker(uri, opts.root, opts.study)
+        self.tracker.ensure_parent(self.study.user_attrs[attrs.STUDY_CONFIG], spec.sampler.name, self.store.shown,
+                                   parent_run_id=self.study.user_attrs.get(attrs.PARENT_RUN_ID))
+        if opts.deadline is None and spec.budget.timeout:
+            opts.deadline = time.time() + spec.budget.timeout
+
+    # --- taking a trial
+    def next_trial(self) -> tuple[optuna.trial.Trial, dict[str, Any], int] | None:
+        with self.store.lock(self.plan.name):
+            trials = self.study.get_trials(deepcopy=False)
+            t = tally(trials)
+            if not t.waiting and t.counted >= self.plan.n_trials:
+                return None
+            if not t.waiting and self.skopt is not None:
+                point = self.skopt.propose(trials)
+                self.study.enqueue_trial(self.skopt.params(point, self.base_flat),
+                                         user_attrs={attrs.SKOPT_POINT: point})
+            trial = self.study.ask()  # pops the oldest queued trial first
+            if self.store.heartbeats:  # before WORKER: a trial with WORKER set always has a beat
+                self.store.rdb.record_heartbeat(trial._trial_id)
+            self.study._storage.set_trial_user_attr(trial._trial_id, attrs.WORKER, self.id)  # reapable from now
+            params = suggest(trial, self.plan.space, self.base_flat)
+            repeat = trial.user_attrs.get(attrs.REPEAT)
+            if repeat is None:  # a new configuration: queue its other seeds with the same params
+                repeat = 0
+                trial.set_user_attr(attrs.REPEAT, 0)
+                extra = {attrs.SKOPT_POINT: trial.user_attrs[attrs.SKOPT_POINT]} if self.skopt else {}
+                for k in range(1, self.plan.spec.repeats):
+                    self.study.enqueue_trial(params, user_attrs={attrs.REPEAT: k, **extra})
+            return trial, params, int(repeat)
+
+    def should_stop(self) -> str | None:
+        if self.opts.deadline is not None and time.time() >= self.opts.deadline:
+            return "timeout reached"
+        if self.opts.parent_pid is not None and os.getppid() != self.opts.parent_pid:
+            return "launcher is gone"
+        return None
+
+    def run(self) -> int:
+        """Train trials until none is left; returns how many this worker ran."""
+        done = 0
+        try:
+            while self.opts.max_trials is None or done < self.opts.max_trials:
+                why = self.should_stop()
+                if why:
+                    log(f"stopping: {why}")
+                    break
+                reap_stale(self.study, self.store.rdb, self.retry)
+                got = self.store.call(self.next_trial, "taking a trial")
+                if got is None:
+                    running = tally(self.study.get_trials(deepcopy=False)).running
+                    if self.store.heartbeats and running:
+                        # a running trial elsewhere may still go stale and come back: stay to pick it up
+                        time.sleep(min(5.0, self.store.rdb.heartbeat_interval))
+                        continue
+                    log("no trials left")
+                    break
+                self.run_trial(*got)
+                done += 1
+        finally:
+            self.tracker.close()
+        return done
+
+    # --- running one
+    def run_trial(self, trial: optuna.trial.Trial, params: dict[str, Any], repeat: int) -> str:
+        number, seed, spec = trial.number, self.plan.seed_for(repeat), self.plan.spec
+        cfg = trial_config(self.plan.base, self.plan.space, params, seed, f"{self.plan.name}-{number}")
+        run = cfg.to_dict()
+        run["train"].update(device=self.opts.device, num_threads=self.opts.threads, progress=False)
+        run_cfg = config_from_dict(run, f"trial {number}")
+        run_dir = settings.study_dir(self.plan.name, self.opts.root) / "trials" / str(number)
+        start = {attrs.SEED: seed, attrs.REPEAT: repeat, attrs.CONFIG: cfg.to_dict(), attrs.CONFIG_HASH: cfg.hash(),
+                 attrs.RUN_DIR: str(run_dir), attrs.WORKER: self.id, attrs.DEVICE: self.opts.device,
+                 attrs.FAIL_REASON: None, attrs.RETRY_OF: trial.user_attrs.get(attrs.RETRY_OF),
+                 attrs.MLFLOW_RUN_ID: None}
+        tags = {"study": self.plan.name, "trial": str(number), "repeat": str(repeat), "seed": str(seed),
+                "config_hash": start[attrs.CONFIG_HASH], "worker": self.id, "sampler": spec.sampler.name}
+        tt = self.tracker.trial(number, run_cfg, tags)
+        start[attrs.MLFLOW_RUN_ID] = tt.run_id
+        self._set_attrs(trial, start)
+        log(f"trial {number} started (repeat {repeat}, seed {seed}): {params}")
+        reporter = TrialReporter(trial, self.store, spec.objective, prune=spec.pruner.name != "none")
+        state, reason, t0 = "COMPLETE", None, time.perf_counter()
+        try:
+            with Heartbeat(self.store, trial._trial_id):
+                fit(run_cfg, run_dir, reporter=Reporters(reporter, tt))
+            if reporter.pruned_epoch is not None:
+                state, reason = "PRUNED", (f"pruned at epoch {reporter.pruned_epoch} by the {spec.pruner.name} "
+                                           f"pruner ({spec.objective.metric} below the other trials)")
+        except NonFiniteLossError as e:
+            state, reason = "FAIL", str(e)
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+            reason = f"interrupted (Ctrl-C) after {len(reporter.rows)} epochs"
+            self._set_attrs(trial, reporter.result_attrs(time.perf_counter() - t0))
+            fail_and_requeue(self.study, trial._trial_id, reason, RetryStaleTrial(None))  # not the trial's fault
+            self._close(tt, "FAIL", reason)
+            log(f"trial {number} interrupted; re-queued")
+            raise
+        except Exception as e:  # a bug or bad data fails this trial, never the study
+            state, reason = "FAIL", f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "error.txt").write_text(traceback.format_exc())
+        seconds = time.perf_counter() - t0
+        values = reporter.values(seconds)
+        if state == "COMPLETE" and values is None:
+            state, reason = "FAIL", f"no finite {spec.objective.metric} was reported (see {run_dir}/metrics.csv)"
+        self._set_attrs(trial, {**reporter.result_attrs(seconds), attrs.FAIL_REASON: reason})
+        self._close(tt, state, reason)
+        self._tell(trial, state, values)
+        shown = f" {spec.objective.metric}={values[0]:.3f}" if values and state == "COMPLETE" else ""
+        log(f"trial {number} {state}{shown} in {seconds:.1f}s" + (f": {reason}" if reason else ""))
+        return state
+
+    def _set_attrs(self, trial: optuna.trial.Trial, values: dict[str, Any]) -> None:
+        for k, v in values.items():
+            self.store.call(lambda: trial.set_user_attr(k, v), "writing trial attrs")
+
+    def _close(self, tt: Any, state: str, reason: str | None) -> None:
+        try:
+            tt.close(state, reason)
+        except Exception as e:  # tracking trouble must not lose the trial's result in Optuna
+            log(f"warning: tracking could not close the trial's run: {e}")
+
+    def _tell(self, trial: optuna.trial.Trial, state: str, values: list[float] | None) -> None:
+        st = optuna.trial.TrialState[state]
+        vals = values if st == optuna.trial.TrialState.COMPLETE else None
+        # skip_if_finished: a retried tell whose first attempt did commit, or a trial reaped as stale
+        self.store.call(lambda: self.study.tell(trial, vals, state=st, skip_if_finished=True), "finishing a trial")
+
+
+def run_worker(opts: WorkerOptions) -> int:
+    """`vpsearch worker`: SIGTERM behaves like Ctrl-C (the running trial is re-queued)."""
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    worker = Worker(opts)
+    log(f"joined study {opts.study} on {worker.store.shown} (device {opts.device}, threads {opts.threads})")
+    n = worker.run()
+    log(f"ran {n} trials")
+    return n
+

@@ -1,0 +1,291 @@
+"""The MLflow side of the tracking interface: a study's experiment, parent run and trial runs.
+
+Layout in MLflow (names in names.py):
+  experiment  <study name>                  one per study
+  parent run  <study name>                  study.yaml, sampler, storage URL (redacted), reports
+  child runs  trial-<n>  (mlflow.parentRunId = parent)
+      params    the flattened resolved config (train.lr, schedule.kl_anneal_type, ...)
+      metrics   train/loss ... time/epoch_seconds (step = epoch); val/psnr_frame (step = frame)
+      artifacts config.yaml metrics.csv frame_psnr.csv frame_psnr/epoch_<e>.csv plots/ samples/
+                checkpoints/best.pt (top-k trials only, retention.py)
+
+Only experiment and parent-run set-up talk to MLflow synchronously (at study start, where
+failing fast is wanted). Everything a trial logs is journaled and handed to the
+background sender, so a Reporter hook costs a file append, not an HTTP round trip.
+"""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import os
+import re
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vpsearch.config import Config, flatten
+from vpsearch.settings import artifact_root, redact
+from vpsearch.tracking import names
+from vpsearch.tracking.base import StudyTracker, TrialState, TrialTracker
+from vpsearch.tracking.journal import Stream, spool_root
+from vpsearch.tracking.probe import is_remote
+from vpsearch.tracking.sender import Sender
+
+# run-dir file -> artifact folder ("" = the run's artifact root)
+RUN_ARTIFACTS = [
+    ("config.yaml", ""), ("metrics.csv", ""), ("frame_psnr.csv", ""),
+    ("curves.png", "plots"), ("schedules.png", "plots"), ("frame_psnr.png", "plots"),
+    ("samples/best.gif", "samples"), ("samples/best_strip.png", "samples"),
+]
+BEST_CHECKPOINT = "checkpoints/best.pt"
+CREATE_WAIT = 10.0  # seconds trial() waits for its run id while the server answers
+CLOSE_WAIT = 120.0  # seconds close() waits for a trial's uploads while the server answers
+
+
+def git_commit() -> tuple[str, bool | None]:
+    """(commit, dirty) of the code being run, from the package's own checkout if any."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        if not sha:
+            return "unknown", None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha, bool(dirty)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", None
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "study"
+
+
+class MLflowStudyTracker(StudyTracker):
+    def __init__(self, uri: str, root: Path, study_name: str, keep_checkpoints: int | None = 3,
+                 close_wait: float = CLOSE_WAIT):
+        from mlflow import MlflowClient
+
+        self.uri = uri
+        self.root = Path(root)
+        self.study_name = study_name
+        self.keep_checkpoints = keep_checkpoints
+        self.close_wait = close_wait
+        self.client = MlflowClient(tracking_uri=uri)
+        self.spool = spool_root(self.root)
+        self.sender = Sender(self.client, uri, f"vpsearch sync --root {self.root}")
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self.sampler: str | None = None
+        self._created_parent = False
+        self._parent_stream: Stream | None = None
+        self._joined = False  # this tracker ran a trial: it counts among the study's workers
+        self.worker_key = names.TAG_WORKER + _safe_name(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        self.commit, self.dirty = git_commit()
+        self.host = socket.gethostname()
+
+    # -- study level ---------------------------------------------------------------------
+    def experiment(self) -> str:
+        """The study's experiment id, created on first use (safe against a racing worker)."""
+        if self.experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.study_name)
+            if exp is None:
+                location = None
+                if not is_remote(self.uri):
+                    # a local/DB store would otherwise put artifacts in ./mlruns of the cwd
+                    location = (artifact_root(self.root) / _safe_name(self.study_name)).as_uri()
+                try:
+                    self.experiment_id = self.client.create_experiment(
+                        self.study_name, artifact_location=location,
+                        # the UI then opens on training runs, not on its GenAI overview
+                        tags={names.TAG_STUDY: self.study_name,
+                              names.MLFLOW_EXPERIMENT_KIND: "custom_model_development"})
+                except Exception:  # noqa: BLE001 - another worker created it first
+                    exp = self.client.get_experiment_by_name(self.study_name)
+                    if exp is None:
+                        raise
+                    self.experiment_id = exp.experiment_id
+            else:
+                self.experiment_id = exp.experiment_id
+        return self.experiment_id
+
+    def _base_tags(self) -> dict[str, str]:
+        tags = {names.TAG_STUDY: self.study_name, names.TAG_HOST: self.host, names.TAG_GIT_COMMIT: self.commit,
+                names.MLFLOW_SOURCE: "vpsearch", "mlflow.user": getpass.getuser()}
+        if self.commit != "unknown":
+            tags[names.MLFLOW_GIT_COMMIT] = self.commit
+            tags["git_dirty"] = str(self.dirty).lower()
+        return tags
+
+    def ensure_parent(self, study_config: dict[str, Any], sampler: str, storage_url: str,
+                      parent_run_id: str | None = None) -> str | None:
+        self.sampler = sampler
+        exp = self.experiment()
+        if parent_run_id is None:
+            tags = {**self._base_tags(), names.TAG_ROLE: "study", names.TAG_SAMPLER: sampler,
+                    names.TAG_STORAGE: redact(storage_url)}
+            run = self.client.create_run(exp, tags=names.clean_tags(tags), run_name=self.study_name)
+            parent_run_id, self._created_parent = run.info.run_id, True
+        else:
+            run = self.client.get_run(parent_run_id)  # raises a clear MLflow error if it is not there
+            if run.info.experiment_id != exp:
+                raise ValueError(f"MLflow run {parent_run_id} belongs to experiment {run.info.experiment_id}, "
+                                 f"not to study {self.study_name!r} ({exp}) on {redact(self.uri)}")
+        self.parent_run_id = parent_run_id
+        if self._created_parent:
+            stream = self.parent_stream()
+            params = names.params_from_flat({f"study.{k}": v for k, v in flatten(study_config).items()})
+            self.sender.submit(stream, {"op": "log_batch", "params": params})
+            folder = stream.folder / "files"
+            folder.mkdir()
+            (folder / "study.yaml").write_text(yaml.safe_dump(study_config, sort_keys=False))
+            self.sender.submit(stream, {"op": "artifact", "path": str(folder / "study.yaml")})
+        return parent_run_id
+
+    def parent_stream(self) -> Stream:
+        """The journal of what this process sends to the parent run (made on first use, so a
+        worker that never logs to the parent leaves nothing in the spool)."""
+        if self.parent_run_id is None:
+            raise RuntimeError("the study's parent run is not known: call ensure_parent first")
+        if self._parent_stream is None:
+            self._parent_stream = self._stream("study", self.study_name, self.parent_run_id)
+        return self._parent_stream
+
+    def _stream(self, label: str, run_name: str, run_id: str | None = None) -> Stream:
+        stream = Stream.create(self.spool, _safe_name(label), {
+            "tracking_uri": self.uri, "study": self.study_name, "run_name": run_name,
+            "experiment_id": self.experiment()})
+        if run_id:
+            stream.set_run_id(run_id)
+        return stream
+
+    def trial(self, number: int, config: Config, tags: dict[str, str]) -> TrialTracker:
+        if not self._joined and self.parent_run_id is not None:
+            # the parent run stays RUNNING while any process trains trials of the study
+            self.sender.submit(self.parent_stream(), {"op": "reopen", "key": self.worker_key})
+            self._joined = True
+        return MLflowTrialTracker(self, number, config, tags)
+
+    def log_study_artifacts(self, paths: list[Path], artifact_path: str = "report") -> None:
+        """Upload report files to the parent run (journaled; waits for delivery while online)."""
+        stream = self.parent_stream()
+        for p in paths:
+            self.sender.submit(stream, {"op": "artifact", "path": str(Path(p).resolve()),
+                                        "artifact_path": artifact_path})
+        self.sender.wait(stream, self.close_wait)
+
+    def close(self, end_parent: bool | None = None, timeout: float | None = None) -> None:
+        """Flush and stop the sender.
+
+        The parent run ends FINISHED when the last process that trained trials closes (the
+        launcher that only created it leaves it RUNNING for its workers); end_parent=True
+        ends it now, end_parent=False never.
+        """
+        if self.parent_run_id is not None:
+            if end_parent:
+                self.sender.submit(self.parent_stream(), {"op": "terminate", "status": "FINISHED",
+                                                          "end_time": names.now_ms()})
+            elif self._joined and end_parent is None:
+                self.sender.submit(self.parent_stream(), {"op": "worker_done", "key": self.worker_key,
+                                                          "end_time": names.now_ms()})
+            elif self._parent_stream is not None:
+                self.sender.submit(self._parent_stream, {"op": "end"})
+            self._parent_stream, self.parent_run_id, self._joined = None, None, False
+        self.sender.stop(self.close_wait if timeout is None else timeout)
+
+
+class MLflowTrialTracker(TrialTracker):
+    """One trial's run. Hooks run on the training thread and only journal + enqueue."""
+
+    def __init__(self, study: MLflowStudyTracker, number: int, config: Config, tags: dict[str, str]):
+        self.study = study
+        self.number = number
+        self.config = config
+        self.run_dir: Path | None = None
+        self.result: Any = None
+        self.closed = False
+        self.stream = study._stream(f"trial-{number}", names.trial_run_name(number))
+        run_tags = {**study._base_tags(), names.TAG_ROLE: "trial", names.TAG_TRIAL: number,
+                    names.TAG_STATE: "RUNNING", names.TAG_SEED: config.train.seed,
+                    names.TAG_CONFIG_HASH: config.hash(), names.TAG_DEVICE: config.train.device}
+        if study.sampler:
+            run_tags[names.TAG_SAMPLER] = study.sampler
+        if study.parent_run_id:
+            run_tags[names.MLFLOW_PARENT] = study.parent_run_id
+        run_tags.update(tags)  # the search layer knows best (device actually used, sampler, ...)
+        self.send({"op": "create_run", "experiment_id": study.experiment(), "run_name": names.trial_run_name(number),
+                   "tags": names.clean_tags(run_tags), "start_time": names.now_ms()})
+        self.send({"op": "log_batch", "params": names.params_from_flat(config.flat())})
+        # the search layer may want the run id at once (trial user attrs); a few ms while online
+        study.sender.wait(self.stream, CREATE_WAIT)
+
+    @property
+    def run_id(self) -> str | None:  # type: ignore[override]
+        return self.stream.run_id
+
+    def send(self, op: dict[str, Any]) -> None:
+        self.study.sender.submit(self.stream, op)
+
+    def _artifact(self, path: Path, artifact_path: str = "") -> None:
+        if path.is_file():
+            self.send({"op": "artifact", "path": str(path.resolve()), "artifact_path": artifact_path or None})
+
+    # -- Reporter hooks ------------------------------------------------------------------
+    def started(self, run_dir: Path, config: dict[str, Any]) -> None:
+        self.run_dir = Path(run_dir)
+        self._artifact(self.run_dir / "config.yaml")
+
+    def report(self, epoch: int, metrics: dict[str, float]) -> bool:
+        self.send({"op": "log_batch", "metrics": names.epoch_metrics(epoch, metrics, names.now_ms())})
+        return False
+
+    def evaluated(self, epoch: int, frame_metrics: dict[str, list[float]]) -> None:
+        if self.run_dir is None:
+            return
+        path = self.run_dir / "frame_psnr" / f"epoch_{epoch}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        psnr, ssim = frame_metrics.get("psnr", []), frame_metrics.get("ssim", [])
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["frame", "psnr", "ssim"])
+            for i, p in enumerate(psnr):
+                w.writerow([i + 1, f"{p:.4f}", f"{ssim[i]:.4f}" if i < len(ssim) else ""])
+        self._artifact(path, "frame_psnr")
+
+    def finished(self, result: Any) -> None:
+        self.result = result
+
+    # -- end of the trial ----------------------------------------------------------------
+    def close(self, state: TrialState, reason: str | None = None, wait: float | None = None) -> None:
+        """End the run (COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED) after its
+        artifacts; waits up to `wait` s (default CLOSE_WAIT) for delivery while the server answers."""
+        if self.closed:
+            return
+        self.closed = True
+        now = names.now_ms()
+        batch: dict[str, Any] = {"op": "log_batch", "metrics": [],
+                                 "tags": names.clean_tags({names.TAG_STATE: state, names.TAG_REASON: reason})}
+        if self.run_dir is not None:
+            frames = self.run_dir / "frame_psnr.csv"
+            if frames.is_file():  # the best evaluation, one value per predicted frame
+                rows = list(csv.DictReader(frames.open()))
+                batch["metrics"] += names.frame_metrics(names.FRAME_PSNR, [r["psnr"] for r in rows], now)
+                batch["metrics"] += names.frame_metrics(names.FRAME_SSIM, [r["ssim"] for r in rows], now)
+        if self.result is not None and self.result.best_epoch >= 0:
+            batch["metrics"].append([names.BEST_PSNR, float(self.result.best_psnr), now, int(self.result.best_epoch)])
+        self.send(batch)
+        if self.run_dir is not None:
+            for rel, folder in RUN_ARTIFACTS:
+                self._artifact(self.run_dir / rel, folder)
+            ckpt = self.run_dir / BEST_CHECKPOINT
+            if state == "COMPLETE" and self.result is not None and ckpt.is_file():
+                self.send({"op": "checkpoint", "path": str(ckpt.resolve()), "score": float(self.result.best_psnr),
+                           "keep": self.study.keep_checkpoints, "experiment_id": self.study.experiment(),
+                           "parent_run_id": self.study.parent_run_id})
+        self.send({"op": "terminate", "status": names.RUN_STATUS.get(state, "FAILED"), "end_time": names.now_ms()})
+        self.study.sender.wait(self.stream, self.study.close_wait if wait is None else wait)
