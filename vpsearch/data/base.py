@@ -26,6 +26,9 @@ class VideoSet:
     names: list[str]  # one per sequence (its folder, relative to the split)
     cond: np.ndarray | None = None  # (F, D) float32 vectors or (F, H, W, C) uint8 label images
     cond_kind: Literal["vector", "image"] | None = None
+    # per sequence, how many leading frames are real; None: all. The real dance test set
+    # gives only each video's first frame (the rest are zeros, to be predicted).
+    truth_frames: list[int] | None = None
 
     def __post_init__(self) -> None:
         assert self.starts.ndim == 1 and len(self.starts) == len(self.names) + 1
@@ -34,6 +37,9 @@ class VideoSet:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def known_frames(self, i: int) -> int:
+        return int(self.lengths[i]) if self.truth_frames is None else int(self.truth_frames[i])
 
     @property
     def lengths(self) -> np.ndarray:

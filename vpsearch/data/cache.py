@@ -41,6 +41,7 @@ class SplitPlan:
     params: dict = field(default_factory=dict)  # decode parameters that change the bytes
     # validation that needs more than directory listings (PNG headers): run on a cache miss only
     check: Callable[[], None] | None = None
+    truth_frames: list[int] | None = None  # per sequence: leading frames that are real (see VideoSet)
 
 
 def fingerprint(plan: SplitPlan) -> str:
@@ -95,7 +96,8 @@ def _build(plan: SplitPlan, target: Path, threads: int) -> None:
             cond.flush()
             del cond
         np.save(tmp / "starts.npy", starts)
-        meta = {"names": plan.names, "cond_kind": plan.cond_kind, "version": CACHE_VERSION}
+        meta = {"names": plan.names, "cond_kind": plan.cond_kind, "version": CACHE_VERSION,
+                "truth_frames": plan.truth_frames}
         (tmp / "meta.json").write_text(json.dumps(meta))
         if target.exists():  # another process finished the same build first
             shutil.rmtree(tmp)
@@ -115,6 +117,7 @@ def _open(target: Path) -> VideoSet:
         names=list(meta["names"]),
         cond=np.load(cond_path, mmap_mode="r") if cond_path.is_file() else None,
         cond_kind=meta["cond_kind"],
+        truth_frames=meta.get("truth_frames"),
     )
 
 

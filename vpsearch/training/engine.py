@@ -141,11 +141,14 @@ def evaluation_plan(data: VideoSet, cfg: Config, horizon: int | str | None, max_
     h = cfg.data.n_future if horizon is None else horizon
     plan = []
     for i in range(min(len(data), max_sequences)):
-        avail = int(data.lengths[i]) - n_past
+        avail = data.known_frames(i) - n_past
         want = avail if h == "all" else int(h)
         if avail >= want > 0:
             plan.append((i, want))
     if not plan:
+        if data.truth_frames is not None and max(data.truth_frames) <= n_past:
+            raise ValueError("the split holds no true frames after the context (the real dance test set "
+                             "gives only the first frame): score it on val, or roll it out with vpsearch predict")
         raise ValueError(f"no evaluation sequence is long enough for n_past={n_past} + horizon {h}")
     return plan
 
