@@ -40,3 +40,23 @@ def tiny_cfg(pushing_root):
     def make(*extra: str):
         return load_config("pushing-small", [*TINY_SVG, f"data.root={pushing_root}", *extra])
     return make
+
+
+TINY_DANCE = ["model.f_dim=8", "model.l_dim=4", "model.n_dim=2", "model.d_out_dim=8", "train.epochs=2",
+              "train.steps_per_epoch=2", "train.batch_size=2", "train.progress=false", "train.amp=none",
+              "train.channels_last=false", "train.num_threads=1", "data.n_future=7", "data.window_stride=8"]
+
+
+@pytest.fixture(scope="session")
+def dancer_root(tmp_path_factory) -> Path:
+    from vpsearch.data.generators.dancer import make_dancer
+
+    return make_dancer(tmp_path_factory.mktemp("dancer"), train_frames=96, val_frames=40, test_videos=2,
+                       test_frames=40, seed=5)
+
+
+@pytest.fixture()
+def tiny_dance_cfg(dancer_root):
+    def make(*extra: str):
+        return load_config("dancer-small", [*TINY_DANCE, f"data.root={dancer_root}", *extra])
+    return make

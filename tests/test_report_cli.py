@@ -55,15 +55,16 @@ def test_report_storage_flag_and_out(root, tmp_path, capsys):
     assert (tmp_path / "elsewhere" / "report.html").is_file()
 
 
-def test_no_completed_trial_is_one_line_exit_2(tmp_path):
+def test_no_completed_trial_is_one_line_exit_2(tmp_path, capsys):
     journal = tmp_path / "runs" / "optuna-journal.log"
     study = optuna.create_study(study_name="waiting", storage=open_storage(f"journal:{journal}").storage)
     add_unfinished(study)
-    for cmd in ("report", "export-best"):
-        proc = vp(cmd, "waiting", "--root", tmp_path / "runs", cwd=tmp_path)
-        assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.strip() == ("vpsearch: error: study 'waiting' has no completed trial yet (3 trials: "
-                                       "0 complete, 1 pruned, 1 fail, 1 running); nothing to report")
+    line = ("vpsearch: error: study 'waiting' has no completed trial yet (3 trials: 0 complete, 1 pruned, "
+            "1 fail, 1 running); nothing to report")
+    proc = vp("report", "waiting", "--root", tmp_path / "runs", cwd=tmp_path)  # the real entry point
+    assert (proc.returncode, proc.stderr.strip()) == (2, line)
+    assert main(["export-best", "waiting", "--root", str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err.strip() == line
     assert not (tmp_path / "runs" / "studies" / "waiting" / "report").exists()
 
 

@@ -19,6 +19,7 @@ from browser import browser, screenshot  # noqa: F401 (fixture)
 from conftest import TINY_SVG
 from test_report_browser import open_offline
 from test_report_cli import vp
+from vpsearch.cli import main
 from vpsearch.config import load_config
 from vpsearch.reporting.report import REPORT_FIGURES
 from vpsearch.search import attrs
@@ -49,8 +50,7 @@ def ran(pushing_root, tmp_path_factory):
 
 def test_report_tables_match_the_stored_trials(ran):
     tmp, root, study = ran
-    proc = vp("report", "tiny", "--root", root, cwd=tmp)
-    assert proc.returncode == 0, proc.stderr
+    assert main(["report", "tiny", "--root", str(root)]) == 0
     out = root / "studies" / "tiny" / "report"
     cells = pd.read_csv(out / "strategies.csv").set_index("kl")
     assert set(cells.index) == {"none", "cyclical"}
@@ -69,10 +69,9 @@ def test_report_tables_match_the_stored_trials(ran):
     assert len(trials) == 4 and trials["run_dir"].map(lambda p: Path(p).is_dir()).all()
 
 
-def test_export_best_retrains_as_is(ran):
+def test_export_best_retrains_as_is(ran, capsys):
     tmp, root, study = ran
-    proc = vp("export-best", "tiny", "--root", root, cwd=tmp)
-    assert proc.returncode == 0, proc.stderr
+    assert main(["export-best", "tiny", "--root", str(root)]) == 0
     best = root / "studies" / "tiny" / "best"
     env = json.loads((best / "environment.json").read_text())
     trial = study.trials[env["trial"]]
@@ -80,9 +79,11 @@ def test_export_best_retrains_as_is(ran):
     assert cfg.to_dict() == {**trial.user_attrs[attrs.CONFIG], "name": "tiny-best"}  # the trial's config, as is
     for name in ("best.gif", "best.pt", "metrics.csv", "report.html", "report.md"):
         assert (best / name).is_file(), name
-    proc = vp("train", "--config", best / "best.yaml", "--out", tmp / "retrain", cwd=tmp)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout)["best_val_psnr"] == pytest.approx(trial.user_attrs[attrs.VAL_PSNR_BEST], abs=1e-3)
+    capsys.readouterr()
+    assert main(["train", "--config", str(best / "best.yaml"), "--out", str(tmp / "retrain")]) == 0
+    # the same config and seed reproduce the trial's best PSNR
+    rerun = json.loads(capsys.readouterr().out)
+    assert rerun["best_val_psnr"] == pytest.approx(trial.user_attrs[attrs.VAL_PSNR_BEST], abs=1e-3)
 
 
 @pytest.mark.browser
@@ -90,9 +91,9 @@ def test_real_study_pages_render(ran, browser):  # noqa: F811
     tmp, root, _ = ran
     report = root / "studies" / "tiny" / "report" / "report.html"
     if not report.is_file():
-        assert vp("report", "tiny", "--root", root, cwd=tmp).returncode == 0
+        assert main(["report", "tiny", "--root", str(root)]) == 0
     assert open_offline(browser, report) == len(REPORT_FIGURES)
     screenshot(browser, "e2e_report.png")
-    assert vp("dashboard", "tiny", "--root", root, cwd=tmp).returncode == 0
+    assert main(["dashboard", "tiny", "--root", str(root)]) == 0
     assert open_offline(browser, root / "studies" / "tiny" / "dashboard" / "index.html") > 0
     screenshot(browser, "e2e_dashboard.png")

@@ -45,6 +45,30 @@ def show_study_runs(driver, base_url: str, experiment_id: str, study: str, n_tri
     return sorted(e.text for e in links)
 
 
+def choose_columns(driver, names: list[str]) -> None:
+    """Toggle runs-table columns (metrics, params, tags, attributes) by their exact names."""
+    from selenium.webdriver.common.keys import Keys
+
+    wait_for(driver, "//button[normalize-space(.)='Columns']")[0].click()
+    box = wait_for(driver, "//input[@placeholder='Search columns']")[0]
+    for name in names:
+        box.send_keys(Keys.CONTROL, "a", Keys.DELETE, name)
+        time.sleep(0.4)
+        # the search highlights matches (<strong>val/psnr_best</strong>_of_n): compare whole titles
+        clicked = driver.execute_script("""
+            for (const node of document.querySelectorAll('[class*="tree-treenode"]')) {
+              const title = node.querySelector('[class*="tree-title"]');
+              if (title && title.textContent.trim() === arguments[0]) {
+                node.querySelector('[class*="tree-checkbox"]').click();
+                return true;
+              }
+            }
+            return false;""", name)
+        assert clicked, f"no column {name!r} in the Columns menu"
+    box.send_keys(Keys.ESCAPE)
+    time.sleep(0.5)
+
+
 def show_trial_charts(driver, base_url: str, experiment_id: str, run_id: str) -> None:
     """Open a trial's Model metrics tab, tall enough that every section draws its charts
     (the page draws only the sections in view)."""
@@ -61,6 +85,12 @@ def test_mlflow_ui_shows_the_study_and_its_trials(browser, mlflow_server, tiny_s
     names = show_study_runs(browser, mlflow_server.uri, tiny_study.experiment_id, tiny_study.name,
                             len(tiny_study.trials))
     assert names == [f"trial-{t.number}" for t in tiny_study.trials]
+    choose_columns(browser, ["Dataset", "Source", "Models", "val/psnr_best", "optim.lr", "state"])
+    body = browser.find_element("tag name", "body").text
+    for state in ("COMPLETE", "PRUNED", "FAIL"):  # the state tag, visible per trial
+        assert state in body, state
+    best = max(t.best_psnr for t in tiny_study.by_state("COMPLETE"))
+    assert str(best)[:5] in body  # the best-PSNR column shows the values (digits cut by the UI)
     shot = screenshot(browser, "mlflow-study-runs.png", full_page=False)
     assert shot.stat().st_size > 10_000
 

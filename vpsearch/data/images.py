@@ -10,13 +10,18 @@ from PIL import Image, UnidentifiedImageError
 from vpsearch.data.base import DataError
 
 
+def _reason(e: Exception, path: Path) -> str:
+    text = str(e).replace(f"'{path}'", "").replace(str(path), "").strip(" :")
+    return f"{type(e).__name__}: {text[:80]}" if text else type(e).__name__
+
+
 def read_size(path: Path) -> tuple[int, int]:
     """(width, height) from the PNG header, without decoding pixels."""
     try:
         with Image.open(path) as im:
             return im.size
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DataError(f"{path}: unreadable image ({type(e).__name__}: {str(e)[:80]})") from None
+        raise DataError(f"{path}: corrupt or unreadable PNG ({_reason(e, path)})") from None
 
 
 def read_rgb(path: Path, hw: tuple[int, int], resample: int = Image.BILINEAR) -> np.ndarray:
@@ -28,7 +33,7 @@ def read_rgb(path: Path, hw: tuple[int, int], resample: int = Image.BILINEAR) ->
                 im = im.resize((hw[1], hw[0]), resample)
             return np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: corrupt or unreadable PNG ({type(e).__name__}: {str(e)[:80]})") from None
+        raise DataError(f"{path}: corrupt or unreadable PNG ({_reason(e, path)})") from None
 
 
 def check_same_size(paths: list[Path]) -> tuple[int, int]:

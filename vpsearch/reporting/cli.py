@@ -9,6 +9,7 @@ ValueError the main CLI prints as one line with exit status 2.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -72,6 +73,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise ValueError(f"cannot serve on 127.0.0.1:{args.port}: {e.strerror or e}") from None
     print(f"serving the dashboard of study {args.name} at {server.url} (rebuilt as trials finish; Ctrl-C stops)",
           flush=True)
+    # `docker compose stop` and service managers send SIGTERM: stop as cleanly as on Ctrl-C
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             time.sleep(3600)
@@ -80,6 +83,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

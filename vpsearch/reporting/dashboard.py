@@ -136,7 +136,8 @@ def render_dashboard(data: StudyData, d: Definition, version: str) -> str:
         else:
             inner = render(p.show, lambda p=p: figures.STUDY_FIGURES[p.show](data))[0]
         head = f"<h3>{esc(p.title)}</h3>" if p.title else ""
-        panels.append(f'<div class="panel" data-panel="{esc(p.show)}" style="grid-column: span {min(p.span, d.columns)}">'
+        span = min(p.span, d.columns)
+        panels.append(f'<div class="panel" data-panel="{esc(p.show)}" style="grid-column: span {span}">'
                       f"{head}{inner}</div>")
     now = dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     title = d.title.replace("{study}", data.name)

@@ -236,7 +236,8 @@ def history(data: StudyData) -> go.Figure:
     pruned = f[f["state"] == "PRUNED"]
     if len(pruned):
         fig.add_trace(go.Scatter(x=pruned["number"], y=pruned["val_psnr"], mode="markers", name="pruned (best epoch)",
-                                 marker=dict(size=8, symbol="x-thin", line=dict(width=2, color=STATE_COLORS["PRUNED"]))))
+                                 marker=dict(size=8, symbol="x-thin",
+                                             line=dict(width=2, color=STATE_COLORS["PRUNED"]))))
     return _layout(fig, "Optimisation history", "trial", "best val PSNR (dB)")
 
 

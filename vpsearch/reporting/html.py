@@ -79,7 +79,8 @@ def page(title: str, body: str, script: str = "") -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><link rel=\"icon\" href=\"data:,\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{CSS}</style>"
-            f"<script type=\"text/javascript\">{plotly_js()}</script></head>\n<body>\n{body}\n{script}\n</body></html>\n")
+            f"<script type=\"text/javascript\">{plotly_js()}</script></head>\n"
+            f"<body>\n{body}\n{script}\n</body></html>\n")
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -64,9 +64,9 @@ def answer(data: StudyData, t: StrategyTables) -> str:
     if len(others):
         tested = others[others["p_holm"].notna()]
         sig = int((tested["p_holm"] < 0.05).sum())
+        untestable = len(others) - len(tested)
         text += (f" It is significantly better than {sig} of {len(others)} other strategies"
-                 + (f" ({len(others) - len(tested)} untestable with fewer than 2 trials)" if len(tested) < len(others) else "")
-                 + ".")
+                 + (f" ({untestable} untestable with fewer than 2 trials)" if untestable else "") + ".")
     for name, tab in (("KL annealing", t.kl), ("teacher forcing", t.tf)):
         if tab is not None and len(tab) > 1:
             second = tab.iloc[1]

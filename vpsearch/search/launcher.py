@@ -114,8 +114,11 @@ class Launcher:
         self.interrupts = 0
         self.deadline = time.time() + spec.budget.timeout if spec.budget.timeout else None
 
+    def trials(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        return self.store.call(lambda: study.get_trials(deepcopy=False), "reading trials")
+
     def remaining(self, study: optuna.Study) -> int:
-        t = tally(study.get_trials(deepcopy=False))
+        t = tally(self.trials(study))
         return t.waiting + max(0, self.plan.n_trials - t.counted)
 
     def spawn(self, device: str) -> Child:
@@ -162,7 +165,8 @@ class Launcher:
                 # a clean or interrupted worker has re-queued its own trial; this catches the rest
                 # (killed mid-trial, or interrupted between creating a trial and starting it)
                 how = "stopped by Ctrl-C" if self.interrupts else _describe_exit(rc)
-                lost = reap_worker(study, c.worker, f"worker {c.worker} ({c.device}) {how}", self.retry)
+                lost = self.store.call(lambda: reap_worker(study, c.worker, f"worker {c.worker} ({c.device}) {how}",
+                                                           self.retry), "re-queueing a dead worker's trial")
                 if rc == 0 or (self.interrupts and rc in (130, -signal.SIGINT, -signal.SIGKILL)):
                     continue
                 tail = _last_line(c.log)
@@ -175,7 +179,7 @@ class Launcher:
             now = time.monotonic()
             if now - last >= 1.0:
                 last = now
-                line = progress_line(self.plan, study.get_trials(deepcopy=False), len(self.children))
+                line = progress_line(self.plan, self.trials(study), len(self.children))
                 if tty:
                     print("\r\033[K" + line, end="", flush=True)
                 elif line != shown:
@@ -187,7 +191,7 @@ class Launcher:
         study = prepare_study(self.plan, self.store, self.tracking, self.root)
         from vpsearch.data.builtin import resolve_root
         resolve_root(self.plan.base.data.root)  # built-in data generated once here, not by every worker
-        lost = reap_dead_local(study, self.retry)
+        lost = self.store.call(lambda: reap_dead_local(study, self.retry), "checking for dead workers")
         if lost:
             print(f"re-queued trial(s) {', '.join(map(str, lost))} left running by a worker that is gone")
         print(f"study {self.plan.name}: {self.plan.n_trials} trials, sampler {self.plan.spec.sampler.name}, "
@@ -214,7 +218,7 @@ class Launcher:
             for s, h in old.items():
                 signal.signal(s, h)
         print(("\r\033[K" if sys.stdout.isatty() else ""), end="")
-        print(summary(self.plan, study.get_trials(deepcopy=False), time.time() - t0))
+        print(summary(self.plan, self.trials(study), time.time() - t0))
         if self.interrupts:
             print(f"interrupted: running trials were re-queued; resume with: vpsearch study run {self.opts.study_file}")
             return 130

@@ -1,12 +1,14 @@
 """Trials whose worker died: fail them with the reason, queue them again, count the budget.
 
-Three ways a RUNNING trial loses its worker, one code path for all:
+Ways a RUNNING trial loses its worker, one code path (fail_and_requeue) for all:
 - a local child of `study run` exits without finishing (SIGKILL, OOM): the launcher sees it
   and calls ``reap_worker`` at once (journal and PostgreSQL alike);
 - a worker on another machine vanishes (PostgreSQL): its heartbeat goes stale and any
   live worker's ``reap_stale`` fails it (Optuna's fail_stale_trials + RetryStaleTrial);
 - a worker on this machine died while nobody watched: ``reap_dead_local`` at the next
-  `study run` finds its pid gone.
+  `study run` finds its pid gone;
+- a worker died between creating its trial and its first write: ``reap_orphans`` (a
+  RUNNING trial with no WORKER attr, older than the grace period).
 The failed trial keeps its reason in FAIL_REASON; its re-run is a WAITING copy with the same
 params, seed and repeat (RETRY_OF names the original) that the next worker pops first.
 """

@@ -31,7 +31,7 @@ from vpsearch.search.samplers import SkoptDriver, make_sampler
 from vpsearch.search.space import suggest, trial_config
 from vpsearch.search.storage import StudyStorage, load_optuna_study, open_storage
 from vpsearch.tracking import make_tracker
-from vpsearch.tracking.base import StudyTracker
+from vpsearch.tracking.base import StudyTracker, TrialTracker
 from vpsearch.training import NonFiniteLossError, Reporters, fit
 
 
@@ -105,6 +105,12 @@ class Worker:
     # --- taking a trial
     def next_trial(self) -> tuple[optuna.trial.Trial, dict[str, Any], int] | None:
         with self.store.lock(self.plan.name):
+            # a trial of ours still RUNNING here was created by an attempt that then lost the
+            # storage (this worker trains one trial at a time): hand it back before taking another
+            for old in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                if old.user_attrs.get(attrs.WORKER) == self.id:
+                    fail_and_requeue(self.study, old._trial_id, f"worker {self.id} lost the storage while "
+                                     "starting it", self.retry)
             trials = self.study.get_trials(deepcopy=False)
             t = tally(trials)
             if not t.waiting and t.counted >= self.plan.n_trials:
@@ -153,7 +159,8 @@ class Worker:
                         continue
                     log("no trials left")
                     break
-                self.run_trial(*got)
+                with Heartbeat(self.store, got[0]._trial_id):  # from now until told, even if tracking stalls
+                    self.run_trial(*got)
                 done += 1
         finally:
             self.tracker.close()
@@ -173,15 +180,18 @@ class Worker:
                  attrs.MLFLOW_RUN_ID: None}
         tags = {"study": self.plan.name, "trial": str(number), "repeat": str(repeat), "seed": str(seed),
                 "config_hash": start[attrs.CONFIG_HASH], "worker": self.id, "sampler": spec.sampler.name}
-        tt = self.tracker.trial(number, run_cfg, tags)
+        try:
+            tt = self.tracker.trial(number, run_cfg, tags)
+        except Exception as e:  # a tracking outage must not stop the search: train untracked
+            log(f"warning: tracking could not start a run for trial {number}: {e}")
+            tt = TrialTracker()
         start[attrs.MLFLOW_RUN_ID] = tt.run_id
         self._set_attrs(trial, start)
         log(f"trial {number} started (repeat {repeat}, seed {seed}): {params}")
         reporter = TrialReporter(trial, self.store, spec.objective, prune=spec.pruner.name != "none")
         state, reason, t0 = "COMPLETE", None, time.perf_counter()
         try:
-            with Heartbeat(self.store, trial._trial_id):
-                fit(run_cfg, run_dir, reporter=Reporters(reporter, tt))
+            fit(run_cfg, run_dir, reporter=Reporters(reporter, tt))
             if reporter.pruned_epoch is not None:
                 state, reason = "PRUNED", (f"pruned at epoch {reporter.pruned_epoch} by the {spec.pruner.name} "
                                            f"pruner ({spec.objective.metric} below the other trials)")
