@@ -27,7 +27,7 @@ def test_killed_remote_worker_is_detected_by_heartbeat_and_its_trial_rerun(tmp_p
     with postgres_or_skip() as pg:
         url = pg.create_database("optuna")
         study_file = write_study(tmp_path / "s.yaml", pushing_root, failure=FAST_HEARTBEAT,
-                                 budget={"n_trials": 4, "epochs": 3, "steps_per_epoch": 2})
+                                 budget={"n_trials": 3, "epochs": 2, "steps_per_epoch": 2})
         root = tmp_path / "runs"
         launcher = subprocess.Popen(cli("study", "run", str(study_file), "--workers", "1", "--storage", url,
                                         "--root", str(root), "--tracking-uri", "off"),
@@ -60,7 +60,7 @@ def test_killed_remote_worker_is_detected_by_heartbeat_and_its_trial_rerun(tmp_p
         rerun = [t for t in trials if t.user_attrs.get(attrs.RETRY_OF) == victim.number]
         assert len(rerun) == 1 and rerun[0].state == TrialState.COMPLETE and rerun[0].params == killed.params
         assert rerun[0].system_attrs["failed_trial"] == victim.number  # Optuna's retry bookkeeping
-        assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
+        assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
         assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
 
 

@@ -161,8 +161,8 @@ def test_ctrl_c_requeues_the_running_trial_and_resume_runs_only_what_is_missing(
     try:
         wait_for(lambda: (root / "optuna-journal.log").exists(), what="the journal")
         # interrupt while the second trial trains (the first has finished)
-        wait_for(lambda: [t.state for t in open_study(url, "tiny").get_trials()][:2] ==
-                 [TrialState.COMPLETE, TrialState.RUNNING], what="trial 1 running")
+        wait_for(lambda: [(t.state, bool(t.user_attrs.get(attrs.CONFIG))) for t in open_study(url, "tiny").get_trials()][:2]
+                 == [(TrialState.COMPLETE, True), (TrialState.RUNNING, True)], what="trial 1 training")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:

@@ -140,3 +140,17 @@ def test_multi_objective_study_stores_both_values(tmp_path, pushing_root):
     for t in trials:
         assert t.state == TrialState.COMPLETE and len(t.values) == 2
         assert t.values[0] == t.user_attrs[attrs.VAL_PSNR_BEST] and t.values[1] > 0
+
+
+def test_parameters_that_clash_fail_that_trial_with_the_reason(tmp_path, pushing_root):
+    plan, url, _ = create(tmp_path, pushing_root, sampler="grid", budget=ONE_EPOCH, search_space={
+        "schedule.tfr": {"type": "categorical", "choices": [0.2, 1.0]},
+        "schedule.tfr_lower_bound": {"type": "categorical", "choices": [0.0, 0.5]}})
+    assert work(url, tmp_path) == 4
+    trials = optuna.load_study(study_name="tiny", storage=open_storage(url).storage).get_trials()
+    for t in trials:
+        clash = t.params == {"schedule.tfr": 0.2, "schedule.tfr_lower_bound": 0.5}
+        assert t.state == (TrialState.FAIL if clash else TrialState.COMPLETE)
+        if clash:
+            assert "schedule.tfr_lower_bound is above schedule.tfr" in t.user_attrs[attrs.FAIL_REASON]
+            assert t.user_attrs[attrs.SEED] == 1 and t.user_attrs[attrs.CONFIG] is None

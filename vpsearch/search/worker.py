@@ -29,7 +29,7 @@ from vpsearch.search.pruners import make_pruner
 from vpsearch.search.recovery import RetryStaleTrial, fail_and_requeue, reap_stale, tally, worker_id
 from vpsearch.search.samplers import SkoptDriver, make_sampler
 from vpsearch.search.space import suggest, trial_config
-from vpsearch.search.storage import StudyStorage, load_optuna_study, open_storage
+from vpsearch.search.storage import StorageUnavailable, StudyStorage, load_optuna_study, open_storage
 from vpsearch.tracking import make_tracker
 from vpsearch.tracking.base import StudyTracker, TrialTracker
 from vpsearch.training import NonFiniteLossError, Reporters, fit
@@ -169,28 +169,26 @@ class Worker:
     # --- running one
     def run_trial(self, trial: optuna.trial.Trial, params: dict[str, Any], repeat: int) -> str:
         number, seed, spec = trial.number, self.plan.seed_for(repeat), self.plan.spec
-        cfg = trial_config(self.plan.base, self.plan.space, params, seed, f"{self.plan.name}-{number}")
-        run = cfg.to_dict()
-        run["train"].update(device=self.opts.device, num_threads=self.opts.threads, progress=False)
-        run_cfg = config_from_dict(run, f"trial {number}")
         run_dir = settings.study_dir(self.plan.name, self.opts.root) / "trials" / str(number)
-        start = {attrs.SEED: seed, attrs.REPEAT: repeat, attrs.CONFIG: cfg.to_dict(), attrs.CONFIG_HASH: cfg.hash(),
-                 attrs.RUN_DIR: str(run_dir), attrs.WORKER: self.id, attrs.DEVICE: self.opts.device,
-                 attrs.FAIL_REASON: None, attrs.RETRY_OF: trial.user_attrs.get(attrs.RETRY_OF),
-                 attrs.MLFLOW_RUN_ID: None}
-        tags = {"study": self.plan.name, "trial": str(number), "repeat": str(repeat), "seed": str(seed),
-                "config_hash": start[attrs.CONFIG_HASH], "worker": self.id, "sampler": spec.sampler.name}
-        try:
-            tt = self.tracker.trial(number, run_cfg, tags)
-        except Exception as e:  # a tracking outage must not stop the search: train untracked
-            log(f"warning: tracking could not start a run for trial {number}: {e}")
-            tt = TrialTracker()
-        start[attrs.MLFLOW_RUN_ID] = tt.run_id
-        self._set_attrs(trial, start)
-        log(f"trial {number} started (repeat {repeat}, seed {seed}): {params}")
         reporter = TrialReporter(trial, self.store, spec.objective, prune=spec.pruner.name != "none")
-        state, reason, t0 = "COMPLETE", None, time.perf_counter()
-        try:
+        tt, state, reason, t0 = TrialTracker(), "COMPLETE", None, time.perf_counter()
+        try:  # from here on a Ctrl-C re-queues the trial (below), wherever it lands
+            self._set_attrs(trial, {attrs.SEED: seed, attrs.REPEAT: repeat, attrs.RUN_DIR: str(run_dir),
+                                    attrs.WORKER: self.id, attrs.DEVICE: self.opts.device, attrs.FAIL_REASON: None,
+                                    attrs.RETRY_OF: trial.user_attrs.get(attrs.RETRY_OF), attrs.CONFIG: None,
+                                    attrs.CONFIG_HASH: None, attrs.MLFLOW_RUN_ID: None})
+            # params that are valid one by one can still clash (tfr below its lower bound): FAIL, not crash
+            cfg = trial_config(self.plan.base, self.plan.space, params, seed, f"{self.plan.name}-{number}")
+            run = cfg.to_dict()
+            run["train"].update(device=self.opts.device, num_threads=self.opts.threads, progress=False)
+            run_cfg = config_from_dict(run, f"trial {number}")
+            chash = cfg.hash()
+            tags = {"study": self.plan.name, "trial": str(number), "repeat": str(repeat), "seed": str(seed),
+                    "config_hash": chash, "worker": self.id, "sampler": spec.sampler.name}
+            tt = self._start_tracking(number, run_cfg, tags)
+            self._set_attrs(trial, {attrs.CONFIG: cfg.to_dict(), attrs.CONFIG_HASH: chash,
+                                    attrs.MLFLOW_RUN_ID: tt.run_id})
+            log(f"trial {number} started (repeat {repeat}, seed {seed}): {params}")
             fit(run_cfg, run_dir, reporter=Reporters(reporter, tt))
             if reporter.pruned_epoch is not None:
                 state, reason = "PRUNED", (f"pruned at epoch {reporter.pruned_epoch} by the {spec.pruner.name} "
@@ -205,6 +203,8 @@ class Worker:
             self._close(tt, "FAIL", reason)
             log(f"trial {number} interrupted; re-queued")
             raise
+        except StorageUnavailable:
+            raise  # nothing can be recorded; the launcher / a heartbeat re-queues the trial
         except Exception as e:  # a bug or bad data fails this trial, never the study
             state, reason = "FAIL", f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -219,6 +219,13 @@ class Worker:
         shown = f" {spec.objective.metric}={values[0]:.3f}" if values and state == "COMPLETE" else ""
         log(f"trial {number} {state}{shown} in {seconds:.1f}s" + (f": {reason}" if reason else ""))
         return state
+
+    def _start_tracking(self, number: int, cfg: Any, tags: dict[str, str]) -> TrialTracker:
+        try:
+            return self.tracker.trial(number, cfg, tags)
+        except Exception as e:  # a tracking outage must not stop the search: train untracked
+            log(f"warning: tracking could not start a run for trial {number}: {e}")
+            return TrialTracker()
 
     def _set_attrs(self, trial: optuna.trial.Trial, values: dict[str, Any]) -> None:
         for k, v in values.items():

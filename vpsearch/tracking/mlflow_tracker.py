@@ -21,7 +21,6 @@ import getpass
 import os
 import re
 import socket
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import yaml
 
 from vpsearch.config import Config, flatten
+from vpsearch.reporting.provenance import git_commit
 from vpsearch.settings import artifact_root, redact
 from vpsearch.tracking import names
 from vpsearch.tracking.base import StudyTracker, TrialState, TrialTracker
@@ -45,21 +45,6 @@ RUN_ARTIFACTS = [
 BEST_CHECKPOINT = "checkpoints/best.pt"
 CREATE_WAIT = 10.0  # seconds trial() waits for its run id while the server answers
 CLOSE_WAIT = 120.0  # seconds close() waits for a trial's uploads while the server answers
-
-
-def git_commit() -> tuple[str, bool | None]:
-    """(commit, dirty) of the code being run, from the package's own checkout if any."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        if not sha:
-            return "unknown", None
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return sha, bool(dirty)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", None
 
 
 def _safe_name(name: str) -> str:
@@ -86,7 +71,9 @@ class MLflowStudyTracker(StudyTracker):
         self._parent_stream: Stream | None = None
         self._joined = False  # this tracker ran a trial: it counts among the study's workers
         self.worker_key = names.TAG_WORKER + _safe_name(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-        self.commit, self.dirty = git_commit()
+        git = git_commit()  # one implementation for reports and runs: the package's checkout
+        self.commit = "unknown" if str(git["commit"]).startswith("unknown") else git["commit"]
+        self.dirty = git["dirty"]
         self.host = socket.gethostname()
 
     # -- study level ---------------------------------------------------------------------

@@ -16,7 +16,7 @@ from vpsearch.config import Config
 from vpsearch.data.base import DataError, VideoSet, to_uint8_video
 from vpsearch.models.base import StepwiseCVAE
 from vpsearch.training.engine import TimeSlices, evaluate
-from vpsearch.training.visualize import write_strip
+from vpsearch.training.visualize import GifStream, write_strip
 
 STRIP_FRAMES = 16
 
@@ -60,8 +60,6 @@ def rollout_to_files(model: StepwiseCVAE, cfg: Config, data: VideoSet, device: t
     given_frames[i]: how many true frames sequence i really has (dance test videos hold only
     the first); the truth column is shown only where it exists.
     """
-    import imageio.v2 as imageio
-
     model.eval()
     n_past = cfg.data.n_past
     count = len(data) if n_sequences is None else min(n_sequences, len(data))
@@ -82,7 +80,7 @@ def rollout_to_files(model: StepwiseCVAE, cfg: Config, data: VideoSet, device: t
             truth = TimeSlices(data, win, "frames", device)
             have_truth = length if given_frames is None else given_frames[i]
             name = data.names[i].replace("/", "_")
-            gif = imageio.get_writer(out_dir / f"{name}.gif", mode="I", duration=1000 / 12, loop=0)
+            gif = GifStream(out_dir / f"{name}.gif", fps=12, scale=2)
             strip_t, strip_p = [], []
             keep_at = set(np.linspace(0, h - 1, min(h, STRIP_FRAMES)).round().astype(int).tolist())
             if sub:
@@ -93,7 +91,7 @@ def rollout_to_files(model: StepwiseCVAE, cfg: Config, data: VideoSet, device: t
                 t_idx = n_past + k
                 side = (to_uint8_video(truth[t_idx][0]) if t_idx < have_truth else
                         to_uint8_video(cond[t_idx][0]) if data.cond_kind == "image" else np.zeros_like(pred))
-                gif.append_data(np.concatenate([side, np.full((pred.shape[0], 2, 3), 255, np.uint8), pred], 1))
+                gif.add(np.concatenate([side, np.full((pred.shape[0], 2, 3), 255, np.uint8), pred], 1))
                 if k in keep_at:
                     strip_t.append(side)
                     strip_p.append(pred)

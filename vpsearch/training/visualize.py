@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import struct
 from pathlib import Path
 from typing import Sequence
 
@@ -18,22 +20,69 @@ def _scale_for(h: int) -> int:
     return max(1, 128 // h)
 
 
+class GifStream:
+    """Animated GIF written frame by frame: memory stays flat however long the video.
+
+    Pillow (and imageio) keep every frame until the file is closed. Here each frame is
+    encoded alone by Pillow and its image block is appended to the open file with its
+    own (local) palette and a frame delay, so only the current frame is ever held.
+    """
+
+    def __init__(self, path: Path, fps: float = 8.0, scale: int = 1):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path.open("wb")
+        self.delay = max(2, round(100 / fps))  # GIF delays are in 1/100 s
+        self.scale = scale
+        self.size: tuple[int, int] | None = None
+
+    def add(self, frame: np.ndarray) -> None:
+        """frame (H, W, 3) uint8."""
+        from PIL import Image
+
+        frame = _upscale(frame, self.scale)
+        h, w = frame.shape[:2]
+        buf = io.BytesIO()
+        Image.fromarray(frame).quantize(256, dither=Image.Dither.NONE).save(buf, "GIF")
+        data = buf.getvalue()
+        flags = data[10]
+        palette_len = 3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0
+        palette = data[13:13 + palette_len]
+        pos = 13 + palette_len
+        while data[pos] == 0x21:  # skip Pillow's own extensions
+            pos += 2
+            while data[pos]:
+                pos += data[pos] + 1
+            pos += 1
+        if self.size is None:
+            self.size = (w, h)
+            loop = b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"  # loop forever
+            self.file.write(b"GIF89a" + struct.pack("<HHBBB", w, h, 0x70, 0, 0) + loop)
+        descriptor = bytearray(data[pos:pos + 10])
+        if palette_len:  # the frame's palette becomes its local colour table
+            descriptor[9] = (descriptor[9] & 0x40) | 0x80 | (flags & 7)
+        control = b"\x21\xf9\x04\x00" + struct.pack("<H", self.delay) + b"\x00\x00"
+        self.file.write(control + bytes(descriptor) + palette + data[pos + 10:-1])
+
+    def close(self) -> None:
+        self.file.write(b"\x3b")
+        self.file.close()
+
+
 def write_gif(path: Path, truths: Sequence[np.ndarray], preds: Sequence[np.ndarray], fps: int = 8) -> Path:
     """Animated GIF: one row per sequence, truth on the left, prediction on the right.
 
     truths/preds: lists of (T, H, W, C) uint8 with matching T.
     """
-    import imageio.v2 as imageio
-
     rows = []
     for t, p in zip(truths, preds):
         gap = np.full((t.shape[0], t.shape[1], 2, 3), 255, np.uint8)
         rows.append(np.concatenate([t, gap, p], axis=2))
     width_gap = np.full((rows[0].shape[0], 2, rows[0].shape[2], 3), 255, np.uint8)
     stacked = np.concatenate([x for r in rows for x in (r, width_gap)][:-1], axis=1)
-    stacked = _upscale(stacked, _scale_for(truths[0].shape[1]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imageio.mimsave(path, list(stacked), duration=1000 / fps, loop=0)
+    gif = GifStream(path, fps, _scale_for(truths[0].shape[1]))
+    for frame in stacked:
+        gif.add(frame)
+    gif.close()
     return path
 
 

@@ -1,0 +1,123 @@
+"""The dance family through the same trainer, evaluation and predict, and the submission file."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from vpsearch.config import DanceModelConfig
+from vpsearch.data.base import VideoSet
+from vpsearch.models import DataShape, build_model
+from vpsearch.training import fit
+from vpsearch.training.predict import SubmissionWriter, rollout_to_files
+
+
+def test_dance_trains_and_evaluates_the_whole_video(tiny_dance_cfg, tmp_path):
+    result = fit(tiny_dance_cfg(), tmp_path / "run")
+    rows = list(csv.DictReader((tmp_path / "run/frame_psnr.csv").open()))
+    assert len(rows) == 39  # every frame of the 40-frame validation video after the first
+    assert np.isfinite(result.best_psnr)
+
+
+def test_evaluate_and_predict_cli_with_submission(tiny_dance_cfg, tmp_path):
+    fit(tiny_dance_cfg(), tmp_path / "run")
+    ckpt = tmp_path / "run/checkpoints/best.pt"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "vpsearch.cli", *map(str, a)],  # noqa: E731
+                                    capture_output=True, text=True, timeout=600)
+    ev = run("evaluate", "--checkpoint", ckpt, "--split", "val")
+    assert ev.returncode == 0, ev.stderr
+    res = json.loads(ev.stdout)
+    assert len(res["psnr_per_frame"]) == 39 and "baseline_copy_first_psnr" in res
+    sub = tmp_path / "submission.csv"
+    pr = run("predict", "--checkpoint", ckpt, "--split", "test", "--out", tmp_path / "pred", "--submission", sub)
+    assert pr.returncode == 0, pr.stderr
+    assert sorted(p.name for p in (tmp_path / "pred").glob("*.gif")) == ["0.gif", "1.gif"]
+    with sub.open() as f:
+        header = next(csv.reader(f))
+        ids = [int(r[0]) for r in csv.reader(f)]
+    assert header == ["id", *map(str, range(3 * 32 * 64))]
+    assert ids == list(range(80))  # 2 videos x 40 frames (the given first frame included)
+
+
+def test_submission_values_channel_major():
+    """index c*H*W + h*W + w, values round(x*255) of the clamped frame."""
+    frame = torch.zeros(3, 2, 4)
+    frame[0, 1, 2] = 0.5  # -> index 0*8 + 1*4 + 2 = 6 -> round(127.5) = 128
+    frame[2, 0, 3] = 1.7  # clamped to 1 -> index 2*8 + 0 + 3 = 19 -> 255
+    frame[1, 1, 0] = -0.2  # clamped to 0
+    frame[1, 0, 1] = 0.1  # index 8 + 1 = 9 -> round(25.5) = 26
+    import tempfile
+    from pathlib import Path
+    path = Path(tempfile.mkdtemp()) / "s.csv"
+    w = SubmissionWriter(path, 3, 2, 4)
+    w.add(frame)
+    w.add(torch.ones(3, 2, 4))
+    w.close()
+    rows = list(csv.reader(path.open()))
+    assert rows[0] == ["id", *map(str, range(24))]
+    values = list(map(int, rows[1][1:]))
+    expected = [0] * 24
+    expected[6], expected[19], expected[9] = 128, 255, 26
+    assert rows[1][0] == "0" and values == expected
+    assert rows[2][0] == "1" and set(rows[2][1:]) == {"255"}
+
+
+def synthetic_video(n: int) -> VideoSet:
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (n, 32, 64, 3), dtype=np.uint8)
+    return VideoSet(frames=frames, starts=np.array([0, n]), names=["0"], cond=frames.copy(), cond_kind="image",
+                    truth_frames=[1])
+
+
+MEMORY_PROBE = """
+import resource, sys, numpy as np, torch
+from pathlib import Path
+from vpsearch.config import DanceModelConfig, load_config
+from vpsearch.data.base import VideoSet
+from vpsearch.models import DataShape, build_model
+from vpsearch.training.predict import rollout_to_files
+out = Path(sys.argv[1]); keep = sys.argv[2] == "leak"
+cfg = load_config("dancer-small", ["train.amp=none"])
+model = build_model(DanceModelConfig(f_dim=8, l_dim=4, n_dim=2, d_out_dim=8), DataShape(3, 32, 64, 0, 3))
+rng = np.random.default_rng(0)
+frames = rng.integers(0, 255, (630, 32, 64, 3), dtype=np.uint8)
+video = VideoSet(frames=frames, starts=np.array([0, 630]), names=["0"], cond=frames.copy(), cond_kind="image")
+held = []
+if keep:  # a leaky variant proves the probe can see growth
+    orig = model.generate
+    model.generate = lambda *a, **k: (held.append(x.double()) or x for x in orig(*a, **k))
+torch.set_num_threads(1)
+peaks = []
+for h in (99, 99, 629):
+    rollout_to_files(model, cfg, video, torch.device("cpu"), out / str(h), h, 1, submission=out / f"{h}.csv")
+    peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print((peaks[2] - peaks[1]) / 1024)
+"""
+
+
+@pytest.mark.parametrize("variant", ["flat", "leak"])
+def test_long_rollout_memory_is_flat(tmp_path, variant):
+    """Peak RSS after a 630-frame rollout vs after a 100-frame one, in a fresh process."""
+    proc = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(tmp_path), variant], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    growth_mb = float(proc.stdout.strip().splitlines()[-1])
+    # keeping 530 more frames would cost >= 530*6144*4 B = 13 MB (the leak variant keeps float64: 26 MB)
+    if variant == "flat":
+        assert growth_mb < 5, f"RSS grew {growth_mb:.1f} MB between 100 and 630 frames"
+        assert sum(1 for _ in (tmp_path / "629.csv").open()) == 631
+    else:
+        assert growth_mb > 10
+
+
+def test_predict_refuses_an_empty_test_set(tmp_path, tiny_dance_cfg):
+    from vpsearch.data import DataError
+    empty = VideoSet(frames=np.zeros((0, 32, 64, 3), np.uint8), starts=np.array([0]), names=[])
+    model = build_model(DanceModelConfig(f_dim=8, l_dim=4, n_dim=2, d_out_dim=8),
+                        DataShape(height=32, width=64, cond_channels=3))
+    with pytest.raises(DataError, match="no sequence"):
+        rollout_to_files(model, tiny_dance_cfg(), empty, torch.device("cpu"), tmp_path, "all", None)
