@@ -134,7 +134,7 @@ def test_sigkilled_worker_trial_is_rerun_by_the_launcher(tmp_path, pushing_root)
         url = journal(root)
         wait_for(lambda: (root / "optuna-journal.log").exists(), what="the journal")
         victim = wait_for(lambda: next((t for t in open_study(url, "tiny").get_trials(states=(TrialState.RUNNING,))
-                                        if t.user_attrs.get(attrs.WORKER)), None), what="a running trial")
+                                        if t.user_attrs.get(attrs.CONFIG)), None), what="a trial training")
         os.kill(int(victim.user_attrs[attrs.WORKER].rsplit(":", 1)[1]), signal.SIGKILL)
         out, _ = proc.communicate(timeout=180)
     finally:

@@ -143,7 +143,10 @@ def test_multi_objective_study_stores_both_values(tmp_path, pushing_root):
 
 
 def test_parameters_that_clash_fail_that_trial_with_the_reason(tmp_path, pushing_root):
-    plan, url, _ = create(tmp_path, pushing_root, sampler="grid", budget=ONE_EPOCH, search_space={
+    overrides = ["model.nf=8", "model.g_dim=16", "model.z_dim=4", "model.rnn_size=16", "train.batch_size=4",
+                 "eval.max_sequences=4", "eval.gif_sequences=1", "train.amp=none", f"data.root={pushing_root}",
+                 "schedule.tfr_lower_bound=0.0"]
+    plan, url, _ = create(tmp_path, pushing_root, sampler="grid", budget=ONE_EPOCH, overrides=overrides, search_space={
         "schedule.tfr": {"type": "categorical", "choices": [0.2, 1.0]},
         "schedule.tfr_lower_bound": {"type": "categorical", "choices": [0.0, 0.5]}})
     assert work(url, tmp_path) == 4

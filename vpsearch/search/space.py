@@ -130,7 +130,7 @@ def check_space(space: Space, base: Config, source: str, sampler: str) -> None:
         try:
             config_from_dict(d, "base")
         except ConfigError as e:
-            inner = str(e).split(": ", 1)[-1]
+            inner = str(e).split(": ", 1)[-1].replace("field <top>: ", "").replace("Value error, ", "")
             fail(name, f"value {value!r} is refused by the training config ({inner})")
 
     for name, p in space.items():
