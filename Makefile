@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VP) train --config pushing-small --out runs/demo
+	$(VP) study run studies/quickstart.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

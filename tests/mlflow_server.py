@@ -2,9 +2,10 @@
 
     pytest_plugins = ["mlflow_server"]   # in a test module: fixtures below, shared per session
 
-MlflowServer runs `mlflow server` (sqlite backend in a temp folder, --serve-artifacts,
-127.0.0.1, a free port) the way vpsearch's at-scale setup does, waits for /health, and
-can be stopped and restarted on the same port and store (the outage tests).
+MlflowServer runs `mlflow server` (sqlite backend in a temp folder, or the backend_uri
+given, e.g. a PostgreSQL database; --serve-artifacts, 127.0.0.1, a free port) the way
+vpsearch's at-scale setup does, waits for /health, and can be stopped and restarted on
+the same port and store (the outage tests).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ TINY = ["model.nf=8", "model.g_dim=16", "model.z_dim=4", "model.rnn_size=16", "t
 
 
 class MlflowServer:
-    def __init__(self, folder: Path, port: int | None = None):
+    def __init__(self, folder: Path, port: int | None = None, backend_uri: str | None = None):
         self.folder = folder
         self.port = port or free_port()
+        self.backend_uri = backend_uri or f"sqlite:///{folder / 'mlflow.db'}"
         self.log_path = folder / "server.log"
         self.process: ServerProcess | None = None
 
@@ -40,8 +42,7 @@ class MlflowServer:
 
     def start(self) -> "MlflowServer":
         self.folder.mkdir(parents=True, exist_ok=True)
-        cmd = server_command(f"sqlite:///{self.folder / 'mlflow.db'}", self.folder / "artifacts",
-                             port=self.port)
+        cmd = server_command(self.backend_uri, self.folder / "artifacts", port=self.port)
         log = self.log_path.open("a")
         self.process = ServerProcess(cmd, self.uri, log=log).start(timeout=90)
         return self

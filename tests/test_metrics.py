@@ -45,3 +45,11 @@ def test_kl_closed_form():
     expected = math.log(0.5) + 2.0 - 0.5
     assert kl_gaussian(torch.zeros(1, 1), lv, torch.zeros(1, 1), torch.zeros(1, 1)).item() == pytest.approx(expected)
     assert kl_gaussian(mu_p, lv_p, mu_p, lv_p).item() == 0.0
+
+
+def test_metrics_stay_fp32_under_autocast():
+    x, y = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        p, s = psnr(x, y), ssim(x, y)
+    assert p.dtype == torch.float32 and s.dtype == torch.float32
+    assert s.tolist() == pytest.approx(ssim(x, y).tolist())

@@ -181,3 +181,32 @@ def test_parent_run_ends_when_its_last_worker_leaves(mlflow_server, tmp_path):
     workers[1].close()
     assert client.get_run(parent).info.status == "FINISHED"
     assert not list((tmp_path / "mlflow-spool").iterdir())  # everything delivered, nothing left
+
+
+def test_a_lost_trial_is_ended_failed_by_the_worker_that_reruns_it(mlflow_server, tmp_path):
+    """A worker dies mid-trial (never closes); the process that re-runs the trial ends the dead
+    run FAILED with the reason and counts the dead worker out of the parent run."""
+    import os
+    import socket
+
+    from vpsearch.config import load_config
+    from vpsearch.tracking import make_tracker
+
+    cfg = load_config("pushing-small")
+    launcher = make_tracker(mlflow_server.uri, tmp_path, "lost")
+    parent = launcher.ensure_parent({"name": "lost"}, "tpe", "journal:x")
+    launcher.close()
+    dead = make_tracker(mlflow_server.uri, tmp_path, "lost")
+    dead.ensure_parent({"name": "lost"}, "tpe", "journal:x", parent_run_id=parent)
+    run_id = dead.trial(0, cfg, {}).run_id
+    assert dead.sender.wait(timeout=30)  # its run and its worker tag exist; then it "dies"
+    dead.sender.stop(1)
+    rerun = make_tracker(mlflow_server.uri, tmp_path, "lost")
+    rerun.ensure_parent({"name": "lost"}, "tpe", "journal:x", parent_run_id=parent)
+    rerun.lost_trial(0, run_id, f"{socket.gethostname()}:{os.getpid()}", "worker vm:1 killed (SIGKILL)")
+    rerun.close()
+    client = mlflow_server.client()
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags[names.TAG_STATE] == "FAIL"
+    assert run.data.tags[names.TAG_REASON] == "worker vm:1 killed (SIGKILL)"
+    assert client.get_run(parent).info.status == "FINISHED"  # the dead worker no longer holds it open

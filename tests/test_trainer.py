@@ -91,3 +91,8 @@ def test_corrupt_checkpoint_is_refused_with_the_file_name(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="no such file"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_bf16_channels_last_trains_and_evaluates(tiny_cfg, tmp_path):
+    result = fit(tiny_cfg("train.amp=bf16", "train.channels_last=true", "train.epochs=1"), tmp_path / "run")
+    assert result.history[0]["val_psnr"] > 5 and result.history[0]["loss"] > 0

@@ -1,4 +1,4 @@
-"""Subcommands of the search layer: `study run|status|check` and `worker` (thin calls into library code)."""
+"""Subcommands of the search layer: `study run|create|status|check` and `worker` (thin calls into library code)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     return run_study(RunOptions(args.study_file, workers=args.workers, devices=args.devices, storage=args.storage,
                                 tracking_uri=args.tracking_uri, root=args.root, threads=args.threads,
                                 storage_wait=args.storage_wait))
+
+
+def cmd_study_create(args: argparse.Namespace) -> int:
+    from vpsearch.search.launcher import RunOptions, create_study
+
+    return create_study(RunOptions(args.study_file, storage=args.storage, tracking_uri=args.tracking_uri,
+                                   root=args.root, storage_wait=args.storage_wait))
 
 
 def cmd_study_status(args: argparse.Namespace) -> int:
@@ -62,7 +69,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    study = sub.add_parser("study", help="hyperparameter studies: run, status, check")
+    study = sub.add_parser("study", help="hyperparameter studies: run, create, status, check")
     ssub = study.add_subparsers(dest="study_cmd", required=True, metavar="ACTION")
 
     p = ssub.add_parser("run", help="create or resume a study and run its trials on local workers")
@@ -73,6 +80,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI or 'off' (env MLFLOW_TRACKING_URI)")
     _common(p)
     p.set_defaults(func=cmd_study_run)
+
+    p = ssub.add_parser("create", help="create (or check and update) a study for `vpsearch worker`s to join; "
+                                       "starts no workers")
+    p.add_argument("study_file", metavar="STUDY.yaml")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI the workers log to, or 'off' (env MLFLOW_TRACKING_URI)")
+    _common(p)
+    p.set_defaults(func=cmd_study_create)
 
     p = ssub.add_parser("status", help="table of a study's trials")
     p.add_argument("name", help="study name")
@@ -87,7 +101,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("worker", help="join a study: pull and train its trials until none is left")
     p.add_argument("--study", required=True, help="study name (its YAML is stored in the storage)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, auto, or cuda:free (a GPU of this machine "
+                                                    "that no other worker holds; PostgreSQL storage)")
     p.add_argument("--threads", type=int, help="CPU threads for training")
     p.add_argument("--tracking-uri", help="MLflow tracking URI or 'off' (default: the study's)")
     _common(p)

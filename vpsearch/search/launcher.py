@@ -240,3 +240,21 @@ def _last_line(path: Path) -> str:
 
 def run_study(opts: RunOptions) -> int:
     return Launcher(opts).run()
+
+
+def create_study(opts: RunOptions) -> int:
+    """`vpsearch study create`: the study (and its MLflow parent run) in the storage, no workers;
+    workers on any machine then join with `vpsearch worker --study NAME`."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    plan = load_study(opts.study_file)
+    root = str(settings.runs_root(opts.root))
+    store = open_storage(settings.storage_url(opts.storage, root), failure=plan.spec.failure,
+                         wait=opts.storage_wait)
+    existed = plan.name in study_names(store)
+    study = prepare_study(plan, store, settings.tracking_uri(opts.tracking_uri, root), root)
+    t = tally(study.get_trials(deepcopy=False))
+    print(f"study {plan.name} {'found' if existed else 'created'} in {store.shown}: {plan.n_trials} trials "
+          f"({t.finished} finished), sampler {plan.spec.sampler.name}, pruner {plan.spec.pruner.name}; "
+          f"tracking {settings.redact(study.user_attrs.get(attrs.TRACKING_URI, 'off'))}")
+    print(f"join it from any machine: vpsearch worker --study {plan.name} --storage URL (or VPSEARCH_STORAGE)")
+    return 0

@@ -48,8 +48,9 @@ def schedule_warmup(config: dict[str, Any] | None) -> int:
 def judged_epochs(config: dict[str, Any] | None) -> set[int] | None:
     """Epochs at which a trial is compared with the others (None: every reported epoch).
 
-    Evaluated epochs from the warm-up on; with cyclical KL only the last evaluation of each
-    cycle, where the cycle has played out: in between, a reset's dip and recovery would count
+    Evaluated epochs from the warm-up on, except the last (pruning there saves nothing and
+    would lose a finished result); with cyclical KL only the last evaluation of each cycle,
+    where the cycle has played out: in between, a reset's dip and recovery would count
     against a trial that is doing what its schedule says.
     """
     if not config:
@@ -64,7 +65,7 @@ def judged_epochs(config: dict[str, Any] | None) -> set[int] | None:
             return math.floor(e / period + 1e-9)
         evals = [e for i, e in enumerate(evals) if i == len(evals) - 1 or cycle(evals[i + 1]) != cycle(e)]
     warm = schedule_warmup(config)
-    return {e for e in evals if e >= warm}
+    return {e for e in evals if e >= warm and e < epochs - 1}  # pruning at the last epoch saves nothing
 
 
 def best_so_far(values: dict[int, float], maximize: bool) -> dict[int, float]:

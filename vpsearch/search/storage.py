@@ -15,6 +15,7 @@ seconds, then one clear StorageUnavailable error names the storage and the cause
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -39,10 +40,18 @@ class StorageUnavailable(StudyError):
     """The storage could not be reached within the retry budget."""
 
 
-def _transient() -> tuple[type[BaseException], ...]:
+# I/O errors a network file system (a journal on NFS) gives while it is away
+_TRANSIENT_ERRNO = {errno.EIO, errno.ESTALE, errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ETIMEDOUT}
+
+
+def _is_transient(e: BaseException) -> bool:
     import sqlalchemy.exc
-    return (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, ConnectionError, TimeoutError,
-            BlockingIOError, InterruptedError)
+    if isinstance(e, optuna.exceptions.StorageInternalError) and e.__cause__ is not None:
+        return _is_transient(e.__cause__)  # Optuna wraps a connection lost during a commit
+    if isinstance(e, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, ConnectionError, TimeoutError,
+                      BlockingIOError, InterruptedError)):
+        return True
+    return isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNO
 
 
 class FlockLock(BaseJournalFileLock):
@@ -141,10 +150,13 @@ def retrying(fn: Callable[[], T], what: str, shown: str, wait: float) -> T:
         attempts += 1
         try:
             return fn()
-        except _transient() as e:
+        except Exception as e:
+            if not _is_transient(e):
+                raise
             elapsed = time.monotonic() - start
             if elapsed + delay > wait:
-                cause = (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]
+                err = e.__cause__ if isinstance(e, optuna.exceptions.StorageInternalError) else e
+                cause = (str(getattr(err, "orig", None) or err).strip().splitlines() or [type(err).__name__])[0]
                 raise StorageUnavailable(
                     f"storage {shown} unreachable: {what} failed {attempts} times over {elapsed:.0f}s "
                     f"({cause}); check that it is running and reachable (retry budget: --storage-wait)"

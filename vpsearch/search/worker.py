@@ -23,6 +23,7 @@ import optuna
 from vpsearch import settings
 from vpsearch.config import config_from_dict
 from vpsearch.search import attrs
+from vpsearch.search.gpus import FREE, claim_gpu, gpu_uuids
 from vpsearch.search.objective import Heartbeat, TrialReporter
 from vpsearch.search.plan import StudyPlan
 from vpsearch.search.pruners import make_pruner
@@ -83,6 +84,10 @@ class Worker:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.opts = opts
         self.store, self.plan = open_study_storage(opts.storage, opts.study, opts.storage_wait)
+        self.gpu_claim = None  # --device cuda:free: the connection that holds this worker's GPU
+        if opts.device == FREE:
+            index, self.gpu_claim = claim_gpu(self.store, gpu_uuids())
+            opts.device = f"cuda:{index}"
         spec = self.plan.spec
         slot = opts.slot if opts.slot is not None else os.getpid()
         self.study = load_optuna_study(self.store, opts.study, make_sampler(spec.sampler, self.plan.space, slot),
@@ -149,10 +154,11 @@ class Worker:
                 if why:
                     log(f"stopping: {why}")
                     break
-                reap_stale(self.study, self.store.rdb, self.retry)
+                self.store.call(lambda: reap_stale(self.study, self.store.rdb, self.retry), "checking heartbeats")
                 got = self.store.call(self.next_trial, "taking a trial")
                 if got is None:
-                    running = tally(self.study.get_trials(deepcopy=False)).running
+                    running = self.store.call(lambda: tally(self.study.get_trials(deepcopy=False)).running,
+                                              "reading trials")
                     if self.store.heartbeats and running:
                         # a running trial elsewhere may still go stale and come back: stay to pick it up
                         time.sleep(min(5.0, self.store.rdb.heartbeat_interval))
@@ -186,6 +192,8 @@ class Worker:
             tags = {"study": self.plan.name, "trial": str(number), "repeat": str(repeat), "seed": str(seed),
                     "config_hash": chash, "worker": self.id, "sampler": spec.sampler.name}
             tt = self._start_tracking(number, run_cfg, tags)
+            if trial.user_attrs.get(attrs.RETRY_OF) is not None:
+                self._end_lost_attempt(int(trial.user_attrs[attrs.RETRY_OF]))
             self._set_attrs(trial, {attrs.CONFIG: cfg.to_dict(), attrs.CONFIG_HASH: chash,
                                     attrs.MLFLOW_RUN_ID: tt.run_id})
             log(f"trial {number} started (repeat {repeat}, seed {seed}): {params}")
@@ -226,6 +234,18 @@ class Worker:
         except Exception as e:  # a tracking outage must not stop the search: train untracked
             log(f"warning: tracking could not start a run for trial {number}: {e}")
             return TrialTracker()
+
+    def _end_lost_attempt(self, number: int) -> None:
+        """The attempt this trial re-runs lost its worker (killed, cut off), which could not end
+        its MLflow run: end it here, whichever process reaped it (a heartbeat, the launcher)."""
+        try:
+            old = self.store.call(lambda: self.study.get_trials(deepcopy=False)[number], "reading trials")
+            worker = old.user_attrs.get(attrs.WORKER)
+            self.tracker.lost_trial(number, old.user_attrs.get(attrs.MLFLOW_RUN_ID),
+                                    worker if worker != self.id else None,  # we are alive: still in the study
+                                    old.user_attrs.get(attrs.FAIL_REASON) or "its worker died")
+        except Exception as e:  # tracking trouble must not cost the re-run
+            log(f"warning: could not end the MLflow run of lost trial {number}: {e}")
 
     def _set_attrs(self, trial: optuna.trial.Trial, values: dict[str, Any]) -> None:
         for k, v in values.items():

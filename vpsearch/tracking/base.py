@@ -12,6 +12,7 @@ Lifecycle:
   t = tracker.trial(number, config, tags)             # a Reporter for fit()
   fit(config, run_dir, reporter=Reporters(pruner, t))
   t.close("COMPLETE" | "PRUNED" | "FAIL", reason)     # always, in a finally
+  tracker.lost_trial(number, run_id, worker, reason)  # a trial whose worker died, from its re-run
   tracker.log_study_artifacts([report files])          # reporting layer
 """
 
@@ -49,6 +50,11 @@ class StudyTracker:
 
     def log_study_artifacts(self, paths: list[Path], artifact_path: str = "report") -> None:
         pass
+
+    def lost_trial(self, number: int, run_id: str | None, worker: str | None, reason: str) -> None:
+        """A trial whose worker died ('host:pid', killed or cut off) and that the search layer
+        failed and re-queued: its process cannot end its run, so end it FAILED with the reason,
+        and count that worker out of the study's parent run."""
 
     def close(self) -> None:
         pass

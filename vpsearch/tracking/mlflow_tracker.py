@@ -158,6 +158,19 @@ class MLflowStudyTracker(StudyTracker):
             self._joined = True
         return MLflowTrialTracker(self, number, config, tags)
 
+    def lost_trial(self, number: int, run_id: str | None, worker: str | None, reason: str) -> None:
+        """See StudyTracker.lost_trial; journaled like every trial operation."""
+        if run_id:
+            stream = self._stream(f"trial-{number}-lost", names.trial_run_name(number), run_id)
+            # end_lost leaves a run alone that its own process ended after all (a Ctrl-C'd worker)
+            self.sender.submit(stream, {"op": "end_lost", "end_time": names.now_ms(), "tags": names.clean_tags(
+                {names.TAG_STATE: "FAIL", names.TAG_REASON: reason})})
+            self.sender.submit(stream, {"op": "end"})
+        if worker and self.parent_run_id is not None:
+            host, _, pid = worker.rpartition(":")
+            self.sender.submit(self.parent_stream(), {"op": "worker_lost", "end_time": names.now_ms(),
+                                                      "prefix": names.TAG_WORKER + _safe_name(f"{host}-{pid}-")})
+
     def log_study_artifacts(self, paths: list[Path], artifact_path: str = "report") -> None:
         """Upload report files to the parent run (journaled; waits for delivery while online)."""
         stream = self.parent_stream()

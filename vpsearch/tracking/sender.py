@@ -12,6 +12,7 @@ skipped, so one bad value never blocks a study's logging.
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import threading
 import time
@@ -130,6 +131,22 @@ class Delivery:
     def _end(self, stream: Stream, op: dict[str, Any]) -> None:
         """Marks the end of a stream that does not own its run (a worker's view of the parent)."""
 
+    def _end_lost(self, stream: Stream, op: dict[str, Any]) -> None:
+        """The run of a trial whose worker died: FAILED with the reason, unless it ended after all."""
+        from mlflow.entities import RunTag
+
+        run_id = self._run_id(stream)
+        if self.client.get_run(run_id).info.status != "RUNNING":
+            return
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in op["tags"].items()], synchronous=True)
+        self.client.set_terminated(run_id, "FAILED", op["end_time"])
+
+    def _worker_lost(self, stream: Stream, op: dict[str, Any]) -> None:
+        """A worker found dead by another process leaves the parent run as if it had said so."""
+        for key, value in self.client.get_run(self._run_id(stream)).data.tags.items():
+            if key.startswith(op["prefix"]) and value == "running":
+                self._worker_done(stream, {"key": key, "end_time": op["end_time"]})
+
 
 class Sender:
     """The background thread that delivers every stream of one process, in order."""
@@ -225,7 +242,7 @@ class Sender:
         group = [first]
         if stream.ops[first]["op"] == "log_batch" and not self._single:
             count = len(stream.ops[first].get("metrics", []))
-            for s, i in list(self._items)[1:]:
+            for s, i in itertools.islice(self._items, 1, None):
                 op = s.ops[i]
                 if s is not stream or op["op"] != "log_batch" or count >= names.MAX_METRICS_PER_BATCH * 5:
                     break

@@ -13,6 +13,16 @@ from torch import Tensor
 PSNR_CAP = 100.0  # dB, reported for identical frames (MSE = 0)
 
 
+def _no_autocast(fn):
+    """Metrics run in fp32 even when called inside a bf16/fp16 autocast region."""
+    def wrapper(pred: Tensor, target: Tensor, *args, **kwargs) -> Tensor:
+        with torch.autocast(device_type=pred.device.type, enabled=False):
+            return fn(pred, target, *args, **kwargs)
+    wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
+    return wrapper
+
+
+@_no_autocast
 def psnr(pred: Tensor, target: Tensor) -> Tensor:
     """(N, C, H, W) x2 -> (N,) PSNR in dB with peak 1.0, capped at PSNR_CAP."""
     mse = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
@@ -27,6 +37,7 @@ def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> T
     return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
 
 
+@_no_autocast
 def ssim(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
     """(N, C, H, W) x2 -> (N,) mean SSIM (Wang et al. 2004, Gaussian 11x11, sigma 1.5).
 

@@ -1,0 +1,155 @@
+"""The docker-compose topology without docker, as CI runs it: a real PostgreSQL (throwaway
+cluster on 127.0.0.1), a real `mlflow server` whose backend store is a second database in that
+cluster and which serves the artifacts, a study creator and 3 `vpsearch worker`s started as
+separate processes that know nothing but the environment (VPSEARCH_STORAGE,
+MLFLOW_TRACKING_URI), each with its own runs root, as on 4 machines.
+
+Mid-study one worker is killed with SIGKILL and PostgreSQL is stopped for a few seconds; the
+study must still finish with every trial accounted for, in Optuna and in MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow_server import MlflowServer
+from optuna.storages import RetryFailedTrialCallback
+from optuna.trial import TrialState
+from postgres import postgres_or_skip
+from test_study_run import cli, open_study, wait_for, write_study
+
+from vpsearch.search import attrs
+from vpsearch.search.recovery import tally
+from vpsearch.tracking import names
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+N_TRIALS, EPOCHS = 12, 3
+# grace > the PostgreSQL outage below, so only the killed worker's trial goes stale
+FAILURE = {"heartbeat_seconds": 1, "grace_seconds": 10, "max_retries": 2}
+OUTAGE_SECONDS = 4
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("w") as f:
+        return subprocess.Popen(cli(*args), stdout=f, stderr=subprocess.STDOUT, env=env)
+
+
+def machine(tmp_path: Path, name: str, storage: str, tracking: str) -> dict[str, str]:
+    """The environment of one "machine": the cluster's URLs and a runs root of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VPSEARCH_STORAGE", "MLFLOW_TRACKING_URI"))}
+    return {**env, "VPSEARCH_STORAGE": storage, "MLFLOW_TRACKING_URI": tracking,
+            "VPSEARCH_ROOT": str(tmp_path / name / "runs"), "OMP_NUM_THREADS": "1"}
+
+
+def test_three_workers_survive_a_killed_worker_and_a_postgres_restart(tmp_path, pushing_root):
+    t_start = time.monotonic()
+    with postgres_or_skip() as pg:
+        storage = pg.create_database("optuna")
+        server = MlflowServer(tmp_path / "mlflow", backend_uri=pg.create_database("mlflow")).start()
+        workers: list[subprocess.Popen] = []
+        try:
+            study_file = write_study(tmp_path / "topo.yaml", pushing_root, name="topo", failure=FAILURE,
+                                     budget={"n_trials": N_TRIALS, "epochs": EPOCHS, "steps_per_epoch": 2})
+            creator = subprocess.run(cli("study", "create", str(study_file)), capture_output=True, text=True,
+                                     env=machine(tmp_path, "creator", storage, server.uri), timeout=120)
+            assert creator.returncode == 0, creator.stdout + creator.stderr
+            assert f"study topo created in postgresql+psycopg2://vp:***@127.0.0.1:{pg.port}/optuna: 12 trials" \
+                in creator.stdout
+            t_workers = time.monotonic()
+            for i in range(3):
+                env = machine(tmp_path, f"worker{i}", storage, server.uri)
+                workers.append(start(["worker", "--study", "topo", "--device", "cpu", "--threads", "1"], env,
+                                     tmp_path / f"worker{i}.log"))
+
+            # SIGKILL worker 0 once it is mid-trial: an epoch reported, more to come
+            victim_id = f":{workers[0].pid}"
+            victim = wait_for(lambda: next((t for t in open_study(storage, "topo").get_trials(
+                states=(TrialState.RUNNING,)) if str(t.user_attrs.get(attrs.WORKER, "")).endswith(victim_id)
+                and t.intermediate_values and t.user_attrs.get(attrs.MLFLOW_RUN_ID)), None),
+                timeout=90, what="a trial of worker 0 half way")
+            workers[0].send_signal(signal.SIGKILL)
+            workers[0].wait(timeout=30)
+            t_kill = time.monotonic()
+
+            # then PostgreSQL goes away for a few seconds while the other two train
+            wait_for(lambda: tally(open_study(storage, "topo").get_trials()).complete >= 4, timeout=120,
+                     what="4 complete trials")
+            before = tally(open_study(storage, "topo").get_trials())
+            pg.stop()
+            time.sleep(OUTAGE_SECONDS)
+            pg.start()
+
+            for w in workers[1:]:
+                w.wait(timeout=150)
+            elapsed = time.monotonic() - t_workers
+            logs = {i: (tmp_path / f"worker{i}.log").read_text() for i in range(3)}
+            assert [w.returncode for w in workers[1:]] == [0, 0], logs
+        finally:
+            for w in workers:
+                if w.poll() is None:
+                    w.kill()
+
+        # --- Optuna: every trial accounted for, none running, none counted twice
+        trials = open_study(storage, "topo").get_trials()
+        t = tally(trials)
+        assert before.finished < N_TRIALS and before.running >= 1  # the outage hit a study in progress
+        assert (t.complete, t.running, t.waiting) == (N_TRIALS, 0, 0), [(x.number, x.state) for x in trials]
+        killed = trials[victim.number]
+        assert killed.state == TrialState.FAIL
+        assert killed.user_attrs[attrs.FAIL_REASON] == (
+            f"no heartbeat for over 10s from worker {victim.user_attrs[attrs.WORKER]} (killed or cut off); re-queued")
+        retries = [x for x in trials if RetryFailedTrialCallback.retried_trial_number(x) is not None]
+        assert [(RetryFailedTrialCallback.retried_trial_number(x), x.user_attrs[attrs.RETRY_OF]) for x in retries] \
+            == [(victim.number, victim.number)]
+        assert retries[0].state == TrialState.COMPLETE and retries[0].params == killed.params
+        # the final accounting: each requested trial once, a re-run standing in for the attempt it retries
+        accounted = [x for x in trials if x.number not in t.retried]
+        slots = [RetryFailedTrialCallback.retried_trial_number(x) or x.number for x in accounted]
+        assert len(accounted) == N_TRIALS and len(set(slots)) == N_TRIALS
+        assert not any(victim_id in str(x.user_attrs.get(attrs.WORKER)) for x in accounted)
+
+        # the same answer from `study status` started with nothing but the environment
+        status = subprocess.run(cli("study", "status", "topo", "--json"), capture_output=True, text=True,
+                                env=machine(tmp_path, "laptop", storage, server.uri), timeout=120)
+        assert status.returncode == 0, status.stderr
+        assert json.dumps(json.loads(status.stdout)).count('"state": "COMPLETE"') == N_TRIALS
+
+        # --- MLflow: a child run with metrics for every finished trial; the killed attempt FAILED
+        client = server.client()
+        exp = client.get_experiment_by_name("topo")
+        runs = {r.info.run_id: r for r in client.search_runs([exp.experiment_id], max_results=1000)}
+        parent = runs[open_study(storage, "topo").user_attrs[attrs.PARENT_RUN_ID]]
+        for x in accounted:
+            run = runs[x.user_attrs[attrs.MLFLOW_RUN_ID]]
+            assert run.info.status == "FINISHED" and run.data.tags[names.TAG_STATE] == "COMPLETE"
+            assert run.data.tags[names.MLFLOW_PARENT] == parent.info.run_id
+            history = client.get_metric_history(run.info.run_id, "val/psnr")
+            assert [m.step for m in history] == list(range(EPOCHS))  # nothing lost to the outage
+            assert run.data.metrics[names.BEST_PSNR] == pytest.approx(x.value)
+        lost = runs[killed.user_attrs[attrs.MLFLOW_RUN_ID]]
+        assert lost.info.status == "FAILED" and lost.data.tags[names.TAG_STATE] == "FAIL"
+        assert lost.data.tags[names.TAG_REASON].startswith("no heartbeat for over 10s")
+        assert not [r.info.run_name for r in runs.values() if r.info.status == "RUNNING"]
+        assert parent.info.status == "FINISHED"  # the last live worker ended it, the dead one counted out
+        spools = [p for i in range(3) for p in (tmp_path / f"worker{i}" / "runs").glob("mlflow-spool/*/rejected.jsonl")]
+        assert not spools, [p.read_text() for p in spools]
+
+        # --- a report from a third machine, with only the environment set, logged to the parent run
+        report = subprocess.run(cli("report", "topo"), capture_output=True, text=True,
+                                env=machine(tmp_path, "laptop", storage, server.uri), timeout=180)
+        assert report.returncode == 0, report.stdout + report.stderr
+        assert "12 complete" in report.stdout
+        server.stop()
+
+    print(f"\ntopology: 3 workers, {t.complete}/{N_TRIALS} trials complete, {len(retries)} retried "
+          f"(trial {victim.number} of the SIGKILLed worker -> trial {retries[0].number}), PostgreSQL down "
+          f"{OUTAGE_SECONDS}s mid-study with {before.running} trial(s) running; workers took {elapsed:.0f}s, "
+          f"{time.monotonic() - t_start:.0f}s in all (kill at {t_kill - t_workers:.0f}s)")
