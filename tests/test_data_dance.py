@@ -102,3 +102,66 @@ def test_missing_test_folder_is_refused(root):
     shutil.rmtree(root / "test")
     with pytest.raises(DataError, match="test_label: folder not found"):
         load_dance(root, "test", cfg(root))
+
+
+def test_frames_are_the_files_resized_bilinear(root):
+    val = load_dance(root, "val", cfg(root))
+    want = Image.open(root / "val/val_img/23.png").convert("RGB").resize((64, 32), Image.BILINEAR)
+    assert np.array_equal(val.frames[23], np.asarray(want))
+
+
+def test_generated_test_split_uses_the_truth_frames(root):
+    test = load_dance(root, "test", cfg(root))  # test_gt present: every frame is real
+    assert test.truth_frames == [40, 40]
+    want = Image.open(root / "test/test_gt/1/30.png").convert("RGB").resize((64, 32), Image.BILINEAR)
+    assert np.array_equal(test.frames[test.starts[1] + 30], np.asarray(want))
+
+
+def test_second_load_never_decodes_and_an_edit_rebuilds(root, monkeypatch):
+    load_dance(root, "val", cfg(root))
+
+    def boom(*a, **k):
+        raise AssertionError("decoded a PNG although the cache is valid")
+
+    monkeypatch.setattr("vpsearch.data.dance.read_rgb", boom)
+    assert len(load_dance(root, "val", cfg(root)).frames) == 40
+    monkeypatch.undo()
+    Image.fromarray(np.full((64, 128, 3), 7, np.uint8)).save(root / "val/val_label/12.png")
+    val = load_dance(root, "val", cfg(root))
+    assert (val.cond[12] == 7).all()
+    assert len(list((root / ".vpsearch-cache").glob("dance-val-*"))) == 1  # the stale cache is gone
+
+
+def test_truncated_png_is_named(root):
+    path = root / "val/val_img/7.png"
+    path.write_bytes(path.read_bytes()[:200])  # header intact, pixel data cut off
+    with pytest.raises(DataError, match="corrupt or unreadable PNG") as e:
+        load_dance(root, "val", cfg(root))
+    assert str(path) in str(e.value)
+
+
+def test_two_files_with_one_frame_number_are_refused(root):
+    for sub in ("img", "label"):
+        shutil.copy(root / f"val/val_{sub}/3.png", root / f"val/val_{sub}/frame3.png")
+    with pytest.raises(DataError, match="same frame number as") as e:
+        load_dance(root, "val", cfg(root))
+    assert "val_img/" in str(e.value) and "3.png" in str(e.value)
+
+
+def test_dot_files_are_not_frames(root):
+    (root / "val/val_img/._5.png").write_bytes(b"AppleDouble")  # left by copies from macOS
+    assert len(load_dance(root, "val", cfg(root)).frames) == 40
+
+
+def test_test_video_without_labels_is_refused(root):
+    shutil.copytree(root / "test/test_img/1", root / "test/test_img/2")
+    with pytest.raises(DataError, match=r"test_img/2: test video without labels"):
+        load_dance(root, "test", cfg(root))
+
+
+def test_mixed_label_sizes_in_a_test_video_are_named(root):
+    odd = root / "test/test_label/0/11.png"
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(odd)
+    with pytest.raises(DataError, match="frame size 30x20 differs from 128x64") as e:
+        load_dance(root, "test", cfg(root))
+    assert str(odd) in str(e.value)

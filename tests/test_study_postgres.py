@@ -4,11 +4,8 @@ storage retried with backoff, then a clear error."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 
 import optuna

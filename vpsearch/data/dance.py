@@ -42,10 +42,16 @@ def numbered_pngs(folder: Path) -> list[Path]:
     """PNGs of a folder in numeric order; a missing or empty folder is an error."""
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
-    files = [Path(e.path) for e in os.scandir(folder) if e.name.lower().endswith(".png")]
+    # Dot files (.DS_Store, macOS "._1.png" copies) are not frames.
+    files = [Path(e.path) for e in os.scandir(folder)
+             if e.name.lower().endswith(".png") and not e.name.startswith(".")]
     if not files:
         raise DataError(f"{folder}: no PNG frames found (empty folder)")
-    return sorted(files, key=frame_number)
+    numbered = sorted((frame_number(p), p) for p in files)
+    for (a, pa), (b, pb) in zip(numbered, numbered[1:]):
+        if a == b:  # e.g. 7.png and frame7.png: their order would be undefined
+            raise DataError(f"{pb}: same frame number as {pa.name} (expected one file per frame)")
+    return [p for _, p in numbered]
 
 
 def paired(img_dir: Path, label_dir: Path) -> tuple[list[Path], list[Path]]:
@@ -71,6 +77,12 @@ def test_videos(test_dir: Path, expected_len: int | None = None) -> list[tuple[s
                    key=lambda n: int(n) if n.isdigit() else -1)
     if not names:
         raise DataError(f"{label_root}: no test video folders (expected test_label/0, test_label/1, ...)")
+    # A video with frames but no label folder would otherwise vanish from the split unnoticed.
+    for sub in ("test_img", "test_gt"):
+        if (test_dir / sub).is_dir():
+            for e in os.scandir(test_dir / sub):
+                if e.is_dir() and not e.name.startswith(".") and e.name not in names:
+                    raise DataError(f"{e.path}: test video without labels (expected {label_root / e.name})")
     videos = []
     for name in names:
         if not name.isdigit():

@@ -34,6 +34,7 @@ so its bytes do not depend on the split sizes or on how work is spread over proc
 from __future__ import annotations
 
 import json
+import math
 import os
 import zlib
 from multiprocessing import get_context
@@ -46,7 +47,7 @@ GENERATOR = "pushing"
 VERSION = 1
 GROUP = 256  # sequences per traj_<a>_to_<b>.tfrecords folder, as in the real set
 
-SPEED = np.array([0.09, 0.09, 0.15])  # table units per frame at |command| = 1 (x, y, z)
+SPEED = np.array([0.12, 0.12, 0.15])  # table units per frame at |command| = 1 (x, y, z)
 REACH = 0.85  # the gripper's x, y stay in [-REACH, REACH]
 WALL = 0.9  # bin walls start here (table units); objects stay inside
 PUSHER_R = 0.12  # contact radius of the gripper on the table
@@ -109,7 +110,7 @@ def simulate(rng: np.random.Generator, frames: int, size: int
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One sequence: video (T, S, S, 3) uint8, actions (T, 4), positions (T, 3)."""
     n_obj = int(rng.integers(1, 4))
-    radius = rng.uniform(0.14, 0.2, n_obj)
+    radius = rng.uniform(0.16, 0.24, n_obj)
     q = _place_objects(rng, radius)  # (n_obj, 2) object centres
     v = np.zeros_like(q)
     box = rng.random(n_obj) < 0.4
@@ -125,7 +126,7 @@ def simulate(rng: np.random.Generator, frames: int, size: int
     for t in range(frames):
         if t > 0:
             if hold == 0:
-                goal, hold = _new_goal(rng, p, q), int(rng.integers(4, 10))
+                goal, hold = _new_goal(rng, p, q), int(rng.integers(5, 12))
             hold -= 1
             if rng.random() < 0.08:
                 grip = 1.0 - grip
@@ -164,48 +165,62 @@ def _new_goal(rng: np.random.Generator, p: np.ndarray, q: np.ndarray) -> np.ndar
 def _step(p: np.ndarray, cmd: np.ndarray, q: np.ndarray, v: np.ndarray, radius: np.ndarray
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Advance one frame: move the gripper by cmd, push, collide, slide with friction."""
-    p, q, v = p.copy(), q.copy(), v.copy()
-    lo, hi = np.array([-REACH, -REACH, 0.0]), np.array([REACH, REACH, 1.0])
+    # Plain floats: numpy's per-call overhead on 2-vectors made this the slow part.
+    x, y, z = p.tolist()
+    dx, dy, dz = (SPEED * cmd / SUBSTEPS).tolist()
+    qs, vs, rs = q.tolist(), v.tolist(), radius.tolist()
     keep = FRICTION ** (1 / SUBSTEPS)
     for _ in range(SUBSTEPS):
-        p = np.clip(p + SPEED * cmd / SUBSTEPS, lo, hi)
-        if p[2] < Z_CONTACT:
-            for i in range(len(q)):
-                d = q[i] - p[:2]
-                dist = np.hypot(*d) + 1e-9
-                overlap = PUSHER_R + radius[i] - dist
+        x = min(max(x + dx, -REACH), REACH)
+        y = min(max(y + dy, -REACH), REACH)
+        z = min(max(z + dz, 0.0), 1.0)
+        if z < Z_CONTACT:
+            for qi, vi, r in zip(qs, vs, rs):
+                nx, ny = qi[0] - x, qi[1] - y
+                dist = math.hypot(nx, ny) + 1e-9
+                overlap = PUSHER_R + r - dist
                 if overlap > 0:  # kinematic push out of the gripper, plus a little momentum
-                    q[i] += d / dist * overlap
-                    v[i] += d / dist * overlap * SUBSTEPS * 0.5
-        for i in range(len(q)):
-            for j in range(i + 1, len(q)):
-                d = q[j] - q[i]
-                dist = np.hypot(*d) + 1e-9
-                overlap = radius[i] + radius[j] - dist
+                    nx, ny = nx / dist, ny / dist
+                    qi[0] += nx * overlap
+                    qi[1] += ny * overlap
+                    vi[0] += nx * overlap * SUBSTEPS * 0.5
+                    vi[1] += ny * overlap * SUBSTEPS * 0.5
+        for i in range(len(qs)):
+            for j in range(i + 1, len(qs)):
+                nx, ny = qs[j][0] - qs[i][0], qs[j][1] - qs[i][1]
+                dist = math.hypot(nx, ny) + 1e-9
+                overlap = rs[i] + rs[j] - dist
                 if overlap > 0:  # equal masses: split the overlap, swap normal velocity
-                    n = d / dist
-                    q[i] -= n * overlap / 2
-                    q[j] += n * overlap / 2
-                    dv = np.dot(v[i] - v[j], n)
+                    nx, ny = nx / dist, ny / dist
+                    for k, n in ((0, nx), (1, ny)):
+                        qs[i][k] -= n * overlap / 2
+                        qs[j][k] += n * overlap / 2
+                    dv = (vs[i][0] - vs[j][0]) * nx + (vs[i][1] - vs[j][1]) * ny
                     if dv > 0:
-                        v[i] -= dv * n
-                        v[j] += dv * n
-        q += v / SUBSTEPS
-        v *= keep
-        for i, r in enumerate(radius):  # bin walls: stop at the wall and bounce softly
+                        for k, n in ((0, nx), (1, ny)):
+                            vs[i][k] -= dv * n
+                            vs[j][k] += dv * n
+        for qi, vi, r in zip(qs, vs, rs):
             for k in range(2):
-                if abs(q[i, k]) > WALL - r:
-                    q[i, k] = np.sign(q[i, k]) * (WALL - r)
-                    v[i, k] *= -0.3
-    return p, q, v
+                qi[k] += vi[k] / SUBSTEPS
+                vi[k] *= keep
+                if abs(qi[k]) > WALL - r:  # bin walls: stop at the wall and bounce softly
+                    qi[k] = math.copysign(WALL - r, qi[k])
+                    vi[k] *= -0.3
+    return np.array([x, y, z]), np.array(qs).reshape(q.shape), np.array(vs).reshape(v.shape)
 
 
 class _Scene:
-    """Per-sequence background and the drawing of one frame (pixel maths in numpy)."""
+    """Per-sequence background and the drawing of one frame (pixel maths in numpy).
+
+    Each shape is evaluated only in the pixel window around it: drawing on the whole
+    image made rendering the slowest part of generation.
+    """
 
     def __init__(self, size: int, rng: np.random.Generator):
+        self.size = size
         self.unit = size / 2  # pixels per table unit (the table spans [-1, 1])
-        c = (np.arange(size) + 0.5) / size * 2 - 1  # pixel centres in table units
+        c = ((np.arange(size) + 0.5) / size * 2 - 1).astype(np.float32)  # pixel centres
         self.x, self.y = np.meshgrid(c, c)  # (S, S); y grows down the image
         self.base_x = rng.uniform(-0.3, 0.3)  # where the arm enters at the top edge
         wood = np.array([0.62, 0.5, 0.36]) + rng.normal(0, 0.04, 3)
@@ -217,38 +232,53 @@ class _Scene:
         bg = np.clip(wood * (light + grain)[..., None], 0, 1)
         wall = np.maximum(abs(self.x), abs(self.y)) > WALL
         bg[wall] = np.array([0.32, 0.33, 0.38]) + rng.normal(0, 0.02, 3)
-        self.bg = bg
+        self.bg = bg.astype(np.float32)
 
-    def _alpha(self, dist: np.ndarray, r: float) -> np.ndarray:
+    def _window(self, x0: float, y0: float, x1: float, y1: float) -> tuple[slice, slice]:
+        """Pixel rows and columns covering the table rectangle [x0, x1] x [y0, y1]."""
+        def span(a: float, b: float) -> slice:
+            lo = int(np.floor((a + 1) * self.unit)) - 1
+            hi = int(np.ceil((b + 1) * self.unit)) + 1
+            return slice(min(max(lo, 0), self.size), min(max(hi, 0), self.size))
+        return span(y0, y1), span(x0, x1)
+
+    def _paint(self, img: np.ndarray, win: tuple[slice, slice], dist: np.ndarray, r: float,
+               colour: np.ndarray, opacity: float = 1.0) -> None:
         # anti-aliased coverage: 1 inside, 0 outside, a one-pixel ramp across the edge
-        return np.clip((r - dist) * self.unit + 0.5, 0, 1)[..., None]
+        a = (r - dist) * self.unit + 0.5
+        a = np.minimum(np.maximum(a, 0, out=a), 1, out=a)[..., None] * opacity
+        img[win] = img[win] * (1 - a) + colour * a
 
     def render(self, p: np.ndarray, grip: float, q: np.ndarray, radius: np.ndarray,
                box: np.ndarray, colour: np.ndarray) -> np.ndarray:
         img = self.bg.copy()
-        for qi, r, is_box, col in zip(q, radius, box, colour):
-            dx, dy = self.x - qi[0], self.y - qi[1]
+        for (qx, qy), r, is_box, col in zip(q, radius, box, colour):
+            win = self._window(qx - r, qy - r, qx + r, qy + r)
+            dx, dy = self.x[win] - qx, self.y[win] - qy
             dist = np.maximum(abs(dx), abs(dy)) * 1.1 if is_box else np.hypot(dx, dy)
             shade = 1 - 0.25 * np.clip(dist / r, 0, 1)[..., None] ** 2  # rounded look
-            a = self._alpha(dist, r)
-            img = img * (1 - a) + col * shade * a
+            self._paint(img, win, dist, r, col * shade)
         x, y, z = p
-        # shadow on the table at (x, y): darker and tighter the lower the gripper
-        a = self._alpha(np.hypot(self.x - x, self.y - y), PUSHER_R * (1 + 0.6 * z))
-        img = img * (1 - 0.45 * (1 - 0.6 * z) * a)
-        gy = y - 0.25 * z  # lifted gripper appears further up the image
+        # shadow on the table at (x, y): wider and fainter the higher the gripper
+        r = PUSHER_R * (1 + 0.6 * z)
+        win = self._window(x - r, y - r, x + r, y + r)
+        self._paint(img, win, np.hypot(self.x[win] - x, self.y[win] - y), r,
+                    np.zeros(3, np.float32), 0.45 * (1 - 0.6 * z))
+        gy = y - 0.25 * z  # a lifted gripper appears further up the image
         scale = 1 + 0.5 * z
-        arm = _segment_dist(self.x, self.y, (self.base_x, -1.3), (x, gy))
-        a = self._alpha(arm, 0.08)
-        img = img * (1 - a) + np.array([0.55, 0.56, 0.6]) * a
-        sep = (0.07 if grip > 0.5 else 0.13) * scale
+        win = self._window(min(x, self.base_x) - 0.1, -1, max(x, self.base_x) + 0.1, gy + 0.1)
+        arm = _segment_dist(self.x[win], self.y[win], (self.base_x, -1.3), (x, gy))
+        self._paint(img, win, arm, 0.08, np.array([0.55, 0.56, 0.6]))
+        sep = (0.07 if grip > 0.5 else 0.13) * scale  # closed fingers sit closer
         for side in (-1, 1):  # fingers, below the body (toward the camera)
-            a = self._alpha(np.hypot(self.x - x - side * sep, self.y - gy - 0.07 * scale),
-                            0.05 * scale)
-            img = img * (1 - a) + np.array([0.85, 0.85, 0.9]) * a
-        body = 0.15 + 0.5 * z  # higher means lighter
-        a = self._alpha(np.hypot(self.x - x, self.y - gy), 0.1 * scale)
-        img = img * (1 - a) + np.array([body, body, body + 0.05]) * a
+            fx, fy, fr = x + side * sep, gy + 0.07 * scale, 0.05 * scale
+            win = self._window(fx - fr, fy - fr, fx + fr, fy + fr)
+            self._paint(img, win, np.hypot(self.x[win] - fx, self.y[win] - fy), fr,
+                        np.array([0.85, 0.85, 0.9]))
+        body, br = 0.15 + 0.5 * z, 0.1 * scale  # higher means bigger and lighter
+        win = self._window(x - br, gy - br, x + br, gy + br)
+        self._paint(img, win, np.hypot(self.x[win] - x, self.y[win] - gy), br,
+                    np.array([body, body, body + 0.05]))
         return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
