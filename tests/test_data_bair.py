@@ -156,3 +156,59 @@ def test_builtin_root_is_generated_once(monkeypatch, tmp_path):
     assert len(data) == 2
     with pytest.raises(DataError, match="unknown built-in dataset"):
         builtin.resolve_root("builtin:nothing")
+
+
+def test_natural_order_across_folders_and_depths(root):
+    train = root / "train"
+    old = sorted((p.parent for p in train.rglob("0.png")), key=lambda p: int(p.name))
+    moves = {"traj_10/0": old[0], "traj_2/10": old[1], "traj_2/2": old[2], "traj_2/9": old[3]}
+    for new, src in moves.items():
+        (train / new).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(src, train / new)
+    data = load_bair(root, "train", cfg_for(root))
+    rest = [f"traj_0_to_255.tfrecords/{i}" for i in range(4, 8)]
+    assert data.names == rest + ["traj_2/2", "traj_2/9", "traj_2/10", "traj_10/0"]
+    png = np.asarray(Image.open(train / "traj_10/0/3.png").convert("RGB"))
+    assert np.array_equal(data.frames[data.starts[7] + 3], png)
+
+
+def test_truncated_png_fails_at_decode_naming_the_file(root):
+    # the header is intact, so only decoding the pixels can find the damage
+    bad = first_seq(root) / "4.png"
+    bad.write_bytes(bad.read_bytes()[:60])
+    with pytest.raises(DataError) as e:
+        load_bair(root, "train", cfg_for(root))
+    assert str(bad) in str(e.value) and "corrupt or unreadable" in str(e.value)
+    assert "\n" not in str(e.value)
+    assert not list((root / ".vpsearch-cache").glob("*bair-train*"))  # no half-built cache left
+
+
+def test_infinite_value_is_named_with_its_line(root):
+    path = first_seq(root) / "endeffector_positions.csv"
+    lines = path.read_text().splitlines()
+    lines[9] = "0.1,inf,0.2"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="line 10 holds a non-finite value") as e:
+        load_bair(root, "train", cfg_for(root))
+    assert str(path) in str(e.value)
+
+
+def test_extra_csv_rows_are_ignored(root):
+    seq = first_seq(root)
+    with open(seq / "actions.csv", "a") as f:
+        f.write("9,9,9,9\n" * 5)
+    data = load_bair(root, "train", cfg_for(root))
+    i = data.names.index(seq.relative_to(root / "train").as_posix())
+    expect = np.loadtxt(seq / "actions.csv", delimiter=",")[:30]
+    assert np.allclose(data.cond[data.starts[i]:data.starts[i + 1], :4], expect, atol=1e-6)
+
+
+@pytest.mark.parametrize("drop,dim", [("endeffector_positions.csv", 4), ("actions.csv", 3)])
+def test_one_csv_gives_that_condition_alone(root, drop, dim):
+    for p in (root / "test").rglob(drop):
+        p.unlink()
+    data = load_bair(root, "test", cfg_for(root))
+    seq = root / "test" / data.names[0]
+    kept = "actions.csv" if dim == 4 else "endeffector_positions.csv"
+    assert data.cond_dim == dim
+    assert np.allclose(data.cond[:30], np.loadtxt(seq / kept, delimiter=","), atol=1e-6)

@@ -21,7 +21,7 @@ from vpsearch.data.cache import SplitPlan, load_cached
 from vpsearch.data.images import check_same_size, read_rgb
 
 CSV_COLUMNS = {"actions.csv": 4, "endeffector_positions.csv": 3}
-_FRAME = re.compile(r"^(\d+)\.png$")
+_FRAME = re.compile(r"^(0|[1-9]\d*)\.png$")  # 5.png, not 05.png
 
 
 def natural_key(s: str) -> list:
@@ -97,8 +97,9 @@ def load_bair(root: Path, split: str, cfg: DataConfig) -> VideoSet:
         cond = np.concatenate([read_csv(seq / c, CSV_COLUMNS[c], n) for c in csvs], 1) if csvs else None
         return frames, cond
 
-    def check() -> None:  # before any decoding: every frame of the split has one size
-        check_same_size([seq / f"{t}.png" for seq, n in zip(seqs, lengths) for t in range(n)])
+    def check() -> None:  # before any decoding: the frames of each sequence share one size
+        for seq, n in zip(seqs, lengths):
+            check_same_size([seq / f"{t}.png" for t in range(n)])
 
     plan = SplitPlan(
         names=[s.relative_to(split_dir).as_posix() for s in seqs], lengths=lengths,

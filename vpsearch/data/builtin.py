@@ -28,7 +28,12 @@ def _dancer(out: Path) -> Path:
 
 # name -> generator writing the dataset (with its own defaults) into a folder
 GENERATORS: dict[str, Callable[[Path], Path]] = {"pushing": _pushing, "dancer": _dancer}
-BUILTIN_VERSION = "v1"
+
+
+def generator_version(name: str) -> int:
+    """The generator's VERSION: a new version of a generator gets a folder of its own."""
+    import importlib
+    return int(getattr(importlib.import_module(f"vpsearch.data.generators.{name}"), "VERSION", 0))
 
 
 def data_home() -> Path:
@@ -47,7 +52,7 @@ def resolve_root(root: str | Path) -> Path:
     if name not in GENERATORS:
         raise DataError(f"data.root {root}: unknown built-in dataset (known: "
                         + ", ".join(f"builtin:{n}" for n in GENERATORS) + ")")
-    target = data_home() / f"{name}-{BUILTIN_VERSION}"
+    target = data_home() / f"{name}-v{generator_version(name)}"
     if (target / "vpsearch-dataset.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -86,10 +86,14 @@ def _build(plan: SplitPlan, target: Path, threads: int) -> None:
             if cond is not None:
                 cond[starts[i]:starts[i + 1]] = c
 
-        # PIL releases the GIL while decoding, so threads overlap the PNG work.
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        # PIL releases the GIL while decoding, so threads overlap the PNG work. The first bad
+        # file stops the build at once instead of after every queued sequence.
+        pool = ThreadPoolExecutor(max_workers=max(1, threads))
+        try:
             for _ in pool.map(fill, range(len(plan.names))):
                 pass
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         frames.flush()
         del frames
         if cond is not None:

@@ -68,9 +68,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         print(f"dashboard of study {args.name} written to {out / 'index.html'}")
         return 0
     try:
-        server = DashboardServer(args.name, url, definition, out, args.port, args.poll).start()
+        server = DashboardServer(args.name, url, definition, out, args.port, args.poll, args.host).start()
     except OSError as e:  # port in use, most likely
-        raise ValueError(f"cannot serve on 127.0.0.1:{args.port}: {e.strerror or e}") from None
+        raise ValueError(f"cannot serve on {args.host}:{args.port}: {e.strerror or e}") from None
     print(f"serving the dashboard of study {args.name} at {server.url} (rebuilt as trials finish; Ctrl-C stops)",
           flush=True)
     # `docker compose stop` and service managers send SIGTERM: stop as cleanly as on Ctrl-C
@@ -108,6 +108,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--definition", default="study", help="definition name in dashboards/ or a YAML path "
                                                          "(default: study)")
     p.add_argument("--serve", action="store_true", help="serve on 127.0.0.1 and refresh as trials finish")
+    p.add_argument("--host", default="127.0.0.1", help="interface for --serve (default 127.0.0.1: this machine "
+                                                       "only; 0.0.0.0 in a container whose port is published)")
     p.add_argument("--port", type=int, default=8765, help="port for --serve (0: any free port)")
     p.add_argument("--poll", type=float, default=None, help="seconds between study checks (default: the "
                                                             "definition's refresh_seconds)")

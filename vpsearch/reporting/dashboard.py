@@ -168,23 +168,24 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 class DashboardServer:
-    """Serves out/ on 127.0.0.1 and rebuilds the dashboard when the study changes."""
+    """Serves out/ on 127.0.0.1 (or host) and rebuilds the dashboard when the study changes."""
 
     def __init__(self, name: str, storage_url: str, d: Definition, out: Path, port: int = 8765,
-                 poll_seconds: float | None = None):
+                 poll_seconds: float | None = None, host: str = "127.0.0.1"):
         self.study = load_study(name, storage_url)
         self.storage_url, self.d, self.out = storage_url, d, out
         self.poll = poll_seconds or d.refresh_seconds
         self.version = build_dashboard(self.study, storage_url, d, out)
         handler = functools.partial(_Handler, directory=str(out))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd = http.server.ThreadingHTTPServer((host, port), handler)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self.httpd.serve_forever, daemon=True),
                          threading.Thread(target=self._watch, daemon=True)]
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/index.html"
+        host = self.httpd.server_address[0]
+        return f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{self.httpd.server_address[1]}/index.html"
 
     def start(self) -> "DashboardServer":
         for t in self._threads:

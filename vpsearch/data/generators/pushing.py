@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 GENERATOR = "pushing"
-VERSION = 1
+VERSION = 2  # 2: faster drawing, quicker gripper, bigger objects (more pushing)
 GROUP = 256  # sequences per traj_<a>_to_<b>.tfrecords folder, as in the real set
 
 SPEED = np.array([0.12, 0.12, 0.15])  # table units per frame at |command| = 1 (x, y, z)
@@ -130,9 +130,10 @@ def simulate(rng: np.random.Generator, frames: int, size: int
             hold -= 1
             if rng.random() < 0.08:
                 grip = 1.0 - grip
-            # proportional steering with noise: smooth, but not a straight line
-            cmd = np.clip(0.7 * (goal - p) / SPEED + rng.normal(0, 0.15, 3), -1, 1)
-            p, q, v = _step(p, cmd, q, v, radius)
+            # proportional steering with noise: smooth, but not a straight line. Rounded to
+            # what actions.csv stores, so the file determines the motion exactly.
+            cmd = np.round(np.clip(0.7 * (goal - p) / SPEED + rng.normal(0, 0.15, 3), -1, 1), 6)
+            p, q, v = step(p, cmd, q, v, radius)
             actions[t] = [*cmd, grip]
         positions[t] = p
         video[t] = scene.render(p, grip, q, radius, box, colour)
@@ -162,9 +163,13 @@ def _new_goal(rng: np.random.Generator, p: np.ndarray, q: np.ndarray) -> np.ndar
     return np.array([*np.clip(xy, -REACH, REACH), z])
 
 
-def _step(p: np.ndarray, cmd: np.ndarray, q: np.ndarray, v: np.ndarray, radius: np.ndarray
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Advance one frame: move the gripper by cmd, push, collide, slide with friction."""
+def step(p: np.ndarray, cmd: np.ndarray, q: np.ndarray, v: np.ndarray, radius: np.ndarray
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Advance one frame: move the gripper by cmd, push, collide, slide with friction.
+
+    p (3,) gripper x, y, z; cmd (3,) in [-1, 1]; q, v (K, 2) object centres and
+    velocities; radius (K,). Returns the new p, q, v (the inputs are not changed).
+    """
     # Plain floats: numpy's per-call overhead on 2-vectors made this the slow part.
     x, y, z = p.tolist()
     dx, dy, dz = (SPEED * cmd / SUBSTEPS).tolist()
