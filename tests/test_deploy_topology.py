@@ -10,6 +10,7 @@ study must still finish with every trial accounted for, in Optuna and in MLflow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import optuna
 import pytest
@@ -57,11 +59,35 @@ def machine(tmp_path: Path, name: str, storage: str, tracking: str) -> dict[str,
             "VPSEARCH_ROOT": str(tmp_path / name / "runs"), "OMP_NUM_THREADS": "1"}
 
 
+def half_way(study: optuna.Study, pid: int) -> optuna.trial.FrozenTrial | None:
+    """The trial worker `pid` trains, once it has reported an epoch and has its MLflow run."""
+    for t in study.get_trials(states=(TrialState.RUNNING,)):
+        if str(t.user_attrs.get(attrs.WORKER, "")).endswith(f":{pid}") and t.intermediate_values \
+                and t.user_attrs.get(attrs.MLFLOW_RUN_ID):
+            return t
+    return None
+
+
+def in_progress(study: optuna.Study):
+    """The study's tally once 4 trials are complete and one is running, else None."""
+    t = tally(study.get_trials())
+    return t if t.complete >= 4 and t.running else None
+
+
+@contextlib.contextmanager
+def mlflow_server_on(pg, folder: Path) -> Iterator[MlflowServer]:
+    """`mlflow server` with a database of the cluster as its backend store, serving artifacts."""
+    server = MlflowServer(folder, backend_uri=pg.create_database("mlflow")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def test_three_workers_survive_a_killed_worker_and_a_postgres_restart(tmp_path, pushing_root):
     t_start = time.monotonic()
-    with postgres_or_skip() as pg:
+    with postgres_or_skip() as pg, mlflow_server_on(pg, tmp_path / "mlflow") as server:
         storage = pg.create_database("optuna")
-        server = MlflowServer(tmp_path / "mlflow", backend_uri=pg.create_database("mlflow")).start()
         t_servers = time.monotonic()
         workers: list[subprocess.Popen] = []
         try:
@@ -72,26 +98,20 @@ def test_three_workers_survive_a_killed_worker_and_a_postgres_restart(tmp_path, 
             assert creator.returncode == 0, creator.stdout + creator.stderr
             assert f"study topo created in postgresql+psycopg2://vp:***@127.0.0.1:{pg.port}/optuna: 12 trials" \
                 in creator.stdout
-            t_workers = time.monotonic()  # the study is created
+            t_workers = time.monotonic()
             study = open_study(storage, "topo")  # one handle for polling: a new storage per poll costs a core
             for i in range(3):
-                env = machine(tmp_path, f"worker{i}", storage, server.uri)
-                workers.append(start(["worker", "--study", "topo", "--device", "cpu", "--threads", "1"], env,
-                                     tmp_path / f"worker{i}.log"))
+                workers.append(start(["worker", "--study", "topo", "--device", "cpu", "--threads", "1"],
+                                     machine(tmp_path, f"worker{i}", storage, server.uri), tmp_path / f"worker{i}.log"))
 
-            # SIGKILL worker 0 once it is mid-trial: an epoch reported, more to come
-            victim_id = f":{workers[0].pid}"
-            victim = wait_for(lambda: next((t for t in study.get_trials(
-                states=(TrialState.RUNNING,)) if str(t.user_attrs.get(attrs.WORKER, "")).endswith(victim_id)
-                and t.intermediate_values and t.user_attrs.get(attrs.MLFLOW_RUN_ID)), None),
-                timeout=90, what="a trial of worker 0 half way")
+            # SIGKILL worker 0 mid-trial: nothing of it can close its trial or its MLflow run
+            victim = wait_for(lambda: half_way(study, workers[0].pid), timeout=90, what="worker 0 half way")
             workers[0].send_signal(signal.SIGKILL)
             workers[0].wait(timeout=30)
             t_kill = time.monotonic()
 
             # then PostgreSQL goes away for a few seconds while the other two train
-            before = wait_for(lambda: next((c for c in [tally(study.get_trials())] if c.complete >= 4 and c.running),
-                                           None), timeout=120, what="4 complete trials and one running")
+            before = wait_for(lambda: in_progress(study), timeout=120, what="4 complete trials and one running")
             pg.stop()
             time.sleep(OUTAGE_SECONDS)
             pg.start()
@@ -131,7 +151,7 @@ def test_three_workers_survive_a_killed_worker_and_a_postgres_restart(tmp_path, 
         accounted = [x for x in trials if x.number not in t.retried]
         slots = [retried_from[x.number] if retried_from[x.number] is not None else x.number for x in accounted]
         assert len(accounted) == N_TRIALS and len(set(slots)) == N_TRIALS
-        assert not any(victim_id in str(x.user_attrs.get(attrs.WORKER)) for x in accounted)
+        assert victim.user_attrs[attrs.WORKER] not in {x.user_attrs.get(attrs.WORKER) for x in accounted}
 
         # the same answer from `study status` started with nothing but the environment
         status = subprocess.run(cli("study", "status", "topo", "--json"), capture_output=True, text=True,
@@ -167,12 +187,12 @@ def test_three_workers_survive_a_killed_worker_and_a_postgres_restart(tmp_path, 
                                 env=machine(tmp_path, "laptop", storage, server.uri), timeout=180)
         assert report.returncode == 0, report.stdout + report.stderr
         assert "12 complete" in report.stdout
-        server.stop()
+        assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/report.md"}
 
-    print(f"\ntopology: 3 workers, {t.complete}/{N_TRIALS} trials complete, {len(retries)} retried "
-          f"(trial {victim.number} of the SIGKILLed worker -> trial {rerun.number}"
-          f"{', orphans of the outage: ' + str(len(retries) - 1) if len(retries) > 1 else ''}), PostgreSQL down "
-          f"{OUTAGE_SECONDS}s mid-study with {before.running} trial(s) running; time: servers up "
-          f"{t_servers - t_start:.0f}s, study created {t_workers - t_servers:.0f}s, workers {elapsed:.0f}s "
-          f"(kill at {t_kill - t_workers:.0f}s), report {time.monotonic() - t_checks:.0f}s, "
-          f"{time.monotonic() - t_start:.0f}s in all")
+        print(f"\ntopology: 3 workers, {t.complete}/{N_TRIALS} trials complete, {len(retries)} retried "
+              f"(trial {victim.number} of the SIGKILLed worker -> trial {rerun.number}"
+              f"{', orphans of the outage: ' + str(len(retries) - 1) if len(retries) > 1 else ''}), PostgreSQL down "
+              f"{OUTAGE_SECONDS}s mid-study with {before.running} trial(s) running; time: servers up "
+              f"{t_servers - t_start:.0f}s, study created {t_workers - t_servers:.0f}s, workers {elapsed:.0f}s "
+              f"(kill at {t_kill - t_workers:.0f}s), report {time.monotonic() - t_checks:.0f}s, "
+              f"{time.monotonic() - t_start:.0f}s in all")

@@ -43,7 +43,8 @@ def test_conditional_parameter_exists_only_under_its_condition(plan):
         cfg = trial_config(plan.base, plan.space, params, seed=3, name="t")
         assert cfg.optim.lr == params["optim.lr"] and cfg.schedule.kl_anneal_type == kind
         # inactive: the base value stays
-        assert cfg.schedule.kl_anneal_cycle == params.get("schedule.kl_anneal_cycle", plan.base.schedule.kl_anneal_cycle)
+        base_cycle = plan.base.schedule.kl_anneal_cycle
+        assert cfg.schedule.kl_anneal_cycle == params.get("schedule.kl_anneal_cycle", base_cycle)
         study.tell(trial, 0.0)
     assert min(seen.values()) > 0
 

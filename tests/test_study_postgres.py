@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from postgres import find_bin, free_port, postgres_or_skip
-from test_study_run import cli, open_study, run_cli, wait_for, write_study
+from test_study_run import QUIET, cli, open_study, run_cli, wait_for, write_study
 
 from vpsearch.search import attrs
 
@@ -27,14 +27,14 @@ def test_killed_remote_worker_is_detected_by_heartbeat_and_its_trial_rerun(tmp_p
                                  budget={"n_trials": 3, "epochs": 2, "steps_per_epoch": 2})
         root = tmp_path / "runs"
         launcher = subprocess.Popen(cli("study", "run", str(study_file), "--workers", "1", "--storage", url,
-                                        "--root", str(root), "--tracking-uri", "off"),
+                                        "--root", str(root), *QUIET),
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         remote = None
         try:
             wait_for(lambda: _has_study(url), what="the study in PostgreSQL")
             # another "machine": a worker that only knows the study name and the storage
             remote = subprocess.Popen(cli("worker", "--study", "tiny", "--storage", url, "--device", "cpu",
-                                          "--threads", "1", "--root", str(root), "--tracking-uri", "off"),
+                                          "--root", str(root), *QUIET),
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             me = f":{remote.pid}"
             victim = wait_for(lambda: next((t for t in open_study(url, "tiny").get_trials(states=(TrialState.RUNNING,))
@@ -93,7 +93,7 @@ def test_storage_that_comes_back_during_the_backoff_is_used(tmp_path, pushing_ro
         study_file = write_study(tmp_path / "s.yaml", pushing_root, budget={"n_trials": 1, "epochs": 1,
                                                                              "steps_per_epoch": 1})
         assert run_cli("study", "run", str(study_file), "--storage", url, "--root", str(tmp_path / "runs"),
-                       "--tracking-uri", "off").returncode == 0
+                       *QUIET).returncode == 0
         pg.stop()  # the database goes away ...
         status = subprocess.Popen(cli("study", "status", "tiny", "--storage", url, "--storage-wait", "60"),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -25,6 +25,9 @@ pytestmark = pytest.mark.slow
 
 TINY = ["model.nf=8", "model.g_dim=16", "model.z_dim=4", "model.rnn_size=16", "train.batch_size=4",
         "eval.max_sequences=4", "eval.gif_sequences=1", "eval.every=1", "train.amp=none", "train.channels_last=false"]
+# untracked, one thread: a 2-thread OpenMP team crawls when a busy CI machine preempts one of its
+# spinning threads, and the tiny models gain nothing from a second thread
+QUIET = ("--tracking-uri", "off", "--threads", "1")
 TRIAL_ATTRS = [attrs.SEED, attrs.REPEAT, attrs.CONFIG, attrs.CONFIG_HASH, attrs.RUN_DIR, attrs.FAIL_REASON,
                attrs.BEST_EPOCH, attrs.VAL_PSNR_BEST, attrs.VAL_PSNR_FINAL, attrs.VAL_SSIM_BEST, attrs.BASELINE_PSNR,
                attrs.FRAME_PSNR, attrs.TRAIN_SECONDS, attrs.MLFLOW_RUN_ID, attrs.WORKER, attrs.DEVICE, attrs.RETRY_OF]
@@ -69,12 +72,13 @@ def wait_for(predicate, timeout: float = 60, what: str = "condition"):
 
 def test_two_workers_run_grid_with_repeats_record_everything_and_resume_runs_nothing(tmp_path, pushing_root):
     # grid: a sane lr and one that blows up, 2 seeds each -> 2 COMPLETE, 2 FAIL with the non-finite reason
-    study_file = write_study(tmp_path / "s.yaml", pushing_root, sampler="grid", budget={"epochs": 2, "steps_per_epoch": 2},
+    study_file = write_study(tmp_path / "s.yaml", pushing_root, sampler="grid",
+                             budget={"epochs": 2, "steps_per_epoch": 2},
                              search_space={"optim.lr": {"type": "categorical", "choices": [0.002, 1.0e6]}},
                              overrides=TINY + [f"data.root={pushing_root}", "optim.grad_clip=null"],
                              repeats=2, seeds=[11, 12])
     root = tmp_path / "runs"
-    r = run_cli("study", "run", str(study_file), "--workers", "2", "--root", str(root), "--tracking-uri", "off")
+    r = run_cli("study", "run", str(study_file), "--workers", "2", "--root", str(root), *QUIET)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 worker(s) on cpu x 1 thread(s)" in r.stdout
     assert "tiny: done 4/4 | running 0 | pruned 0 | failed 2 | best val_psnr" in r.stdout  # the progress line
@@ -120,16 +124,17 @@ def test_two_workers_run_grid_with_repeats_record_everything_and_resume_runs_not
     assert missing.stderr.strip() == (f"vpsearch: error: study 'nope' not found in storage {journal(root)} "
                                       "(studies there: tiny)")
 
-    again = run_cli("study", "run", str(study_file), "--workers", "2", "--root", str(root), "--tracking-uri", "off")
+    again = run_cli("study", "run", str(study_file), "--workers", "2", "--root", str(root), *QUIET)
     assert again.returncode == 0 and "4/4 trials finished" in again.stdout
     assert len(open_study(journal(root), "tiny").get_trials()) == 4  # resume ran nothing
 
 
 def test_sigkilled_worker_trial_is_rerun_by_the_launcher(tmp_path, pushing_root):
-    study_file = write_study(tmp_path / "s.yaml", pushing_root, budget={"n_trials": 3, "epochs": 4, "steps_per_epoch": 2})
+    study_file = write_study(tmp_path / "s.yaml", pushing_root,
+                             budget={"n_trials": 3, "epochs": 4, "steps_per_epoch": 2})
     root = tmp_path / "runs"
     proc = subprocess.Popen(cli("study", "run", str(study_file), "--workers", "2", "--root", str(root),
-                                "--tracking-uri", "off"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                *QUIET), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = journal(root)
         wait_for(lambda: (root / "optuna-journal.log").exists(), what="the journal")
@@ -153,15 +158,17 @@ def test_sigkilled_worker_trial_is_rerun_by_the_launcher(tmp_path, pushing_root)
 
 
 def test_ctrl_c_requeues_the_running_trial_and_resume_runs_only_what_is_missing(tmp_path, pushing_root):
-    study_file = write_study(tmp_path / "s.yaml", pushing_root, budget={"n_trials": 3, "epochs": 3, "steps_per_epoch": 2})
+    study_file = write_study(tmp_path / "s.yaml", pushing_root,
+                             budget={"n_trials": 3, "epochs": 3, "steps_per_epoch": 2})
     root = tmp_path / "runs"
     url = journal(root)
     proc = subprocess.Popen(cli("study", "run", str(study_file), "--workers", "1", "--root", str(root),
-                                "--tracking-uri", "off"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                *QUIET), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: (root / "optuna-journal.log").exists(), what="the journal")
         # interrupt while the second trial trains (the first has finished)
-        wait_for(lambda: [(t.state, bool(t.user_attrs.get(attrs.CONFIG))) for t in open_study(url, "tiny").get_trials()][:2]
+        wait_for(lambda: [(t.state, bool(t.user_attrs.get(attrs.CONFIG)))
+                          for t in open_study(url, "tiny").get_trials()][:2]
                  == [(TrialState.COMPLETE, True), (TrialState.RUNNING, True)], what="trial 1 training")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
@@ -175,18 +182,19 @@ def test_ctrl_c_requeues_the_running_trial_and_resume_runs_only_what_is_missing(
     assert trials[2].user_attrs[attrs.RETRY_OF] == 1 and trials[2].params == trials[1].params
     first_value = trials[0].value
 
-    r = run_cli("study", "run", str(study_file), "--workers", "1", "--root", str(root), "--tracking-uri", "off")
+    r = run_cli("study", "run", str(study_file), "--workers", "1", "--root", str(root), *QUIET)
     assert r.returncode == 0, r.stdout + r.stderr
     trials = open_study(url, "tiny").get_trials()
     # the re-queued trial ran, then the one never started; trial 0 was not touched
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
-    assert trials[0].value == first_value and "3/3 trials finished (3 complete, 0 pruned, 0 failed; 1 re-run)" in r.stdout
+    assert trials[0].value == first_value
+    assert "3/3 trials finished (3 complete, 0 pruned, 0 failed; 1 re-run)" in r.stdout
 
 
 def test_sqlite_is_refused_for_several_workers(tmp_path, pushing_root):
     study_file = write_study(tmp_path / "s.yaml", pushing_root)
     r = run_cli("study", "run", str(study_file), "--workers", "2", "--storage", f"sqlite:///{tmp_path}/o.db",
-                "--root", str(tmp_path / "runs"), "--tracking-uri", "off")
+                "--root", str(tmp_path / "runs"), *QUIET)
     assert r.returncode == 2
     assert r.stderr.startswith(f"vpsearch: error: storage sqlite:///{tmp_path}/o.db: SQLite is not safe for 2 "
                                "parallel workers")

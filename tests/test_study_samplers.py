@@ -49,7 +49,8 @@ def test_each_sampler_runs_a_tiny_study(tmp_path, pushing_root, name):
     trials = optuna.load_study(study_name="tiny", storage=open_storage(url).storage).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * plan.n_trials
     for t in trials:
-        assert 1e-3 <= t.params["optim.lr"] <= 3e-3 and t.user_attrs[attrs.CONFIG]["optim"]["lr"] == t.params["optim.lr"]
+        assert 1e-3 <= t.params["optim.lr"] <= 3e-3
+        assert t.user_attrs[attrs.CONFIG]["optim"]["lr"] == t.params["optim.lr"]
     assert len({repr(t.params) for t in trials}) == plan.n_trials  # no configuration proposed twice
     if name == "grid":  # every grid point exactly once
         assert {(t.params["optim.lr"], t.params["schedule.kl_anneal_type"]) for t in trials} == {

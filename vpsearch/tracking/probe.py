@@ -21,6 +21,9 @@ MLFLOW_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
     # vpsearch promises to run offline: no usage telemetry from a training process
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    # MLflow 3 prints "View run ... at: URL" when a run ends: from the sender thread that would
+    # interleave with the study's progress line and worker logs
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
 
