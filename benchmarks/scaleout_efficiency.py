@@ -12,7 +12,9 @@ sampler over a learning-rate range, so trials cost about the same). Reported per
 - trials per minute over the wall time from starting the workers until the last one exits
   (process start-up and imports included, as a user sees it);
 - trials per minute in the steady state: from the first trial's start to the last trial's end;
-- the ratio 2 workers / 1 worker of each, and the parallel efficiency = ratio / 2.
+- the ratio 2 workers / 1 worker of each, and the parallel efficiency = ratio / 2;
+- the 1-minute load average before and after each layout: other work on the machine takes
+  cores from the 2-worker layout first, so compare only runs on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def run_layout(pg, study: Path, workers: int, tmp: Path) -> dict:
     env = {**os.environ, "VPSEARCH_STORAGE": url, "MLFLOW_TRACKING_URI": "off", "OMP_NUM_THREADS": "1",
            "VPSEARCH_ROOT": str(tmp / f"runs-{workers}")}
     subprocess.run(vpsearch("study", "create", str(study)), env=env, check=True, capture_output=True)
+    load = os.getloadavg()[0]  # other work on the machine skews the ratio: say how busy it was
     t0 = time.time()
     procs = [subprocess.Popen(vpsearch("worker", "--study", "scaleout", "--device", "cpu", "--threads", "1"),
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) for _ in range(workers)]
@@ -73,7 +76,8 @@ def run_layout(pg, study: Path, workers: int, tmp: Path) -> dict:
     return {"workers": workers, "trials": len(done), "wall_s": round(wall, 1),
             "trials_per_min": round(len(done) / wall * 60, 2),
             "steady_s": round(last - first, 1), "steady_trials_per_min": round(len(done) / (last - first) * 60, 2),
-            "startup_to_first_trial_s": round(first - t0, 1)}
+            "startup_to_first_trial_s": round(first - t0, 1), "load_before": round(load, 2),
+            "load_after": round(os.getloadavg()[0], 2)}
 
 
 def main() -> None:
@@ -98,7 +102,8 @@ def main() -> None:
     for r in results:
         print(f"{r['workers']} worker(s): {r['trials']} trials in {r['wall_s']}s = {r['trials_per_min']} trials/min "
               f"(steady state {r['steady_trials_per_min']} trials/min over {r['steady_s']}s; "
-              f"first trial {r['startup_to_first_trial_s']}s after start)")
+              f"first trial {r['startup_to_first_trial_s']}s after start; load average {r['load_before']} "
+              f"before, {r['load_after']} after)")
     ratio = two["trials_per_min"] / one["trials_per_min"]
     steady = two["steady_trials_per_min"] / one["steady_trials_per_min"]
     print(f"2 vs 1 worker: {ratio:.2f}x trials/min (parallel efficiency {ratio / 2:.0%}); "
