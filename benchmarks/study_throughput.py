@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 def study_yaml(path: Path, trials: int, epochs: int, steps: int) -> Path:
     path.write_text(yaml.safe_dump({
         "name": "throughput", "base": "pushing-small",
-        # eval only at the end; fp32 as the quickstart (bf16 autocast is no faster on these CPUs)
+        # eval only at the end; fp32 so both layouts run the same arithmetic whatever the CPU supports
         "overrides": ["eval.every=1000", "eval.max_sequences=16", "train.amp=none", "train.channels_last=false"],
         "budget": {"n_trials": trials, "epochs": epochs, "steps_per_epoch": steps},
         "search_space": {"optim.lr": {"type": "float", "low": 1e-3, "high": 2e-3, "log": True}},

@@ -108,10 +108,11 @@ def test_long_rollout_memory_is_flat(tmp_path, variant):
     growth_mb = float(proc.stdout.strip().splitlines()[-1])
     # keeping 530 more frames would cost >= 530*6144*4 B = 13 MB (the leak variant keeps float64: 26 MB)
     if variant == "flat":
-        assert growth_mb < 5, f"RSS grew {growth_mb:.1f} MB between 100 and 630 frames"
+        # a few MB of allocator noise are normal; keeping the frames would be >= 13 MB
+        assert growth_mb < 10, f"RSS grew {growth_mb:.1f} MB between 100 and 630 frames"
         assert sum(1 for _ in (tmp_path / "629.csv").open()) == 631
     else:
-        assert growth_mb > 10
+        assert growth_mb > 20
 
 
 def test_predict_refuses_an_empty_test_set(tmp_path, tiny_dance_cfg):
