@@ -40,6 +40,11 @@ def data_home() -> Path:
     return Path(os.environ.get("VPSEARCH_DATA_HOME", Path.home() / ".cache" / "vpsearch" / "data"))
 
 
+def builtin_dir(name: str) -> Path:
+    """Where builtin:NAME lives (generated or not): one folder per generator version."""
+    return data_home() / f"{name}-v{generator_version(name)}"
+
+
 def resolve_root(root: str | Path) -> Path:
     """A dataset folder for data.root: a path as is, builtin:NAME generated when missing."""
     root = str(root)
@@ -52,7 +57,7 @@ def resolve_root(root: str | Path) -> Path:
     if name not in GENERATORS:
         raise DataError(f"data.root {root}: unknown built-in dataset (known: "
                         + ", ".join(f"builtin:{n}" for n in GENERATORS) + ")")
-    target = data_home() / f"{name}-v{generator_version(name)}"
+    target = builtin_dir(name)
     if (target / "vpsearch-dataset.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -48,8 +48,11 @@ def git_commit(path: Path | None = None) -> dict[str, Any]:
 def dataset_dir(root: str) -> Path | None:
     """The folder a data.root names on this machine, without generating built-in data."""
     if root.startswith("builtin:"):
-        from vpsearch.data.builtin import BUILTIN_VERSION, data_home
-        path = data_home() / f"{root.split(':', 1)[1]}-{BUILTIN_VERSION}"
+        from vpsearch.data.builtin import GENERATORS, builtin_dir
+        name = root.split(":", 1)[1]
+        if name not in GENERATORS:
+            return None
+        path = builtin_dir(name)
     else:
         path = Path(root).expanduser()
     return path if path.is_dir() else None
