@@ -266,15 +266,18 @@ class Sender:
             self._done(stream, group)
 
     def _done(self, stream: Stream, group: list[int]) -> None:
+        # say "back" before the ack: a waiter released by the ack must find the state settled
+        with self._cond:
+            if not self.online:
+                log.warning("vpsearch: MLflow tracking server %s is back after %.0f s; sending %d queued "
+                            "operations", self.label, time.monotonic() - self._offline_since,
+                            len(self._items) - len(group))
+                self.online = True
         stream.ack(group[-1] + 1)
         with self._cond:
             for _ in group:
                 self._items.popleft()
             self._failures, self._offline_tries, self._single = 0, 0, False
-            if not self.online:
-                log.warning("vpsearch: MLflow tracking server %s is back after %.0f s; sending %d queued "
-                            "operations", self.label, time.monotonic() - self._offline_since, len(self._items))
-                self.online = True
             self._cond.notify_all()
         if stream.complete:
             stream.discard()
