@@ -4,6 +4,7 @@ import torch
 from vpsearch.config import DanceModelConfig, SVGModelConfig
 from vpsearch.models import DataShape, build_model
 from vpsearch.models.base import cond_at
+from vpsearch.models.dance import Compositor, warp
 from vpsearch.training.engine import sequence_loss
 
 SVG_VARIANTS = [(b, p) for b in ("vgg64", "dcgan64") for p in ("learned", "fixed")]
@@ -56,6 +57,7 @@ def test_condition_index_is_one_rule():
     cond = torch.arange(5.0).view(1, 5, 1)
     assert cond_at(cond, 3, "current").item() == 3.0
     assert cond_at(cond, 3, "previous").item() == 2.0
+    assert cond_at(cond, 3, "both").flatten().tolist() == [2.0, 3.0]  # c_{t-1} then c_t
 
 
 def test_generation_uses_the_same_condition_row_as_training():
@@ -81,3 +83,71 @@ def test_generation_uses_the_same_condition_row_as_training():
 def test_svg_refuses_other_frame_sizes():
     with pytest.raises(ValueError, match="64x64"):
         build_model(SVGModelConfig(), DataShape(height=32, width=64))
+
+
+DANCE_OPTIONS = dict(cond_index="both", anchor="last_context", composite=["anchor", "previous", "warped"])
+
+
+def test_dance_options_shapes_forward_backward_and_generation():
+    cfg = DanceModelConfig(f_dim=8, l_dim=4, n_dim=2, d_out_dim=8, **DANCE_OPTIONS)
+    model = build_model(cfg, DataShape(height=16, width=24, cond_channels=3))
+    frames, labels = torch.rand(2, 5, 3, 16, 24), torch.rand(2, 5, 3, 16, 24)
+    preds, stats = model(frames, labels, 1, torch.tensor([[True, False] * 2 + [True]] * 2))
+    assert preds.shape == (2, 4, 3, 16, 24) and ((preds >= 0) & (preds <= 1)).all()
+    sequence_loss(preds, frames, stats, 1.0, "sum_batchmean")[0].backward()
+    assert all(p.grad is not None for p in model.parameters())
+    gen = list(model.eval().generate(frames[:, :1], labels, 4))
+    assert len(gen) == 4 and gen[0].shape == (2, 3, 16, 24)
+
+
+def test_dance_posterior_starts_at_the_prior():
+    model = build_model(DanceModelConfig(f_dim=8, l_dim=4, n_dim=2, d_out_dim=8), DataShape(height=32, width=64, cond_channels=3))
+    _, stats = model(torch.rand(2, 4, 3, 32, 64), torch.rand(2, 4, 3, 32, 64), 1, torch.ones(2, 4, dtype=torch.bool))
+    assert all((g.mu_q == 0).all() and (g.logvar_q == 0).all() for g in stats)  # KL = 0 at step 0
+
+
+def logits_for(choice: int, sources: list[str], flow=(0.0, 0.0), channels=3, shape=(1, 4, 5)) -> torch.Tensor:
+    """A generator output whose mask picks candidate `choice` (0 painted, 1.. the sources)."""
+    out = torch.zeros(shape[0], channels + Compositor.extra_channels(sources), *shape[1:])
+    out[:, channels + choice] = 50.0
+    if "warped" in sources:
+        k = 1 + len(sources)
+        out[:, channels + k] = torch.atanh(torch.tensor(flow[0] / 4.0))
+        out[:, channels + k + 1] = torch.atanh(torch.tensor(flow[1] / 4.0))
+    return out
+
+
+def test_compositor_copies_the_chosen_source():
+    sources = ["anchor", "previous", "warped"]
+    comp = Compositor(sources, 3, max_flow=4.0)
+    anchor, prev = torch.rand(1, 3, 4, 5), torch.rand(1, 3, 4, 5)
+    pixels = {"anchor": anchor, "previous": prev}
+    assert torch.allclose(comp(logits_for(0, sources), pixels), torch.full_like(anchor, 0.5))  # sigmoid(0)
+    assert torch.allclose(comp(logits_for(1, sources), pixels), anchor)
+    assert torch.allclose(comp(logits_for(2, sources), pixels), prev)
+    assert torch.allclose(comp(logits_for(3, sources), pixels), prev, atol=1e-5)  # zero flow: no move
+    moved = comp(logits_for(3, sources, flow=(1.0, 0.0)), pixels)
+    assert torch.allclose(moved[..., :4], prev[..., 1:], atol=1e-4)  # each pixel fetched from x + 1
+    assert Compositor([], 3, 4.0)(torch.zeros(1, 3, 4, 5), {}).eq(0.5).all()
+
+
+def test_warp_moves_by_whole_pixels_in_both_axes():
+    x = torch.arange(2 * 3 * 4 * 5.0).view(2, 3, 4, 5)
+    down = torch.zeros(2, 2, 4, 5)
+    down[:, 1] = 1.0
+    assert torch.allclose(warp(x, down)[..., :3, :], x[..., 1:, :], atol=1e-4)
+    assert torch.allclose(warp(x, torch.zeros(2, 2, 4, 5)), x, atol=1e-5)
+
+
+def test_anchor_is_the_given_frame_for_the_whole_rollout():
+    """A model that always copies its anchor must reproduce the context frame forever."""
+    cfg = DanceModelConfig(f_dim=8, l_dim=4, n_dim=2, d_out_dim=8, anchor="last_context", composite=["anchor"])
+    model = build_model(cfg, DataShape(height=8, width=8, cond_channels=3)).eval()
+    head = model.generator[-1]
+    torch.nn.init.zeros_(head.weight)
+    with torch.no_grad():
+        head.bias.zero_()
+        head.bias[3 + 1] = 50.0  # the anchor's mask logit
+    first = torch.rand(1, 1, 3, 8, 8)
+    frames = list(model.generate(first, torch.rand(1, 30, 3, 8, 8), 29))
+    assert len(frames) == 29 and all(torch.allclose(f, first[:, 0]) for f in frames)

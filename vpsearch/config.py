@@ -82,7 +82,18 @@ class DanceModelConfig(Section):
     l_dim: int = Field(32, ge=1, description="label (pose image) features")
     n_dim: int = Field(12, ge=1, description="channels of the spatial latent z")
     d_out_dim: int = Field(192, ge=1, description="decoder fusion output")
-    cond_index: Literal["current", "previous"] = "current"
+    # both: the labels of frames t-1 and t, so the step sees how the pose moved
+    cond_index: Literal["current", "previous", "both"] = "current"
+    # last_context: the fusion also sees the features of the last given frame at every step
+    # (SVG's skips from the last context frame), so appearance cannot drift over a long
+    # rollout; none: only the previous frame, as in the lab.
+    anchor: Literal["none", "last_context"] = "none"
+    # composite: frames whose pixels the output may copy. The generator then also paints
+    # one mask per source and x_t = softmax-weighted blend of [painted, sources...]: a
+    # static background is copied from the anchor, not redrawn. []: the lab's direct output.
+    # "warped": the previous frame moved along a predicted flow, at most max_flow pixels.
+    composite: list[Literal["anchor", "previous", "warped"]] = Field(default_factory=list)
+    max_flow: float = Field(4.0, gt=0, description="largest warp per step, in pixels")
 
 
 ModelConfig = Annotated[Union[SVGModelConfig, DanceModelConfig], Field(discriminator="name")]

@@ -50,7 +50,12 @@ def cond_at(cond: Tensor | None, t: int, index: str) -> Tensor | None:
     """
     if cond is None:
         return None
-    return cond[:, t] if index == "current" else cond[:, t - 1]
+    return torch.cat([cond[:, i] for i in cond_rows(t, index)], 1)
+
+
+def cond_rows(t: int, index: str) -> list[int]:
+    """current: c_t; previous: c_{t-1}; both: c_{t-1} and c_t side by side (the motion)."""
+    return {"current": [t], "previous": [t - 1], "both": [t - 1, t]}[index]
 
 
 class StepwiseCVAE(nn.Module):
@@ -137,9 +142,8 @@ class StepwiseCVAE(nn.Module):
             prev = self.encode(x_hat)
 
     def _cond_step(self, cond, t: int, device: torch.device) -> Tensor:
-        i = t if self.cond_index == "current" else t - 1
-        row = cond[:, i] if isinstance(cond, Tensor) else cond[i]
-        return self.encode_cond(torch.as_tensor(row).to(device))
+        rows = [cond[:, i] if isinstance(cond, Tensor) else cond[i] for i in cond_rows(t, self.cond_index)]
+        return torch.cat([self.encode_cond(torch.as_tensor(row).to(device)) for row in rows], 1)
 
 
 def zip_encodings(fn, a: Encoding, b: Encoding) -> Encoding:

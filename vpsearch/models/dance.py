@@ -5,6 +5,10 @@ Step t (predicting frame t from frame t-1 and the pose label of frame t):
   l_t     = label_encoder(label_t)                 (B, L, H, W)
   z_t ~ q(z | f_t, l_t) (training)  or N(0, I)     (B, N, H, W) spatial latent
   x_t = generator(fusion([f_{t-1}, l_t, z_t]))     (B, 3, H, W), sigmoid keeps [0, 1]
+With anchor "last_context" the fusion also takes f of the last given frame (the first
+frame of a test video), the appearance reference a long rollout must not lose. With
+composite sources the generator also paints a mask per source and x_t is their softmax
+blend with the painted frame (pixels of the anchor frame and/or of x_{t-1}).
 The lab's generator had no output sigmoid and its frames left [0, 1]; ours cannot.
 """
 
@@ -14,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from vpsearch.config import DanceModelConfig
-from vpsearch.models.base import Gaussians, StepwiseCVAE, reparameterize
+from vpsearch.models.base import Gaussians, StepwiseCVAE, cond_rows, reparameterize
 
 
 class ResidualBlock(nn.Module):
@@ -68,15 +72,22 @@ class DanceCVAE(StepwiseCVAE):
         self.label_encoder = nn.Sequential(
             nn.ReflectionPad2d(3), nn.Conv2d(label_channels, max(1, l // 2), 7), nn.BatchNorm2d(max(1, l // 2)),
             nn.LeakyReLU(0.2, inplace=True), ResidualBlock(max(1, l // 2), l))
-        self.posterior = nn.Sequential(*pyramid(f + l, quarter_half_full(n * 4)), nn.Conv2d(n * 4, n * 2, 1))
-        fused = f + l + n
+        lc = l * len(cond_rows(1, cfg.cond_index))  # label features the step receives
+        self.posterior = nn.Sequential(*pyramid(f + lc, quarter_half_full(n * 4)), nn.Conv2d(n * 4, n * 2, 1))
+        # start q at the prior N(0, I): a random head puts a KL of thousands on the spatial z,
+        # and under grad clipping that term would starve the reconstruction for whole epochs
+        nn.init.zeros_(self.posterior[-1].weight)
+        nn.init.zeros_(self.posterior[-1].bias)
+        fused = f + lc + n + (f if cfg.anchor == "last_context" else 0)
         self.fusion = nn.Sequential(DepthConvBlock(fused), *pyramid(fused, quarter_half_full(d)), nn.Conv2d(d, d, 1))
         self.generator = nn.Sequential(
             DepthConvBlock(d), *pyramid(d, [max(1, d // 2), max(1, d // 4), max(1, d // 8)]),
-            nn.Conv2d(max(1, d // 8), channels, 1), nn.Sigmoid())
+            nn.Conv2d(max(1, d // 8), channels + Compositor.extra_channels(cfg.composite), 1))
+        self.compositor = Compositor(cfg.composite, channels, cfg.max_flow)
 
-    def encode(self, x: Tensor) -> Tensor:
-        return self.rgb_encoder(x)
+    def encode(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        # composite needs the pixels of the reference frame too
+        return (self.rgb_encoder(x), x) if self.cfg.composite else self.rgb_encoder(x)
 
     def encode_cond(self, c: Tensor) -> Tensor:
         return self.label_encoder(c)
@@ -85,6 +96,13 @@ class DanceCVAE(StepwiseCVAE):
         return {}  # no recurrence: the previous frame carries everything
 
     def step(self, prev, target, cond, state, t, n_past):
+        if t <= n_past:
+            state["anchor"] = prev  # ends as the last context frame's encoding
+        anchor = state["anchor"]
+        pixels: dict[str, Tensor] = {}
+        if self.cfg.composite:
+            (prev, pixels["previous"]), (anchor, pixels["anchor"]) = prev, anchor
+            target = None if target is None else target[0]
         if target is not None:
             mu, logvar = self.posterior(torch.cat([target, cond], 1)).chunk(2, dim=1)
             z = reparameterize(mu, logvar)
@@ -93,5 +111,52 @@ class DanceCVAE(StepwiseCVAE):
             shape = (prev.shape[0], self.cfg.n_dim, *prev.shape[2:])
             z = torch.randn(shape, device=prev.device, dtype=prev.dtype)
             gauss = None
-        x_hat = self.generator(self.fusion(torch.cat([prev, cond, z.to(prev.dtype)], 1)))
-        return x_hat, gauss, state
+        parts = [prev, cond, z.to(prev.dtype)]
+        if self.cfg.anchor == "last_context":
+            parts.append(anchor)
+        return self.compositor(self.generator(self.fusion(torch.cat(parts, 1))), pixels), gauss, state
+
+
+class Compositor(nn.Module):
+    """Generator output -> frame in [0, 1].
+
+    No sources: the painted frame sigmoid(out). With sources, out also holds one mask logit
+    per candidate (painted first) and, for "warped", a flow in pixels; the frame is the
+    softmax-weighted blend of the candidates. "warped" is the previous frame resampled
+    along that flow (vid2vid's warp): a limb that moves keeps its colours.
+    """
+
+    def __init__(self, sources: list[str], channels: int, max_flow: float):
+        super().__init__()
+        self.sources, self.channels, self.max_flow = list(sources), channels, max_flow
+
+    @staticmethod
+    def extra_channels(sources: list[str]) -> int:
+        return (1 + len(sources) + 2 * ("warped" in sources)) if sources else 0
+
+    def forward(self, out: Tensor, pixels: dict[str, Tensor]) -> Tensor:
+        c = self.channels
+        painted = torch.sigmoid(out[:, :c])
+        if not self.sources:
+            return painted
+        k = 1 + len(self.sources)
+        weights = torch.softmax(out[:, c:c + k].float(), dim=1).to(out.dtype)
+        candidates = [painted]
+        for name in self.sources:
+            if name == "warped":
+                flow = torch.tanh(out[:, c + k:c + k + 2].float()) * self.max_flow
+                candidates.append(warp(pixels["previous"].float(), flow).to(out.dtype))
+            else:
+                candidates.append(pixels[name].to(out.dtype))
+        return (weights.unsqueeze(2) * torch.stack(candidates, 1)).sum(1)
+
+
+def warp(frame: Tensor, flow: Tensor) -> Tensor:
+    """Sample frame (B, C, H, W) at each pixel + flow (B, 2, H, W; dx, dy in pixels)."""
+    b, _, h, w = frame.shape
+    ys = torch.linspace(-1.0, 1.0, h, device=frame.device)
+    xs = torch.linspace(-1.0, 1.0, w, device=frame.device)
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (H, W, 2) as (x, y)
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=frame.device)
+    grid = base + flow.permute(0, 2, 3, 1) * scale
+    return nn.functional.grid_sample(frame, grid, mode="bilinear", padding_mode="border", align_corners=True)
