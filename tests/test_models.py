@@ -151,3 +151,13 @@ def test_anchor_is_the_given_frame_for_the_whole_rollout():
     first = torch.rand(1, 1, 3, 8, 8)
     frames = list(model.generate(first, torch.rand(1, 30, 3, 8, 8), 29))
     assert len(frames) == 29 and all(torch.allclose(f, first[:, 0]) for f in frames)
+
+
+def test_generation_encodes_each_label_once_with_both_rows():
+    cfg = DanceModelConfig(f_dim=8, l_dim=4, n_dim=2, d_out_dim=8, cond_index="both")
+    model = build_model(cfg, DataShape(height=8, width=8, cond_channels=3)).eval()
+    calls = []
+    orig = model.encode_cond
+    model.encode_cond = lambda c: calls.append(1) or orig(c)
+    list(model.generate(torch.rand(1, 1, 3, 8, 8), torch.rand(1, 12, 3, 8, 8), 11))
+    assert len(calls) == 12  # labels 0..11, each once, though every step uses two

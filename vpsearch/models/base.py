@@ -130,8 +130,9 @@ class StepwiseCVAE(nn.Module):
         state = self.init_state(b, context.device)
         ctx = self.encode_video(context)
         prev = map_encoding(lambda e: e[:, 0], ctx)
+        encoded: dict[int, Tensor] = {}  # condition rows already encoded ("both" reuses c_{t-1})
         for t in range(1, n_past + n_future):
-            c = None if cond is None else self._cond_step(cond, t, context.device)
+            c = None if cond is None else self._cond_step(cond, t, context.device, encoded)
             if t < n_past:  # warm the recurrences up on true frames, posterior z
                 target = map_encoding(lambda e: e[:, t], ctx)
                 _, _, state = self.step(prev, target, c, state, t, n_past)
@@ -141,9 +142,15 @@ class StepwiseCVAE(nn.Module):
             yield x_hat
             prev = self.encode(x_hat)
 
-    def _cond_step(self, cond, t: int, device: torch.device) -> Tensor:
-        rows = [cond[:, i] if isinstance(cond, Tensor) else cond[i] for i in cond_rows(t, self.cond_index)]
-        return torch.cat([self.encode_cond(torch.as_tensor(row).to(device)) for row in rows], 1)
+    def _cond_step(self, cond, t: int, device: torch.device, encoded: dict[int, Tensor]) -> Tensor:
+        rows = cond_rows(t, self.cond_index)
+        for i in rows:
+            if i not in encoded:
+                row = cond[:, i] if isinstance(cond, Tensor) else cond[i]
+                encoded[i] = self.encode_cond(torch.as_tensor(row).to(device))
+        for i in [i for i in encoded if i not in rows]:
+            del encoded[i]  # keep memory flat over a long video
+        return torch.cat([encoded[i] for i in rows], 1)
 
 
 def zip_encodings(fn, a: Encoding, b: Encoding) -> Encoding:

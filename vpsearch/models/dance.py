@@ -153,7 +153,7 @@ class Compositor(nn.Module):
 
 def warp(frame: Tensor, flow: Tensor) -> Tensor:
     """Sample frame (B, C, H, W) at each pixel + flow (B, 2, H, W; dx, dy in pixels)."""
-    b, _, h, w = frame.shape
+    h, w = frame.shape[-2:]
     ys = torch.linspace(-1.0, 1.0, h, device=frame.device)
     xs = torch.linspace(-1.0, 1.0, w, device=frame.device)
     base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (H, W, 2) as (x, y)
