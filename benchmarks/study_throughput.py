@@ -50,7 +50,8 @@ def epoch_seconds(run_dir: Path) -> float:
 def run_layout(study: Path, workers: int, threads: int, root: Path) -> dict:
     import optuna
 
-    from vpsearch.search import attrs
+    from vpsearch.search.records import TrialRecord
+    from vpsearch.settings import under_root
     from vpsearch.search.storage import open_storage
 
     cmd = [sys.executable, "-m", "vpsearch.cli", "study", "run", str(study), "--workers", str(workers),
@@ -66,8 +67,8 @@ def run_layout(study: Path, workers: int, threads: int, root: Path) -> dict:
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(done) != len(trials):  # a failed trial would make the timings meaningless
         bad = next(t for t in trials if t.state != optuna.trial.TrialState.COMPLETE)
-        raise SystemExit(f"trial {bad.number} ended {bad.state.name}: {bad.user_attrs.get(attrs.FAIL_REASON)}")
-    train = [epoch_seconds(Path(t.user_attrs[attrs.RUN_DIR])) for t in done]
+        raise SystemExit(f"trial {bad.number} ended {bad.state.name}: {TrialRecord.of(bad).fail_reason}")
+    train = [epoch_seconds(under_root(TrialRecord.of(t).run_dir, root)) for t in done]
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
     first_start = min(t.datetime_start.timestamp() for t in done)
     return {

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vpsearch.config import OptimConfig, load_config
-from vpsearch.training.schedules import KLAnnealing, TeacherForcing, lr_factor
+from vpsearch.training.schedules import KLAnnealing, TeacherForcing, kl_signature, lr_factor, tf_signature
 
 
 def test_teacher_forcing_follows_the_lab_rule():
@@ -67,3 +67,66 @@ def test_lr_factor():
     warm = OptimConfig(warmup_epochs=3)
     assert [lr_factor(e, warm, 10) for e in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert math.isclose(lr_factor(7, OptimConfig(), 10), 1.0)
+
+
+def test_nine_cycles_in_nine_epochs_are_counted_per_iteration():
+    # once per epoch that schedule is [0, ..., 0]: no KL at all (the dance_tpe case)
+    per_epoch = KLAnnealing(kind="cyclical", cycles=9, ratio=0.5, total=9)
+    assert [per_epoch.weight(e) for e in range(9)] == [0.0] * 9
+    cfg = load_config("dancer-small", ["schedule.kl_anneal_type=cyclical", "schedule.kl_anneal_cycle=9"])
+    assert cfg.schedule.kl_anneal_unit == "iteration"  # recorded in the resolved config
+    kl = KLAnnealing.from_config(cfg)
+    steps = cfg.train.steps_per_epoch
+    weights = [kl.at(e, i, steps) for e in range(cfg.train.epochs) for i in range(steps)]
+    assert max(weights) == 1.0 and weights.count(0.0) == 9  # each cycle rises from 0 to 1 again
+    assert weights[steps // 2 - 1] == pytest.approx((steps // 2 - 1) / (steps / 2))
+    # a cycle with room to rise per epoch stays per epoch
+    assert load_config("dancer-small", ["schedule.kl_anneal_type=cyclical",
+                                        "schedule.kl_anneal_cycle=2"]).schedule.kl_anneal_unit == "epoch"
+
+
+def test_a_too_fast_schedule_without_steps_per_epoch_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match=r"field schedule.kl_anneal_cycle: cyclical KL annealing with 40 cycles "
+                                         r"over 70 epochs rises for 0.88 epoch\(s\) per cycle.*train.steps_per_epoch"):
+        load_config("dance", ["schedule.kl_anneal_cycle=40", "schedule.kl_anneal_ratio=0.5"])
+    with pytest.raises(ValueError, match=r"field schedule.tfr_decay_step: teacher forcing decays from 1 to 0 in "
+                                         r"1 epoch\(s\)"):
+        load_config("dance", ["schedule.tfr_decay_step=1.0"])
+
+
+def test_teacher_forcing_decay_faster_than_two_epochs_goes_per_iteration():
+    cfg = load_config("pushing-small", ["train.epochs=6", "train.steps_per_epoch=4", "schedule.tfr_start_decay_epoch=1",
+                                        "schedule.tfr_decay_step=0.6", "schedule.tfr_lower_bound=0.0"])
+    assert cfg.schedule.tfr_unit == "iteration"  # from 1 to 0 in 1.7 epochs
+    tf = TeacherForcing.from_config(cfg.schedule)
+    # the same slope, step by step; at each epoch's first step the per-epoch value
+    assert [tf.at(0, i, 4) for i in range(4)] == pytest.approx([1.0, 1.0, 1.0, 1.0])
+    assert [tf.at(1, i, 4) for i in range(4)] == pytest.approx([1.0, 0.85, 0.7, 0.55])
+    assert [tf.at(2, i, 4) for i in range(4)] == pytest.approx([0.4, 0.25, 0.1, 0.0])
+    assert TeacherForcing(decay_step=0.1, start_decay_epoch=2).first_decayed_epoch(10) == 3
+    assert TeacherForcing(decay_step=0.1, start_decay_epoch=9).first_decayed_epoch(10) is None  # after the budget
+    assert TeacherForcing(decay_step=0.0).first_decayed_epoch(10) is None
+
+
+def test_identical_effective_schedules_have_one_signature():
+    def cfg(*o):
+        return load_config("pushing-small", ["train.epochs=4", "train.steps_per_epoch=6", *o])
+    one_cycle = cfg("schedule.kl_anneal_type=cyclical", "schedule.kl_anneal_cycle=1", "schedule.kl_anneal_ratio=0.5")
+    mono = cfg("schedule.kl_anneal_type=monotonic", "schedule.kl_anneal_ratio=0.5")
+    two = cfg("schedule.kl_anneal_type=cyclical", "schedule.kl_anneal_cycle=2", "schedule.kl_anneal_ratio=0.5")
+    assert kl_signature(one_cycle) == kl_signature(mono) != kl_signature(two)
+    never = cfg("schedule.tfr_start_decay_epoch=10", "schedule.tfr_decay_step=0.1")  # starts after the budget
+    fixed = cfg("schedule.tfr_decay_step=0.0")
+    assert tf_signature(never) == tf_signature(fixed) != tf_signature(cfg("schedule.tfr_start_decay_epoch=1"))
+    assert tf_signature(cfg("schedule.tfr_decay_step=0.0", "schedule.tfr_mode=step")) != tf_signature(fixed)
+
+
+def test_settled_and_cycle_of():
+    kl = KLAnnealing(kind="cyclical", cycles=3, ratio=0.5, total=15)  # period 5, ramp 2.5
+    assert [kl.settled(e) for e in range(6)] == [False, False, False, True, True, False]
+    assert [kl.cycle_of(e) for e in (0, 4, 5, 9, 10, 14)] == [0, 0, 1, 1, 2, 2]
+    it = KLAnnealing(kind="cyclical", cycles=2, ratio=0.5, total=40, unit="iteration")  # 4 epochs of 10 steps
+    assert [it.settled(e, 10) for e in range(4)] == [False, True, False, True]  # ramps end at steps 10, 30
+    assert [it.cycle_of(e, 10) for e in range(4)] == [0, 0, 1, 1]
+    assert KLAnnealing(kind="monotonic", ratio=1.0, total=10).rise_epochs() == 10
+    assert KLAnnealing(kind="none").rise_epochs() == math.inf

@@ -9,21 +9,24 @@ import optuna
 import pytest
 from optuna.pruners import HyperbandPruner, MedianPruner, NopPruner, PatientPruner
 
-from vpsearch.config import load_config
-from vpsearch.search import attrs
+from vpsearch.config import Config, load_config
+from vpsearch.search.plan import load_study
 from vpsearch.search.pruners import (PRUNERS, ScheduleAwarePruner, best_so_far, judged_epochs, make_pruner,
-                                     schedule_warmup)
+                                     unjudged_configurations)
+from vpsearch.search.records import TrialRecord
 from vpsearch.search.spec import PrunerSpec
+
+STUDIES = __import__("pathlib").Path(__file__).resolve().parent.parent / "studies"
 
 EPOCHS = 15
 
 
 def config(kl: str = "cyclical", cycles: int = 3, ratio: float = 0.5, tf_start: int = 4, tf_step: float = 0.1,
-           epochs: int = EPOCHS) -> dict:
-    return load_config("pushing-small", [f"train.epochs={epochs}", "eval.every=1", f"schedule.kl_anneal_type={kl}",
+           epochs: int = EPOCHS, every: int = 1) -> Config:
+    return load_config("pushing-small", [f"train.epochs={epochs}", f"eval.every={every}", f"schedule.kl_anneal_type={kl}",
                                          f"schedule.kl_anneal_cycle={cycles}", f"schedule.kl_anneal_ratio={ratio}",
                                          f"schedule.tfr_start_decay_epoch={tf_start}",
-                                         f"schedule.tfr_decay_step={tf_step}"]).to_dict()
+                                         f"schedule.tfr_decay_step={tf_step}"])
 
 
 def reference(t: int, k: int) -> float:
@@ -44,14 +47,14 @@ def study_with_references(pruner: optuna.pruners.BasePruner) -> optuna.Study:
     for k in range(4):
         curve = {t: reference(t, k) for t in range(EPOCHS)}
         study.add_trial(optuna.trial.create_trial(value=max(curve.values()), intermediate_values=curve,
-                                                  user_attrs={attrs.CONFIG: config("monotonic")}))
+                                                  user_attrs=TrialRecord(config=config("monotonic").to_dict()).attrs()))
     return study
 
 
-def run_curve(study: optuna.Study, curve, cfg: dict) -> int | None:
+def run_curve(study: optuna.Study, curve, cfg: Config) -> int | None:
     """Report a curve epoch by epoch as the worker does; the epoch it was pruned at, or None."""
     trial = study.ask()
-    trial.set_user_attr(attrs.CONFIG, cfg)
+    trial.set_user_attr("config", cfg.to_dict())  # as TrialRecord.config
     for t in range(EPOCHS):
         trial.report(curve(t), t)
         if trial.should_prune():
@@ -74,38 +77,67 @@ def test_schedule_aware_keeps_it_and_it_ends_best(patience):
     assert study.best_trial.number == 4 and study.best_value == 26.0
 
 
-def test_schedule_aware_judges_cycle_ends_after_warmup():
-    cyc = config("cyclical")  # warm-up 5 (teacher forcing decays after epoch 4); cycle ends 4, 9, 14
-    assert judged_epochs(cyc) == {9}  # 14 is the last epoch: pruning there would save nothing
-    assert judged_epochs(config("monotonic")) == set(range(8, EPOCHS - 1))  # full KL weight from epoch 8
-    every3 = load_config("pushing-small", ["train.epochs=15", "eval.every=3", "schedule.tfr_start_decay_epoch=1"])
-    # evaluations 2, 5, 8, 11, 14: the last of each cycle is 2, 8, 14; 2 comes before cycle 1 is over
-    assert judged_epochs(every3.to_dict()) == {8}
+def test_schedule_aware_judges_where_the_schedules_have_played_out():
+    # 3 cycles of 5 epochs, ramp 2.5: full weight at 3, 4 | 8, 9 | 13, 14; teacher forcing decays after
+    # epoch 4. Cycle 0 is judged like a ramp once at full weight, later cycles at their last epoch only
+    # (a reset's dip lasts into it); 14 is the last epoch: pruning there would save nothing
+    assert judged_epochs(config("cyclical", tf_start=1)) == [3, 4, 9]
+    assert judged_epochs(config("cyclical")) == [9]
+    assert judged_epochs(config("monotonic")) == list(range(8, EPOCHS - 1))  # full KL weight from epoch 8
+    # ratio 1: a cycle never quite reaches 1 at an evaluation; its last evaluation is where it played out
+    assert judged_epochs(config("cyclical", ratio=1.0, tf_start=0)) == [4, 9]
+    every3 = config("cyclical", tf_start=1, every=3)  # evaluations 2, 5, 8, 11, 14
+    # 2 is the last look at cycle 0 (the next comes after a reset), 8 the end of cycle 1; 5 and 11
+    # are mid-cycle after a reset
+    assert judged_epochs(every3) == [2, 8]
+    # never decays in the budget: nothing to wait for; a ramp over all 15 epochs is never judged
+    assert judged_epochs(config("none", tf_start=20)) == list(range(EPOCHS - 1))
+    assert judged_epochs(config("monotonic", ratio=1.0, tf_start=0)) == []
+
+
+def test_one_cycle_is_judged_like_the_monotonic_ramp_it_equals():
+    assert judged_epochs(config("cyclical", cycles=1)) == judged_epochs(config("monotonic"))
+
+
+@pytest.mark.parametrize("name", ["quickstart", "bayes_bair", "dance_tpe", "annealing_vs_tfr"])
+def test_every_configuration_of_a_shipped_study_can_be_judged(name):
+    plan = load_study(STUDIES / f"{name}.yaml")
+    checked, never = unjudged_configurations(plan)
+    assert checked >= 9 and never == []
+
+
+def test_a_space_with_unjudgeable_configurations_is_refused_naming_them(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nbase: pushing-small\nbudget: {n_trials: 4, epochs: 10}\n"
+                    "search_space:\n  schedule.kl_anneal_ratio: {type: categorical, choices: [0.3, 1.0]}\n"
+                    "overrides: [schedule.kl_anneal_type=monotonic, schedule.tfr_start_decay_epoch=0]\n"
+                    "pruner: {name: schedule_aware}\n")
+    with pytest.raises(Exception, match=r"field pruner: schedule_aware could never judge the configuration "
+                                        r"schedule.kl_anneal_ratio=1.0: .*last of 10 epochs"):
+        load_study(path)
+
+
+def test_patience_is_capped_at_the_epochs_a_trial_can_be_judged_at():
+    # 5 cycles of 3 epochs (counted per iteration: a 1.5-epoch ramp is too short per epoch), teacher
+    # forcing decays after epoch 10: judged at epoch 11 only. With patience 3 and no cap such a trial
+    # could never be pruned, while configurations judged more often lose their bad trials
+    cfg = config("cyclical", cycles=5, tf_start=10)
+    assert cfg.schedule.kl_anneal_unit == "iteration" and judged_epochs(cfg) == [11]
+    study = study_with_references(ScheduleAwarePruner(n_startup_trials=2, patience=3))
+    assert run_curve(study, lambda t: 15.0, cfg) == 11
 
 
 def test_schedule_aware_still_prunes_a_bad_trial():
     bad = lambda t: 15.0  # noqa: E731
-    for patience, cfg, expected in [(1, config("cyclical"), 9), (2, config("cyclical"), None),
+    for patience, cfg, expected in [(1, config("cyclical"), 9), (2, config("cyclical"), 9),
                                     (2, config("monotonic"), 9), (3, config("monotonic"), 10)]:
         study = study_with_references(ScheduleAwarePruner(n_startup_trials=2, patience=patience))
-        assert run_curve(study, bad, cfg) == expected, (patience, cfg["schedule"]["kl_anneal_type"])
+        assert run_curve(study, bad, cfg) == expected, (patience, cfg.schedule.kl_anneal_type)
 
 
 def test_schedule_aware_waits_for_enough_completed_trials():
     study = optuna.create_study(direction="maximize", pruner=ScheduleAwarePruner(n_startup_trials=2, patience=1))
     assert run_curve(study, lambda t: 15.0, config("none", tf_step=0.0)) is None  # nobody to compare with
-
-
-@pytest.mark.parametrize("cfg, expected", [
-    (dict(kl="cyclical", cycles=3, tf_start=20), 4),   # 15 epochs / 3 cycles: the first ends after epoch 4
-    (dict(kl="cyclical", cycles=3, tf_start=20, epochs=10), 3),  # ceil(10 / 3) - 1
-    (dict(kl="monotonic", ratio=0.5, tf_start=20), 8),  # weight reaches 1 at 7.5
-    (dict(kl="none", tf_start=4), 5),                   # first epoch with a decayed teacher-forcing ratio
-    (dict(kl="none", tf_step=0.0), 0),                  # nothing to wait for
-    (dict(kl="cyclical", cycles=5, tf_start=6), 7),     # the later of 2 and 7
-])
-def test_schedule_warmup_known_values(cfg, expected):
-    assert schedule_warmup(config(**cfg)) == expected
 
 
 def test_best_so_far_is_a_running_maximum_that_skips_nan():

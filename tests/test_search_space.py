@@ -7,11 +7,12 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from vpsearch.search import attrs
+from vpsearch.search.configurations import SamplerView
 from vpsearch.search.plan import load_study
+from vpsearch.search.records import TrialRecord, trial_id
 from vpsearch.search.recovery import RetryStaleTrial, fail_and_requeue, tally
-from vpsearch.search.samplers import SkoptDriver, make_sampler
-from vpsearch.search.space import grid, suggest, trial_config
+from vpsearch.search.samplers import SkoptProposer
+from vpsearch.search.space import distribution, grid, suggest, trial_config
 
 SPACE = {
     "schedule.kl_anneal_type": {"type": "categorical", "choices": ["monotonic", "cyclical"]},
@@ -30,8 +31,7 @@ def plan(tmp_path):
 
 
 def test_conditional_parameter_exists_only_under_its_condition(plan):
-    study = optuna.create_study(sampler=make_sampler(plan.spec.sampler.model_copy(update={"name": "random"}),
-                                                     plan.space, 0))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = {"monotonic": 0, "cyclical": 0}
     for _ in range(30):
         trial = study.ask()
@@ -59,43 +59,53 @@ def test_grid_values_enumerate_int_steps_and_presets(tmp_path):
     assert plan.n_trials == 6
 
 
-def frozen(number: int, state: TrialState, point, value=None, history=None) -> optuna.trial.FrozenTrial:
-    t = optuna.trial.create_trial(state=state, value=value, user_attrs={attrs.SKOPT_POINT: point},
-                                  system_attrs={"retry_history": history} if history else None)
-    t.number = number
-    return t
+def skopt_study(plan, *trials):
+    """An in-memory study holding configurations that skopt proposed (one seed each)."""
+    study = optuna.create_study(direction="maximize")
+    for number, state, point, value in trials:
+        dists = {n: distribution(plan.space[n]) for n in SkoptProposer(plan.space, plan.base.flat(), "maximize",
+                                                                       3, None).params(point)}
+        params = SkoptProposer(plan.space, plan.base.flat(), "maximize", 3, None).params(point)
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=value, params=params, distributions=dists,
+            user_attrs=TrialRecord(config_id=number, repeat=0, skopt_point=point).attrs()))
+    return study
 
 
-def test_skopt_driver_random_then_gp_and_replays_the_same_history(plan):
-    drv = SkoptDriver(plan.space, "maximize", seed=0, n_initial_points=3)
-    points = []
-    trials = []
-    for i in range(3):  # initial design: seeded by index, so no two workers/restarts repeat a point
-        x = drv.propose(trials)
+def test_skopt_proposer_random_then_gp_and_replays_the_same_history(plan):
+    drv = SkoptProposer(plan.space, plan.base.flat(), "maximize", n_initial_points=3, acq_func=None)
+    points: list = []
+    rows: list = []
+    for i in range(3):  # initial design: seeded per trial, so no two workers/restarts repeat a point
+        _, extra = drv.propose(SamplerView(skopt_study(plan, *rows), 1, "penalty"), None, seed=i, seen=None)
+        x = extra["skopt_point"]
         assert x not in points
         points.append(x)
-        trials.append(frozen(i, TrialState.COMPLETE, x, value=20.0 + i))
-    gp = drv.propose(trials)
-    # a fresh driver (a restart, another worker) proposes exactly the same from the same history
-    again = SkoptDriver(plan.space, "maximize", seed=0, n_initial_points=3).propose(trials)
-    assert gp == again and gp not in points
-    # a running trial at that point makes the next proposal move away (constant liar)
-    assert drv.propose(trials + [frozen(3, TrialState.RUNNING, gp)]) != gp
-    params = drv.params(gp, plan.base.flat())
+        rows.append((i, TrialState.COMPLETE, x, 20.0 + i))
+    view = SamplerView(skopt_study(plan, *rows), 1, "penalty")
+    params, extra = drv.propose(view, None, seed=7, seen=None)
+    gp = extra["skopt_point"]
+    # a fresh proposer (a restart, another worker) proposes exactly the same from the same history
+    again = SkoptProposer(plan.space, plan.base.flat(), "maximize", 3, None).propose(view, None, 7, None)[1]
+    assert gp == again["skopt_point"] and gp not in points
+    # a running configuration at that point makes the next proposal move away (constant liar)
+    busy = SamplerView(skopt_study(plan, *rows, (3, TrialState.RUNNING, gp, None)), 1, "penalty")
+    assert drv.propose(busy, None, seed=7, seen=None)[1]["skopt_point"] != gp
     assert params["schedule.tfr_start_decay_epoch"] in (0, 5, 10)
     assert ("schedule.kl_anneal_cycle" in params) == (params["schedule.kl_anneal_type"] == "cyclical")
 
 
-def test_skopt_history_averages_repeats_and_tells_failures_as_worst(plan):
-    drv = SkoptDriver(plan.space, "maximize", seed=0, n_initial_points=2)
-    running: list = []
-    for i in range(3):
-        running.append(frozen(i, TrialState.RUNNING, drv.propose(running)))
-    a, b, c = (t.user_attrs[attrs.SKOPT_POINT] for t in running)
-    assert len({repr(a), repr(b), repr(c)}) == 3
-    xs, ys, pending = drv.history([frozen(0, TrialState.COMPLETE, a, 20.0), frozen(1, TrialState.COMPLETE, a, 22.0),
-                                   frozen(2, TrialState.FAIL, b), frozen(3, TrialState.WAITING, c)])
-    assert xs == [a, b] and ys == [-21.0, -21.0] and pending == [c]
+def test_skopt_is_told_the_penalty_for_pruned_and_diverged_never_their_own_value(plan):
+    drv = SkoptProposer(plan.space, plan.base.flat(), "maximize", n_initial_points=2, acq_func=None)
+    a, b, c, d = ([1e-3 * (i + 1), "monotonic", 3, 0] for i in range(4))  # in order(space)
+    study = skopt_study(plan, (0, TrialState.COMPLETE, a, 20.0), (1, TrialState.COMPLETE, b, 22.0),
+                        (2, TrialState.PRUNED, c, 30.0), (3, TrialState.RUNNING, d, None))
+    diverged = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=TrialRecord(
+        config_id=4, repeat=0, skopt_point=[9e-3, "monotonic", 3, 0], outcome="diverged").attrs())
+    study.add_trial(diverged)
+    xs, ys, pending = drv.history(SamplerView(study, 1, "penalty"))
+    # the pruned one's stored 30.0 (its last intermediate value) is never told: it gets the worst, 20
+    assert ys == [-20.0, -22.0, -20.0, -20.0] and xs[2] == c and pending == [d]
 
 
 def test_tally_counts_a_rerun_instead_of_the_trial_it_replaces():
@@ -103,20 +113,20 @@ def test_tally_counts_a_rerun_instead_of_the_trial_it_replaces():
     for v in (1.0, 2.0):
         study.add_trial(optuna.trial.create_trial(value=v))
     t = study.ask()
-    t.set_user_attr(attrs.REPEAT, 0)
-    assert fail_and_requeue(study, t._trial_id, "worker x:1 died", RetryStaleTrial(2))
-    assert not fail_and_requeue(study, t._trial_id, "again", RetryStaleTrial(2))  # already reaped
+    t.set_user_attr("repeat", 0)
+    assert fail_and_requeue(study, trial_id(t), "worker x:1 died", RetryStaleTrial(2))
+    assert not fail_and_requeue(study, trial_id(t), "again", RetryStaleTrial(2))  # already reaped
     trials = study.get_trials()
-    failed, copy = trials[2], trials[3]
-    assert failed.state == TrialState.FAIL and failed.user_attrs[attrs.FAIL_REASON] == "worker x:1 died; re-queued"
-    assert copy.state == TrialState.WAITING and copy.user_attrs[attrs.RETRY_OF] == 2
-    assert copy.user_attrs[attrs.REPEAT] == 0 and copy.user_attrs[attrs.FAIL_REASON] is None
+    failed, copy = TrialRecord.of(trials[2]), TrialRecord.of(trials[3])
+    assert trials[2].state == TrialState.FAIL and failed.fail_reason == "worker x:1 died; re-queued"
+    assert failed.outcome == "lost" and trials[3].state == TrialState.WAITING and copy.retry_of == 2
+    assert copy.repeat == 0 and copy.fail_reason is None and copy.outcome is None
     tl = tally(trials)
     assert (tl.complete, tl.failed, tl.waiting, tl.counted, tl.retried) == (2, 0, 1, 3, {2})
     # retries run out: the trial stays failed, with the reason saying so
     t2 = study.ask()
     assert t2.number == 3
-    assert fail_and_requeue(study, t2._trial_id, "died again", RetryStaleTrial(1))
+    assert fail_and_requeue(study, trial_id(t2), "died again", RetryStaleTrial(1))
     last = study.get_trials()[-1]
-    assert last.state == TrialState.FAIL and "not re-run: retries spent (1)" in last.user_attrs[attrs.FAIL_REASON]
+    assert last.state == TrialState.FAIL and "not re-run: retries spent (1)" in TrialRecord.of(last).fail_reason
     assert tally(study.get_trials()).failed == 1

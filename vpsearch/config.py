@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -108,9 +109,14 @@ class ScheduleConfig(Section):
     tfr_lower_bound: float = Field(0.0, ge=0, le=1)
     # batch: one coin per batch (the labs); step: one coin per time step (scheduled sampling)
     tfr_mode: Literal["batch", "step"] = "batch"
+    # epoch: the ratio changes once per epoch (the labs); iteration: at every step, same slope.
+    # A decay over fewer than 2 epochs is switched to iteration (training/schedules.resolve_units).
+    tfr_unit: Literal["epoch", "iteration"] = "epoch"
     kl_anneal_type: Literal["none", "monotonic", "cyclical"] = "cyclical"
     kl_anneal_cycle: int = Field(3, ge=1, description="cycles over training (cyclical)")
     kl_anneal_ratio: float = Field(0.5, gt=0, le=1, description="fraction of a cycle spent rising")
+    # epoch: one weight per epoch; iteration: one per step. A cycle (or monotonic ramp) that
+    # rises over fewer than 2 epochs is switched to iteration and the resolved config says so.
     kl_anneal_unit: Literal["epoch", "iteration"] = "epoch"
 
 
@@ -180,6 +186,11 @@ class Config(Section):
             raise ValueError("eval.n_future must be >= 1, None or 'all'")
         if self.schedule.tfr_lower_bound > self.schedule.tfr:
             raise ValueError("schedule.tfr_lower_bound is above schedule.tfr")
+        from vpsearch.training.schedules import resolve_units  # the schedules own their arithmetic
+
+        kl_unit, tf_unit = resolve_units(self.schedule, self.train.epochs, self.train.steps_per_epoch)
+        if (kl_unit, tf_unit) != (self.schedule.kl_anneal_unit, self.schedule.tfr_unit):
+            self.schedule.kl_anneal_unit, self.schedule.tfr_unit = kl_unit, tf_unit
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -276,11 +287,14 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     # pydantic puts the union tag in the location (model.svg.z_dim); drop it
     loc = loc.replace("model.svg.", "model.").replace("model.dance.", "model.")
     extra = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     got = first.get("input")
     got_s = "" if first["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f", got {got!r}"
+    named = re.match(r"([a-z_]+\.[a-z_.]+):? (.*)", msg)
+    if not loc and named:  # a cross-field check names its own field first
+        loc, msg, got_s = named.group(1), named.group(2), ""
     return f"{source}: field {loc or '<top>'}: {msg}{got_s}{extra}"
 
 

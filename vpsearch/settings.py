@@ -36,6 +36,14 @@ def tracking_uri(uri: str | None = None, root: str | Path | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir(root) / 'mlflow.db'}"
 
 
+def study_tracking_uri(explicit: str | None, recorded: str | None, root: str | Path | None = None) -> str:
+    """The tracking URI a study's workers and reports use: --tracking-uri, else
+    MLFLOW_TRACKING_URI, else the one the study recorded (unless its password was
+    redacted, which cannot be used), else the embedded store under the runs root."""
+    usable = recorded if recorded and "***" not in recorded else None
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or usable or tracking_uri(None, root)
+
+
 def artifact_root(root: str | Path | None = None) -> Path:
     """Artifact folder of the embedded MLflow store."""
     return mlflow_dir(root) / "artifacts"
@@ -44,6 +52,22 @@ def artifact_root(root: str | Path | None = None) -> Path:
 def study_dir(name: str, root: str | Path | None = None) -> Path:
     """Trial run directories, logs and reports of one study."""
     return runs_root(root) / "studies" / name
+
+
+def relative_to_root(path: str | Path, root: str | Path | None = None) -> str:
+    """A path as recorded in a study: relative to the runs root when inside it (so a copied or
+    moved runs folder still finds it), absolute otherwise."""
+    p, base = Path(path).resolve(), runs_root(root)
+    try:
+        return p.relative_to(base).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def under_root(recorded: str, root: str | Path | None = None) -> Path:
+    """A recorded path on this machine: a relative one lies under the runs root."""
+    p = Path(recorded).expanduser()
+    return p if p.is_absolute() else runs_root(root) / p
 
 
 def redact(url: str) -> str:

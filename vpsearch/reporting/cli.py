@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from vpsearch.settings import storage_url, study_dir
+from vpsearch.settings import runs_root, storage_url, study_dir
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from vpsearch.reporting.study import open_study_data
 
     url = storage_url(args.storage, args.root)
-    data = open_study_data(args.name, url)
+    data = open_study_data(args.name, url, runs_root(args.root))
     data.require_completed()  # fail before creating any folder
     out = Path(args.out) if args.out else study_dir(args.name, args.root) / "report"
     paths = build_report(data, out)
@@ -45,7 +45,7 @@ def cmd_export_best(args: argparse.Namespace) -> int:
     from vpsearch.reporting.export import export_best
     from vpsearch.reporting.study import open_study_data
 
-    data = open_study_data(args.name, storage_url(args.storage, args.root))
+    data = open_study_data(args.name, storage_url(args.storage, args.root), runs_root(args.root))
     data.require_completed()
     out = Path(args.out) if args.out else study_dir(args.name, args.root) / "best"
     paths = export_best(data, out, args.by)

@@ -113,7 +113,7 @@ def export_best(data: StudyData, out: Path, by: By = "mean-over-seeds") -> list[
               f"{row['val_psnr']:.3f} dB, seed {row['seed']})\n# rerun: {command}\n")
     write_atomic(best_yaml, header + cfg.to_yaml())
 
-    run = resolve_run_dir(str(row["run_dir"]))
+    run = resolve_run_dir(str(row["run_dir"]), data.root)
     copied = copy_run_outputs(run, out)
     env = {"study": data.name, "trial": c.trial, "by": by, "seeds_of_config": c.group, "command": command,
            "config_hash": cfg.hash(), "run_dir": str(run) if run else (row["run_dir"] or None),

@@ -101,7 +101,7 @@ def strategy_means(data: StudyData) -> go.Figure:
 def _baseline_per_frame(data: StudyData, numbers: list[int]) -> list[float] | None:
     """Copy-last-frame PSNR per frame from a run's frame_psnr.csv (same sequences for every trial)."""
     for n in numbers:
-        run = resolve_run_dir(str(data.frame.set_index("number").at[n, "run_dir"]))
+        run = resolve_run_dir(str(data.frame.set_index("number").at[n, "run_dir"]), data.root)
         path = run / "frame_psnr.csv" if run else None
         if path and path.is_file():
             with path.open() as f:

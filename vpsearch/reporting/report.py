@@ -9,7 +9,6 @@ MLflow run when the study has one.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import pandas as pd
 from vpsearch.reporting import figures, tables
 from vpsearch.reporting.html import esc, page, render, write_atomic
 from vpsearch.reporting.study import StudyData
-from vpsearch.search import attrs
-from vpsearch.settings import redact, runs_root, tracking_uri
+from vpsearch.search.records import StudyRecord
+from vpsearch.settings import redact, runs_root, study_tracking_uri
 
 REPORT_FIGURES = ["strategy_means", "frame_psnr", "learning_curves", "schedules", "history", "parallel",
                   "importances"]
@@ -79,7 +78,7 @@ def answer(data: StudyData, t: StrategyTables) -> str:
 
 
 def sampler_name(data: StudyData) -> str:
-    cfg = data.study.user_attrs.get(attrs.STUDY_CONFIG) or {}
+    cfg = StudyRecord.of(data.study).study_config or {}
     sampler = cfg.get("sampler") if isinstance(cfg, dict) else None
     return str(sampler.get("name", "") if isinstance(sampler, dict) else sampler or "")
 
@@ -167,21 +166,18 @@ def log_report(data: StudyData, paths: list[Path], uri: str | None, root: str | 
     The URI: --tracking-uri, else MLFLOW_TRACKING_URI, else the one the study recorded (unless
     its password was redacted), else the embedded default under the runs root.
     """
-    parent = data.study.user_attrs.get(attrs.PARENT_RUN_ID)
+    record = StudyRecord.of(data.study)
+    parent = record.mlflow_parent_run_id
     if not parent:
         return "not logged to MLflow: the study has no parent run (it ran with tracking off)"
-    stored = data.study.user_attrs.get(attrs.TRACKING_URI)
-    # the same order the study's workers use to find their tracking store
-    uri = (uri or os.environ.get("MLFLOW_TRACKING_URI") or (stored if stored and "***" not in stored else None)
-           or tracking_uri(None, root))
+    uri = study_tracking_uri(uri, record.mlflow_tracking_uri, root)  # as the study's workers find it
     if uri == "off":
         return "not logged to MLflow: tracking is off"
     from vpsearch.tracking import make_tracker
     try:
         tracker = make_tracker(uri, runs_root(root), data.name)
         try:
-            cfg = data.study.user_attrs.get(attrs.STUDY_CONFIG) or {}
-            tracker.ensure_parent(cfg, sampler_name(data), redact(data.storage_url), parent_run_id=parent)
+            tracker.ensure_parent(record.study_config or {}, sampler_name(data), redact(data.storage_url), parent_run_id=parent)
             tracker.log_study_artifacts(paths, "report")
         finally:
             tracker.close()

@@ -1,9 +1,10 @@
 """Open a study by name and flatten its trials into one pandas frame.
 
-Everything a report shows comes from the Optuna study alone (the trial user attrs of
-``vpsearch.search.attrs`` and the intermediate values), so reports work without MLflow.
-Strategies are read from each trial's resolved config (``attrs.CONFIG``), not from the
-search-space parameter names, so a grid study and a Bayesian study label them alike.
+Everything a report shows comes from the Optuna study alone (the typed trial records of
+``vpsearch.search.records`` and the intermediate values), so reports work without MLflow.
+Strategies are read from each trial's resolved config through its effective schedules
+(strategies.py), not from the search-space parameter names, so a grid study and a
+Bayesian study label them alike, and settings that train identically are one strategy.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from vpsearch.search import attrs
+from vpsearch.config import Config, ConfigError, config_from_dict
+from vpsearch.reporting.strategies import name_strategies
+from vpsearch.search.records import StudyRecord, TrialRecord
+from vpsearch.settings import under_root
 
-KL_ORDER = {"none": 0, "monotonic": 1, "cyclical": 2}
 COLUMNS = ["number", "state", "value", "val_psnr", "val_psnr_final", "val_ssim", "baseline_psnr", "kl", "tf", "seed",
-           "repeat", "config_hash", "epochs", "best_epoch", "duration_s", "train_seconds", "reason", "worker",
-           "device", "mlflow_run_id", "run_dir", "_kl_order", "_tf_order"]
+           "repeat", "config_hash", "configuration", "epochs", "best_epoch", "duration_s", "train_seconds",
+           "reason", "outcome", "worker", "device", "mlflow_run_id", "run_dir", "_kl_order", "_tf_order"]
 STATES = ["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
 
 
@@ -56,6 +59,7 @@ class StudyData:
     storage_url: str
     study: optuna.Study
     frame: pd.DataFrame
+    root: Path | None = None  # the runs root recorded run folders are relative to
     configs: dict[int, dict[str, Any]] = field(default_factory=dict)  # trial number -> resolved config
     curves: dict[int, dict[int, float]] = field(default_factory=dict)  # number -> epoch -> val PSNR
     frame_psnr: dict[int, list[float]] = field(default_factory=dict)  # number -> per-frame PSNR
@@ -82,7 +86,7 @@ class StudyData:
 
     def objective_name(self) -> str:
         """The study's objective metric (the study YAML leaves it out when it is the default)."""
-        cfg = self.study.user_attrs.get(attrs.STUDY_CONFIG)
+        cfg = StudyRecord.of(self.study).study_config
         if not isinstance(cfg, dict):
             return "objective"
         obj = cfg.get("objective") or {}
@@ -108,7 +112,8 @@ def _float(x: Any) -> float:
 
 def trial_psnr(t: optuna.trial.FrozenTrial) -> float:
     """Best validation PSNR: the recorded attr, else the objective, else the best epoch."""
-    v = _float(t.user_attrs.get(attrs.VAL_PSNR_BEST))
+    results = TrialRecord.of(t).results
+    v = _float(results.val_psnr_best if results else None)
     if math.isnan(v) and t.values:
         v = float(t.values[0])
     if math.isnan(v) and t.intermediate_values:
@@ -121,44 +126,6 @@ def _duration(t: optuna.trial.FrozenTrial, now: dt.datetime) -> float:
         return math.nan
     end = t.datetime_complete or now
     return (end - t.datetime_start).total_seconds()
-
-
-def _varying(schedules: list[dict[str, Any]], kind: str, key: str) -> bool:
-    vals = {s.get(key) for s in schedules if s.get("kl_anneal_type") == kind}
-    return len(vals) > 1
-
-
-def kl_label(s: dict[str, Any], all_s: list[dict[str, Any]]) -> str:
-    """'none', 'monotonic', 'cyclical', with cycle/ratio/unit only where the study varies them."""
-    kind = s.get("kl_anneal_type", "?")
-    parts = [kind]
-    if kind == "cyclical" and _varying(all_s, kind, "kl_anneal_cycle"):
-        parts.append(f"M={s.get('kl_anneal_cycle')}")
-    if kind in ("cyclical", "monotonic") and _varying(all_s, kind, "kl_anneal_ratio"):
-        parts.append(f"r={s.get('kl_anneal_ratio'):g}")
-    if kind != "none" and _varying(all_s, kind, "kl_anneal_unit"):
-        parts.append(f"per {s.get('kl_anneal_unit')}")
-    return " ".join(parts)
-
-
-def tf_label(s: dict[str, Any], all_s: list[dict[str, Any]]) -> str:
-    """Teacher forcing as users name it: initial ratio, decay start, decay step."""
-    tfr, step, start = s.get("tfr", 1.0), s.get("tfr_decay_step", 0.0), s.get("tfr_start_decay_epoch", 0)
-    lower = s.get("tfr_lower_bound", 0.0)
-    if step == 0 or lower >= tfr:
-        label = f"tfr {tfr:g} fixed"
-    else:
-        label = f"tfr {tfr:g} -{step:g}/ep after ep {start}"
-        if len({x.get("tfr_lower_bound") for x in all_s}) > 1:
-            label += f" floor {lower:g}"
-    if len({x.get("tfr_mode") for x in all_s}) > 1:
-        label += f" ({s.get('tfr_mode')})"
-    return label
-
-
-def tf_sort_key(s: dict[str, Any]) -> tuple:
-    return (-s.get("tfr", 1.0), s.get("tfr_decay_step", 0.0), s.get("tfr_start_decay_epoch", 0),
-            s.get("tfr_lower_bound", 0.0))
 
 
 def preset_params(study_config: Any) -> dict[str, str]:
@@ -185,31 +152,41 @@ def _named(label: str, params: dict[str, Any], presets: dict[str, str], kind: st
     return f"{names[0]} ({label})" if names else label
 
 
-def study_data(study: optuna.Study, storage_url: str) -> StudyData:
+def _config(raw: Any, number: int) -> Config | None:
+    """A trial's stored config, or None when it does not validate (written by another version)."""
+    try:
+        return config_from_dict(raw, f"trial {number} config") if isinstance(raw, dict) else None
+    except (ConfigError, ValueError):
+        return None
+
+
+def study_data(study: optuna.Study, storage_url: str, root: Path | None = None) -> StudyData:
     trials = study.get_trials(deepcopy=False)
-    presets = preset_params(study.user_attrs.get(attrs.STUDY_CONFIG))
+    records = {t.number: TrialRecord.of(t) for t in trials}
+    presets = preset_params(StudyRecord.of(study).study_config)
     now = dt.datetime.now()
-    configs = {t.number: t.user_attrs[attrs.CONFIG] for t in trials if isinstance(t.user_attrs.get(attrs.CONFIG), dict)}
-    schedules = [c.get("schedule", {}) for c in configs.values()]
+    configs = {n: r.config for n, r in records.items() if isinstance(r.config, dict)}
+    typed = {n: c for n, raw in configs.items() if (c := _config(raw, n)) is not None}
+    kl_names, tf_names = name_strategies(typed)
     param_names = sorted({p for t in trials for p in t.params})
     rows = []
     for t in trials:
-        ua = t.user_attrs
-        sched = configs.get(t.number, {}).get("schedule")
+        rec, res = records[t.number], records[t.number].results
+        kl, tf = kl_names.get(t.number), tf_names.get(t.number)
         row: dict[str, Any] = {
             "number": t.number, "state": t.state.name, "value": objective_value(t),
-            "val_psnr": trial_psnr(t), "val_psnr_final": _float(ua.get(attrs.VAL_PSNR_FINAL)),
-            "val_ssim": _float(ua.get(attrs.VAL_SSIM_BEST)), "baseline_psnr": _float(ua.get(attrs.BASELINE_PSNR)),
-            "kl": _named(kl_label(sched, schedules), t.params, presets, "kl") if sched else "unknown",
-            "tf": _named(tf_label(sched, schedules), t.params, presets, "tf") if sched else "unknown",
-            "seed": ua.get(attrs.SEED), "repeat": ua.get(attrs.REPEAT), "config_hash": ua.get(attrs.CONFIG_HASH),
-            "epochs": len(t.intermediate_values), "best_epoch": ua.get(attrs.BEST_EPOCH),
-            "duration_s": _duration(t, now), "train_seconds": _float(ua.get(attrs.TRAIN_SECONDS)),
-            "reason": ua.get(attrs.FAIL_REASON) or "", "worker": ua.get(attrs.WORKER) or "",
-            "device": ua.get(attrs.DEVICE) or "", "mlflow_run_id": ua.get(attrs.MLFLOW_RUN_ID) or "",
-            "run_dir": ua.get(attrs.RUN_DIR) or "",
-            "_kl_order": (KL_ORDER.get(sched.get("kl_anneal_type"), 9),) if sched else (9,),
-            "_tf_order": tf_sort_key(sched) if sched else (9,),
+            "val_psnr": trial_psnr(t), "val_psnr_final": _float(res.val_psnr_final if res else None),
+            "val_ssim": _float(res.val_ssim_best if res else None),
+            "baseline_psnr": _float(res.baseline_psnr if res else None),
+            "kl": _named(kl.label, t.params, presets, "kl") if kl else "unknown",
+            "tf": _named(tf.label, t.params, presets, "tf") if tf else "unknown",
+            "seed": rec.seed, "repeat": rec.repeat, "config_hash": rec.config_hash,
+            "configuration": rec.config_id if rec.config_id is not None else t.number,
+            "epochs": len(t.intermediate_values), "best_epoch": res.best_epoch if res else None,
+            "duration_s": _duration(t, now), "train_seconds": _float(res.train_seconds if res else None),
+            "reason": rec.fail_reason or "", "outcome": rec.outcome or "", "worker": rec.worker or "",
+            "device": rec.device or "", "mlflow_run_id": rec.mlflow_run_id or "", "run_dir": rec.run_dir or "",
+            "_kl_order": kl.order if kl else (9,), "_tf_order": tf.order if tf else (9,),
         }
         if math.isnan(row["val_psnr_final"]) and t.intermediate_values:
             row["val_psnr_final"] = t.intermediate_values[max(t.intermediate_values)]
@@ -225,14 +202,14 @@ def study_data(study: optuna.Study, storage_url: str) -> StudyData:
         rank = {lab: i for i, lab in enumerate(sorted(keys, key=lambda lab: (keys[lab], lab)))}
         frame[col] = frame[label].map(rank)
     frame["strategy"] = frame["kl"] + " | " + frame["tf"]
-    for col in ("number", "seed", "repeat", "epochs", "best_epoch"):
+    for col in ("number", "seed", "repeat", "epochs", "best_epoch", "configuration"):
         # integers stay integers where some trials lack them (a waiting trial has no seed yet)
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
     return StudyData(
-        name=study.study_name, storage_url=storage_url, study=study, frame=frame, configs=configs,
+        name=study.study_name, storage_url=storage_url, study=study, frame=frame, root=root, configs=configs,
         curves={t.number: dict(sorted(t.intermediate_values.items())) for t in trials if t.intermediate_values},
-        frame_psnr={t.number: [float(x) for x in t.user_attrs[attrs.FRAME_PSNR]] for t in trials
-                    if isinstance(t.user_attrs.get(attrs.FRAME_PSNR), list) and t.user_attrs[attrs.FRAME_PSNR]},
+        frame_psnr={n: [float(x) for x in r.results.frame_psnr] for n, r in records.items()
+                    if r.results and r.results.frame_psnr},
         param_names=param_names)
 
 
@@ -241,16 +218,13 @@ def _tuple_key(t: tuple) -> tuple:
     return tuple(float(x) if isinstance(x, (int, float)) else math.inf for x in t)
 
 
-def open_study_data(name: str, storage_url: str) -> StudyData:
-    return study_data(load_study(name, storage_url), storage_url)
+def open_study_data(name: str, storage_url: str, root: Path | str | None = None) -> StudyData:
+    return study_data(load_study(name, storage_url), storage_url, Path(root) if root else None)
 
 
 def resolve_run_dir(run_dir: str, root: Path | None = None) -> Path | None:
-    """A trial's run directory on this machine: as recorded, or under the study folder."""
+    """A trial's run directory on this machine (recorded relative to the runs root), or None."""
     if not run_dir:
         return None
-    p = Path(run_dir).expanduser()
-    candidates = [p] if p.is_absolute() else [Path.cwd() / p]
-    if root is not None:
-        candidates.append(root / p.name)
-    return next((c for c in candidates if c.is_dir()), None)
+    p = under_root(run_dir, root)
+    return p if p.is_dir() else None

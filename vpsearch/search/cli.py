@@ -44,6 +44,12 @@ def cmd_study_check(args: argparse.Namespace) -> int:
     print(f"{args.study_file}: ok: study {plan.name}, {plan.n_trials} trials "
           f"({len(plan.space)} parameters, {plan.spec.repeats} seed(s) each), sampler {plan.spec.sampler.name}, "
           f"pruner {plan.spec.pruner.name}, base {plan.spec.base} with {plan.base.train.epochs} epochs")
+    if plan.spec.pruner.name == "schedule_aware":
+        from vpsearch.search.pruners import unjudged_configurations
+
+        checked, never = unjudged_configurations(plan)  # load_study refused the study if any is never judged
+        print(f"pruner schedule_aware: {checked - len(never)} of {checked} checked configurations can be judged "
+              "(and so pruned) before their last epoch")
     return 0
 
 

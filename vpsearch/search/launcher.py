@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 
 from vpsearch import settings
-from vpsearch.search import attrs
+from vpsearch.search.records import StudyRecord, write_study
 from vpsearch.search.plan import StudyPlan, load_study
 from vpsearch.search.recovery import RetryStaleTrial, reap_dead_local, reap_worker, tally, worker_id
 from vpsearch.search.spec import StudyError
@@ -62,20 +62,20 @@ def prepare_study(plan: StudyPlan, store: StudyStorage, tracking: str, root: str
     existed = plan.name in study_names(store)
     study = store.call(lambda: optuna.create_study(study_name=plan.name, storage=store.storage, load_if_exists=True,
                                                    directions=plan.spec.directions), "creating the study")
-    if existed and attrs.STUDY_CONFIG in study.user_attrs:
-        stored = StudyPlan.from_attrs(study.user_attrs, f"study {plan.name} in {store.shown}")
+    record = StudyRecord.of(study)
+    if existed and record.study_config is not None:
+        stored = StudyPlan.from_record(record, f"study {plan.name} in {store.shown}")
         diffs = stored.differences(plan)
         if diffs:
             raise StudyError(f"{plan.source}: study {plan.name!r} already exists in {store.shown} with a different "
                              f"{diffs[0]}; resume it with the same YAML or give this search a new name")
-    for k, v in plan.study_attrs().items():  # budget / worker changes of a re-run are kept
-        store.call(lambda: study.set_user_attr(k, v), "writing study attrs")
+    # budget / worker changes of a re-run are kept
+    store.call(lambda: write_study(study, **plan.record()), "writing the study record")
     tracker = make_study_tracker(tracking, root, plan.name)
-    parent = tracker.ensure_parent(study.user_attrs[attrs.STUDY_CONFIG], plan.spec.sampler.name, store.shown,
-                                   parent_run_id=study.user_attrs.get(attrs.PARENT_RUN_ID))
-    if parent:
-        study.set_user_attr(attrs.PARENT_RUN_ID, parent)
-    study.set_user_attr(attrs.TRACKING_URI, settings.redact(tracking))
+    parent = tracker.ensure_parent(plan.record()["study_config"], plan.spec.sampler.name, store.shown,
+                                   parent_run_id=record.mlflow_parent_run_id)
+    store.call(lambda: write_study(study, mlflow_parent_run_id=parent or record.mlflow_parent_run_id,
+                                   mlflow_tracking_uri=settings.redact(tracking)), "writing the study record")
     tracker.close()
     return study
 
@@ -255,6 +255,6 @@ def create_study(opts: RunOptions) -> int:
     t = tally(study.get_trials(deepcopy=False))
     print(f"study {plan.name} {'found' if existed else 'created'} in {store.shown}: {plan.n_trials} trials "
           f"({t.finished} finished), sampler {plan.spec.sampler.name}, pruner {plan.spec.pruner.name}; "
-          f"tracking {settings.redact(study.user_attrs.get(attrs.TRACKING_URI, 'off'))}")
+          f"tracking {StudyRecord.of(study).mlflow_tracking_uri or 'off'}")
     print(f"join it from any machine: vpsearch worker --study {plan.name} --storage URL (or VPSEARCH_STORAGE)")
     return 0

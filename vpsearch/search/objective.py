@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 
-from vpsearch.search import attrs
+from vpsearch.search.records import TrialResults
 from vpsearch.search.spec import Objective
 from vpsearch.search.storage import StudyStorage
 from vpsearch.training.reporter import Reporter
@@ -29,7 +29,7 @@ class TrialReporter(Reporter):
     def __init__(self, trial: optuna.trial.Trial, store: StudyStorage, objective: Objective, prune: bool):
         self.trial, self.store, self.objective, self.prune = trial, store, objective, prune
         self.rows: list[dict[str, Any]] = []
-        self.frames: dict[int, list[float]] = {}
+        self.frames: dict[int, dict[str, list[float]]] = {}
         self.pruned_epoch: int | None = None
 
     def report(self, epoch: int, metrics: dict[str, float]) -> bool:
@@ -46,7 +46,7 @@ class TrialReporter(Reporter):
         return False
 
     def evaluated(self, epoch: int, frame_metrics: dict[str, list[float]]) -> None:
-        self.frames[epoch] = [float(x) for x in frame_metrics.get("psnr", [])]
+        self.frames[epoch] = {k: [float(x) for x in v] for k, v in frame_metrics.items()}
 
     # --- results, from what was reported (also for a trial that failed half way)
     def best_row(self, metric: str) -> dict[str, Any] | None:
@@ -73,20 +73,21 @@ class TrialReporter(Reporter):
                 out.append(float(max(rows) if sec.direction == "maximize" else min(rows)))
         return out
 
-    def result_attrs(self, train_seconds: float) -> dict[str, Any]:
-        """The result attrs of attrs.py; None where the trial never got that far."""
+    def results(self, train_seconds: float) -> TrialResults:
+        """What was reported; None where the trial never got that far."""
         best = self.best_row("val_psnr")
         evaluated = [r for r in self.rows if _finite(r.get("val_psnr"))]
-        return {
-            attrs.BEST_EPOCH: int(best["epoch"]) if best else None,
-            attrs.VAL_PSNR_BEST: float(best["val_psnr"]) if best else None,
-            attrs.VAL_PSNR_FINAL: float(evaluated[-1]["val_psnr"]) if evaluated else None,
-            attrs.VAL_SSIM_BEST: float(best["val_ssim"]) if best and _finite(best.get("val_ssim")) else None,
-            attrs.BASELINE_PSNR: (float(best["baseline_psnr"]) if best and _finite(best.get("baseline_psnr"))
-                                  else None),
-            attrs.FRAME_PSNR: self.frames.get(int(best["epoch"])) if best else None,
-            attrs.TRAIN_SECONDS: round(float(train_seconds), 3),
-        }
+        frames = self.frames.get(int(best["epoch"]), {}) if best else {}
+
+        def at_best(key: str) -> float | None:
+            return float(best[key]) if best and _finite(best.get(key)) else None
+        return TrialResults(
+            epochs_done=len(self.rows), best_epoch=int(best["epoch"]) if best else None,
+            val_psnr_best=at_best("val_psnr"),
+            val_psnr_final=float(evaluated[-1]["val_psnr"]) if evaluated else None,
+            val_ssim_best=at_best("val_ssim"), baseline_psnr=at_best("baseline_psnr"),
+            frame_psnr=frames.get("psnr"), baseline_frame_psnr=frames.get("baseline_psnr"),
+            train_seconds=round(float(train_seconds), 3))
 
 
 class Heartbeat:

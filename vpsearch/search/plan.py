@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vpsearch.config import Config, ConfigError, config_from_dict, load_config, read_yaml, resolve_config_path
-from vpsearch.search import attrs
+from vpsearch.search.records import StudyRecord
 from vpsearch.search.space import check_space, grid_size
 from vpsearch.search.spec import StudyError, StudySpec, base_path_for, parse_spec
 
@@ -46,18 +46,19 @@ class StudyPlan:
         """Repeat k of every configuration gets the same seed, so strategies are compared paired."""
         return self.spec.seeds[repeat] if self.spec.seeds else self.base.train.seed + repeat
 
-    def study_attrs(self) -> dict[str, Any]:
+    def record(self) -> dict[str, Any]:
+        """The StudyRecord fields that describe the search."""
         # exclude_unset: the YAML as written (validated), so options stay where the user put them
-        return {attrs.STUDY_CONFIG: self.spec.model_dump(mode="json", exclude_unset=True),
-                attrs.BASE_CONFIG: self.base.to_dict()}
+        return {"study_config": self.spec.model_dump(mode="json", exclude_unset=True),
+                "base_config": self.base.to_dict()}
 
     @classmethod
-    def from_attrs(cls, user_attrs: dict[str, Any], source: str) -> "StudyPlan":
-        if attrs.STUDY_CONFIG not in user_attrs or attrs.BASE_CONFIG not in user_attrs:
+    def from_record(cls, rec: StudyRecord, source: str) -> "StudyPlan":
+        if rec.study_config is None or rec.base_config is None:
             raise StudyError(f"{source}: not a vpsearch study (no stored study config); "
                              "create it with `vpsearch study run STUDY.yaml`")
-        spec = parse_spec(user_attrs[attrs.STUDY_CONFIG], source)
-        return cls(spec, config_from_dict(user_attrs[attrs.BASE_CONFIG], source), source)
+        spec = parse_spec(rec.study_config, source)
+        return cls(spec, config_from_dict(rec.base_config, source), source)
 
     def differences(self, other: "StudyPlan") -> list[str]:
         """Fields whose change would mix trials of two different searches in one study."""
@@ -104,7 +105,26 @@ def plan_from_spec(spec: StudySpec, source: str, study_file: Path | None = None)
     if spec.pruner.name == "hyperband" and spec.pruner.min_resource >= base.train.epochs:
         raise StudyError(f"{source}: field pruner.min_resource: {spec.pruner.min_resource} leaves nothing to "
                          f"prune in {base.train.epochs} epochs")
+    check_prunable(plan, source)
     return plan
+
+
+def check_prunable(plan: StudyPlan, source: str) -> None:
+    """Refuse a schedule-aware study in which some configuration could never be pruned
+    (its schedules play out only at the last epoch): prunable strategies would lose their
+    bad trials while immune ones keep theirs."""
+    if plan.spec.pruner.name != "schedule_aware":
+        return
+    from vpsearch.search.pruners import unjudged_configurations
+
+    checked, never = unjudged_configurations(plan)
+    if never:
+        shown = ", ".join(f"{k}={v}" for k, v in never[0].items()) or "the base config"
+        more = f" (and {len(never) - 1} more of {checked})" if len(never) > 1 else ""
+        raise StudyError(f"{source}: field pruner: schedule_aware could never judge the configuration "
+                         f"{shown}{more}: its schedules play out only at the last of {plan.base.train.epochs} "
+                         "epochs (or after it); shorten those schedules, evaluate more often (eval.every), "
+                         "raise budget.epochs, or use pruner none")
 
 
 def load_study(path: str | Path) -> StudyPlan:

@@ -2,17 +2,30 @@
 
 Why a pruner of our own: cyclical KL annealing restarts beta at 0 at every cycle, and
 teacher-forcing decay hands the model its own frames step by step; validation PSNR dips
-right after both. A median pruner compares the current value at each epoch, so it kills
-a cyclical trial at its first dip even when that trial ends best. The schedule-aware
-pruner (1) judges a trial only after its first full KL cycle (or monotonic ramp) and its
-first teacher-forcing decay step, and with cyclical KL only at the last evaluation of each
-cycle; (2) compares best-so-far values with the completed trials' best-so-far at the same
-epoch (Optuna's median compares with their current value); (3) prunes only after
-`patience` judged epochs in a row below that median.
+right after both. Optuna's MedianPruner compares the trial's best intermediate value so
+far with the median of the other trials' values at the same step, from the first step
+after its warm-up, so it kills a cyclical trial at its first reset when the others' curves
+are still rising, although that trial may end best. The schedule-aware pruner differs in
+three ways:
+(1) where it judges: only at epochs where the trial's own schedules have played out,
+    read from its config through the schedule objects of training/schedules.py: from the
+    first epoch that ends at full KL weight and trains with a decayed teacher-forcing
+    ratio; with cyclical KL, in the first cycle once it holds full weight (like a monotonic
+    ramp), and in every later cycle only at its last evaluation (a reset's dip and recovery
+    last into the cycle's end and must not count against a trial that is doing what its
+    schedule says); never at the last epoch (pruning there saves nothing);
+(2) what it compares: the trial's best-so-far value with the median of the completed
+    trials' best-so-far values at the same epoch (so a bar set by curves that
+    themselves dipped and recovered is not the dip of one epoch);
+(3) how sure it is: it prunes after `patience` judged epochs in a row below that median,
+    with patience capped per trial at the number of epochs the trial can be judged at,
+    so a configuration whose schedules leave few judged epochs is still prunable (a study
+    with a configuration that can never be judged is refused, see unjudged_configurations).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from typing import Any, Callable
@@ -21,51 +34,27 @@ import optuna
 from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner, PatientPruner
 from optuna.trial import FrozenTrial, TrialState
 
-from vpsearch.search import attrs
-from vpsearch.search.spec import PrunerSpec
+from vpsearch.config import Config, ConfigError, config_from_dict
+from vpsearch.search.records import TrialRecord
+from vpsearch.search.spec import CategoricalParam, FloatParam, PrunerSpec
+from vpsearch.training.schedules import KLAnnealing, TeacherForcing
 
 
-def schedule_warmup(config: dict[str, Any] | None) -> int:
-    """First epoch at which a trial may be judged, from its training config (a dict).
-
-    cyclical KL: the last epoch of the first cycle; monotonic KL: the first epoch at full
-    weight (end of the ramp); teacher forcing: the first epoch trained with a decayed ratio.
-    """
-    if not config:
-        return 0
-    s, epochs = config["schedule"], int(config["train"]["epochs"])
-    kl = 0
-    if s["kl_anneal_type"] == "cyclical":
-        kl = math.ceil(epochs / s["kl_anneal_cycle"] - 1e-9) - 1
-    elif s["kl_anneal_type"] == "monotonic":
-        kl = math.ceil(s["kl_anneal_ratio"] * epochs - 1e-9)
-    tf = 0
-    if s["tfr_decay_step"] > 0 and s["tfr"] > s["tfr_lower_bound"] and s["tfr_start_decay_epoch"] + 1 < epochs:
-        tf = s["tfr_start_decay_epoch"] + 1
-    return min(epochs - 1, max(kl, tf))
-
-
-def judged_epochs(config: dict[str, Any] | None) -> set[int] | None:
-    """Epochs at which a trial is compared with the others (None: every reported epoch).
-
-    Evaluated epochs from the warm-up on, except the last (pruning there saves nothing and
-    would lose a finished result); with cyclical KL only the last evaluation of each cycle,
-    where the cycle has played out: in between, a reset's dip and recovery would count
-    against a trial that is doing what its schedule says.
-    """
-    if not config:
-        return None
-    epochs, every = int(config["train"]["epochs"]), int(config["eval"]["every"])
+def judged_epochs(cfg: Config) -> list[int]:
+    """Epochs at which a trial of this config is compared with the others (module docstring, (1))."""
+    epochs, every, steps = cfg.train.epochs, cfg.eval.every, cfg.train.steps_per_epoch or 1
+    kl, tf = KLAnnealing.from_config(cfg), TeacherForcing.from_config(cfg.schedule)
     evals = [e for e in range(epochs) if (e + 1) % every == 0 or e == epochs - 1]
-    s = config["schedule"]
-    if s["kl_anneal_type"] == "cyclical":
-        period = epochs / s["kl_anneal_cycle"]
-
-        def cycle(e: int) -> int:
-            return math.floor(e / period + 1e-9)
-        evals = [e for i, e in enumerate(evals) if i == len(evals) - 1 or cycle(evals[i + 1]) != cycle(e)]
-    warm = schedule_warmup(config)
-    return {e for e in evals if e >= warm and e < epochs - 1}  # pruning at the last epoch saves nothing
+    tf_ready = tf.first_decayed_epoch(epochs) or 0
+    evals = [e for e in evals if tf_ready <= e < epochs - 1]  # pruning at the last epoch saves nothing
+    if kl.kind != "cyclical":
+        return [e for e in evals if kl.settled(e, steps)]
+    # the first cycle starts from 0 like a monotonic ramp: judged once it holds full weight. Every
+    # later one starts with a reset whose dip and recovery last into its end: judged at its last
+    # evaluation only (also where a ratio of 1 never quite reaches full weight at an evaluation)
+    last_in_cycle = {kl.cycle_of(e, steps): e for e in range(epochs) if (e + 1) % every == 0 or e == epochs - 1}
+    return [e for e in evals if last_in_cycle[kl.cycle_of(e, steps)] == e
+            or (kl.cycle_of(e, steps) == 0 and kl.settled(e, steps))]
 
 
 def best_so_far(values: dict[int, float], maximize: bool) -> dict[int, float]:
@@ -96,19 +85,30 @@ class ScheduleAwarePruner(BasePruner):
 
     def __init__(self, n_startup_trials: int = 2, warmup_epochs: int = 0, patience: int = 2,
                  min_delta: float = 0.0):
+        if patience < 1 or n_startup_trials < 0 or warmup_epochs < 0 or min_delta < 0:
+            raise ValueError("ScheduleAwarePruner: patience >= 1, n_startup_trials, warmup_epochs, min_delta >= 0")
         self.n_startup_trials = n_startup_trials
         self.warmup_epochs = warmup_epochs
         self.patience = patience
         self.min_delta = min_delta
+        self._judged: dict[int, list[int] | None] = {}  # trial number -> its judged epochs (config parsed once)
 
-    def judged(self, trial: FrozenTrial) -> list[int]:
-        """The trial's reported epochs that count, oldest first."""
-        judged = judged_epochs(trial.user_attrs.get(attrs.CONFIG))
-        return sorted(s for s in trial.intermediate_values
-                      if s >= self.warmup_epochs and (judged is None or s in judged))
+    def judged(self, trial: FrozenTrial) -> list[int] | None:
+        """The trial's judged epochs from its recorded config (None: no readable config, every epoch)."""
+        if trial.number not in self._judged:
+            raw = TrialRecord.of(trial).config
+            try:
+                epochs = judged_epochs(config_from_dict(raw, f"trial {trial.number}")) if raw else None
+            except (ConfigError, ValueError):
+                epochs = None
+            self._judged[trial.number] = epochs
+        epochs = self._judged[trial.number]
+        return None if epochs is None else [e for e in epochs if e >= self.warmup_epochs]
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
-        steps = self.judged(trial)
+        judged = self.judged(trial)
+        steps = sorted(s for s in trial.intermediate_values
+                       if s >= self.warmup_epochs and (judged is None or s in judged))
         if not steps or trial.last_step != steps[-1]:
             return False  # no verdict at an epoch that does not count (warm-up, mid-cycle)
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -117,6 +117,8 @@ class ScheduleAwarePruner(BasePruner):
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         others = [best_so_far(t.intermediate_values, maximize) for t in completed]
         mine = best_so_far(trial.intermediate_values, maximize)
+        # a trial with fewer judged epochs than patience still gets a verdict (module docstring, (3))
+        patience = min(self.patience, len(judged)) if judged else self.patience
         strikes = 0
         for s in reversed(steps):  # consecutive judged epochs below the bar, most recent first
             bars = [_at(o, s) for o in others if o and max(o) >= s]  # completed trials' best up to s
@@ -128,7 +130,52 @@ class ScheduleAwarePruner(BasePruner):
             if not below:
                 break
             strikes += 1
-        return strikes >= self.patience
+        return strikes >= patience
+
+
+def _candidate_values(p: Any) -> list[Any]:
+    """Values that stand for a parameter's range when checking a space: every value of a
+    categorical or a short int range, the ends and middle of anything else."""
+    if isinstance(p, CategoricalParam):
+        return p.values()
+    if isinstance(p, FloatParam):
+        return [p.low, (p.low + p.high) / 2, p.high]
+    values = p.values()
+    return values if len(values) <= 25 else [values[0], values[len(values) // 2], values[-1]]
+
+
+def unjudged_configurations(plan: Any, limit: int = 20000) -> tuple[int, list[dict[str, Any]]]:
+    """(configurations checked, those the schedule-aware pruner could never judge).
+
+    Every combination of the parameters that change a schedule, the epochs or the
+    evaluation cadence (the others cannot change when a trial is judged), over
+    _candidate_values; a trial with no judged epoch before its last could never be pruned
+    while prunable ones lose their bad trials.
+    """
+    from vpsearch.search.space import is_active, order, trial_config, updates
+
+    relevant = [n for n in order(plan.space) if any(k.split(".")[0] in ("schedule", "train", "eval")
+                                                   for v in _candidate_values(plan.space[n])
+                                                   for k in updates(n, plan.space[n], v))]
+    base_flat = plan.base.flat()
+    seen, checked, never = set(), 0, []
+    for combo in itertools.islice(itertools.product(*(_candidate_values(plan.space[n]) for n in relevant)), limit):
+        params: dict[str, Any] = {}
+        for name, value in zip(relevant, combo):
+            if is_active(name, plan.space, params, base_flat):
+                params[name] = value
+        key = repr(sorted(params.items()))
+        if key in seen:
+            continue
+        seen.add(key)
+        checked += 1
+        try:
+            cfg = trial_config(plan.base, plan.space, params, plan.base.train.seed, "check")
+        except ConfigError:
+            continue  # refused by the training config: such a trial fails on its own
+        if not judged_epochs(cfg):
+            never.append(params)
+    return checked, never
 
 
 def _median_pruner(p: PrunerSpec, epochs: int) -> BasePruner:

@@ -9,8 +9,9 @@ Ways a RUNNING trial loses its worker, one code path (fail_and_requeue) for all:
   `study run` finds its pid gone;
 - a worker died between creating its trial and its first write: ``reap_orphans`` (a
   RUNNING trial with no WORKER attr, older than the grace period).
-The failed trial keeps its reason in FAIL_REASON; its re-run is a WAITING copy with the same
-params, seed and repeat (RETRY_OF names the original) that the next worker pops first.
+The failed trial keeps its reason (TrialRecord.fail_reason, outcome "lost"); its re-run is a
+WAITING copy with the same params, seed and repeat (retry_of names the original) that the
+next worker pops first.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from vpsearch.search import attrs
+from vpsearch.search.records import (TrialRecord, fail_running, get_trial, stale_trial_ids, trial_id,
+                                      write_trial)
 
 HOST = socket.gethostname()
 
@@ -36,13 +38,17 @@ def worker_id(pid: int | None = None) -> str:
 
 
 class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
-    """Optuna's stale-trial retry (same system attrs: failed_trial, retry_history), plus RETRY_OF
-    and a cleared FAIL_REASON on the copy so reports can follow a trial to its re-run."""
+    """Optuna's stale-trial retry (same system attrs: failed_trial, retry_history), plus retry_of
+    and a cleared outcome on the copy's record so reports can follow a trial to its re-run."""
 
     def __init__(self, max_retry: int | None = None):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             super().__init__(max_retry=max_retry)
+
+    @property
+    def max_retry(self) -> int | None:
+        return self._max_retry
 
     def will_retry(self, trial: FrozenTrial) -> bool:
         return self._max_retry is None or len(trial.system_attrs.get("retry_history", [])) < self._max_retry
@@ -52,27 +58,27 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
             return
         system = {**trial.system_attrs, "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
                   "retry_history": list(trial.system_attrs.get("retry_history", [])) + [trial.number]}
-        user = {**trial.user_attrs, attrs.RETRY_OF: trial.number, attrs.FAIL_REASON: None}
+        user = {**trial.user_attrs, **TrialRecord.encode(retry_of=trial.number, fail_reason=None, outcome=None,
+                                                         results=None, mlflow_run_id=None)}
         study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=trial.params,
                                                   distributions=trial.distributions, user_attrs=user,
                                                   system_attrs=system))
 
 
-def fail_and_requeue(study: optuna.Study, trial_id: int, reason: str, retry: RetryStaleTrial) -> bool:
+def fail_and_requeue(study: optuna.Study, tid: int, reason: str, retry: RetryStaleTrial) -> bool:
     """RUNNING -> FAIL with the reason, then a WAITING copy (unless retries are spent).
     Returns False when another process finished or reaped the trial first."""
-    storage = study._storage  # Optuna's own fail_stale_trials works on the storage the same way
-    trial = storage.get_trial(trial_id)
+    trial = get_trial(study, tid)
     if trial.state != TrialState.RUNNING:
         return False
-    tail = "re-queued" if retry.will_retry(trial) else f"not re-run: retries spent ({retry._max_retry})"
-    storage.set_trial_user_attr(trial_id, attrs.FAIL_REASON, f"{reason}; {tail}")  # only a running trial takes attrs
-    try:
-        if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-            return False
+    tail = "re-queued" if retry.will_retry(trial) else f"not re-run: retries spent ({retry.max_retry})"
+    try:  # only a running trial takes attrs
+        write_trial(study, tid, fail_reason=f"{reason}; {tail}", outcome="lost")
     except UpdateFinishedTrialError:
         return False
-    retry(study, storage.get_trial(trial_id))
+    if not fail_running(study, tid):
+        return False
+    retry(study, get_trial(study, tid))
     return True
 
 
@@ -80,7 +86,7 @@ def reap_worker(study: optuna.Study, worker: str, reason: str, retry: RetryStale
     """Fail and re-queue the RUNNING trials of one dead worker ('host:pid'); returns their numbers."""
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get(attrs.WORKER) == worker and fail_and_requeue(study, t._trial_id, reason, retry):
+        if TrialRecord.of(t).worker == worker and fail_and_requeue(study, trial_id(t), reason, retry):
             out.append(t.number)
     return out
 
@@ -99,9 +105,9 @@ def reap_dead_local(study: optuna.Study, retry: RetryStaleTrial) -> list[int]:
     """RUNNING trials of this host whose worker process no longer exists (a crash nobody watched)."""
     out = reap_orphans(study, 60.0, retry)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        host, _, pid = str(t.user_attrs.get(attrs.WORKER, "")).rpartition(":")
+        host, _, pid = str(TrialRecord.of(t).worker or "").rpartition(":")
         if host == HOST and pid.isdigit() and not pid_alive(int(pid)):
-            if fail_and_requeue(study, t._trial_id, f"worker {host}:{pid} died mid-trial", retry):
+            if fail_and_requeue(study, trial_id(t), f"worker {host}:{pid} died mid-trial", retry):
                 out.append(t.number)
     return out
 
@@ -113,8 +119,8 @@ def reap_orphans(study: optuna.Study, older_than: float, retry: RetryStaleTrial)
     out, now = [], datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         age = (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0
-        if attrs.WORKER not in t.user_attrs and age > older_than:
-            if fail_and_requeue(study, t._trial_id, "its worker died before its first heartbeat/write", retry):
+        if TrialRecord.of(t).worker is None and age > older_than:
+            if fail_and_requeue(study, trial_id(t), "its worker died before its first heartbeat/write", retry):
                 out.append(t.number)
     return out
 
@@ -126,23 +132,22 @@ def reap_stale(study: optuna.Study, rdb: optuna.storages.RDBStorage | None,
     if rdb is None or rdb.heartbeat_interval is None:
         return []
     orphans = reap_orphans(study, rdb.grace_period or 2 * rdb.heartbeat_interval, retry) if retry else []
-    stale = rdb._get_stale_trial_ids(study._study_id)  # the public call gives no hook to record why
+    stale = stale_trial_ids(study, rdb)  # the public call gives no hook to record why
     if not stale:
         return orphans
     retry = rdb.get_heartbeat_stale_trial_callback()
     for tid in stale:
-        t = study._storage.get_trial(tid)
+        t = get_trial(study, tid)
         tail = "re-queued" if retry is None or retry.will_retry(t) else "not re-run: retries spent"
         try:
-            study._storage.set_trial_user_attr(
-                tid, attrs.FAIL_REASON, f"no heartbeat for over {rdb.grace_period}s from worker "
-                f"{t.user_attrs.get(attrs.WORKER, '?')} (killed or cut off); {tail}")
+            write_trial(study, tid, outcome="lost", fail_reason=f"no heartbeat for over {rdb.grace_period}s from "
+                        f"worker {TrialRecord.of(t).worker or '?'} (killed or cut off); {tail}")
         except UpdateFinishedTrialError:
             continue
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    return orphans + [study._storage.get_trial(t).number for t in stale]
+    return orphans + [get_trial(study, t).number for t in stale]
 
 
 @dataclass
@@ -171,8 +176,8 @@ def tally(trials: list[FrozenTrial]) -> Tally:
     for tr in trials:
         t.retried.update(tr.system_attrs.get("retry_history") or [])
     for tr in trials:
-        if tr.number in t.retried and tr.state == TrialState.FAIL:
-            continue
+        if (tr.number in t.retried and tr.state == TrialState.FAIL) or TrialRecord.of(tr).outcome == "skipped":
+            continue  # replaced by its re-run, or never trained (nothing new was left to propose)
         if tr.state == TrialState.COMPLETE:
             t.complete += 1
         elif tr.state == TrialState.PRUNED:

@@ -1,77 +1,114 @@
-"""Samplers by name (a plain registry), and scikit-optimize's GP driven through ask/tell.
+"""Samplers by name (a plain registry), behind one wrapper that makes every trial new information.
 
-Optuna dropped its skopt integration, so ``SkoptDriver`` runs ``skopt.Optimizer``
-itself: for every new configuration it rebuilds the optimizer from the trials already in
-the storage (completed ones with their values, pending ones with a "constant liar"),
-asks it for a point, and the worker enqueues that point as an ordinary Optuna trial. The
-optimizer therefore lives in no process: a restart, a second worker or another machine
-replays the same history and continues where the study is.
+``ConfigSampler`` is the sampler every worker hands to Optuna. For a queued trial (a
+configuration's other seeds, a re-run) it proposes nothing: its params are fixed. For a
+new configuration it asks the study's sampler (the registry below) on a ``SamplerView``
+(one observation per configuration: configurations.py), then:
+
+- seeds that sampler per trial from the study seed and the trial's number (and the
+  attempt), so a resumed, interrupted or concurrently started study never replays the
+  proposals of the first run, and a run is reproducible from the storage;
+- refuses a proposal whose *effective* configuration (the config with its schedules
+  reduced to the values they take at every step: space.effective_key) was already
+  proposed, asks again with the next seed, then falls back to random proposals and,
+  in a finite space, to an unvisited configuration; a space with none left raises
+  SpaceExhausted (the study cannot grow).
+
+scikit-optimize's GP (Optuna dropped its integration) is driven here too: it is rebuilt
+from the study's configurations on every proposal, so it lives in no process and a
+restart or another machine replays the same history.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import hashlib
+import itertools
+from typing import Any, Callable, Protocol
 
 import numpy as np
-from optuna.samplers import BaseSampler, CmaEsSampler, GPSampler, GridSampler, RandomSampler, TPESampler
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, CmaEsSampler, GPSampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
-from vpsearch.search import attrs
-from vpsearch.search.space import grid, is_active, order
-from vpsearch.search.spec import CategoricalParam, FloatParam, SamplerSpec
+from vpsearch.search.configurations import Policy, SamplerView, group_configurations
+from vpsearch.search.records import TrialRecord, write_trial
+from vpsearch.search.space import distribution, effective_key, grid, is_active, order
+from vpsearch.search.spec import CategoricalParam, FloatParam, SamplerSpec, StudyError
+
+ATTEMPTS = 4  # proposals of the study's sampler before random ones take over
+RANDOM_ATTEMPTS = 64
+MAX_ENUMERATED = 200_000  # a discrete space up to this size is enumerated when proposals keep repeating
 
 
-class StudyGridSampler(GridSampler):
-    """GridSampler minus its study.stop(): outside optimize() that call raises, and the budget
-    (grid points x repeats) already tells the workers when to stop."""
-
-    def after_trial(self, study, trial, state, values) -> None:  # noqa: D102
-        pass
+class SpaceExhausted(StudyError):
+    """Every distinct configuration of a finite space has been proposed."""
 
 
-def _tpe(s: SamplerSpec, space: dict, seed: int) -> BaseSampler:
-    conditional = any(p.when for p in space.values())
-    # constant_liar: parallel workers see each other's running trials as bad, so they spread out;
-    # group: conditional parameters get their own sub-models instead of being sampled at random
-    return TPESampler(seed=seed, n_startup_trials=10 if s.n_startup_trials is None else s.n_startup_trials,
-                      multivariate=True, group=conditional, constant_liar=True)
+def mix_seed(*parts: int) -> int:
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little")
 
 
-# sampler name -> factory(spec, search space, per-worker seed)
-SAMPLERS: dict[str, Callable[[SamplerSpec, dict, int], BaseSampler]] = {
-    "tpe": _tpe,
-    "gp": lambda s, space, seed: GPSampler(seed=seed, n_startup_trials=(
-        10 if s.n_startup_trials is None else s.n_startup_trials), warn_independent_sampling=False),
-    "cmaes": lambda s, space, seed: CmaEsSampler(seed=seed, n_startup_trials=s.n_startup_trials or 0,
-                                                 warn_independent_sampling=False),
-    "random": lambda s, space, seed: RandomSampler(seed=seed),
-    # every worker must shuffle the grid the same way: grid ids index that shuffled list
-    "grid": lambda s, space, seed: StudyGridSampler(grid(space), seed=s.seed),
-    # params come from SkoptDriver through enqueue_trial; this only serves Optuna's bookkeeping
-    "skopt": lambda s, space, seed: RandomSampler(seed=seed),
-}
+class Proposer(Protocol):
+    policy: Policy
+
+    def propose(self, view: SamplerView, trial: FrozenTrial, seed: int,
+                seen: Callable[[dict[str, Any]], bool]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """-> (active params, extra record fields of the trial)."""
 
 
-def make_sampler(spec: SamplerSpec, space: dict, worker_slot: int) -> BaseSampler:
-    """Each worker gets its own seed (else two workers would propose the same random points)."""
-    return SAMPLERS[spec.name](spec, space, spec.seed + 7919 * worker_slot)
+class OptunaProposer:
+    """An Optuna sampler, made afresh with the given seed for each proposal."""
+
+    def __init__(self, make: Callable[[int], BaseSampler], space: dict, base_flat: dict, policy: Policy):
+        self.make, self.space, self.base_flat, self.policy = make, space, base_flat, policy
+
+    def propose(self, view, trial, seed, seen):
+        inner = self.make(seed)
+        relative_space = inner.infer_relative_search_space(view, trial)  # type: ignore[arg-type]
+        relative = inner.sample_relative(view, trial, relative_space) if relative_space else {}  # type: ignore
+        params: dict[str, Any] = {}
+        for name in order(self.space):
+            if not is_active(name, self.space, params, self.base_flat):
+                continue
+            dist = distribution(self.space[name])
+            if name in relative and name in relative_space and relative_space[name] == dist:
+                params[name] = relative[name]
+            else:
+                params[name] = inner.sample_independent(view, trial, name, dist)  # type: ignore[arg-type]
+        return params, {}
 
 
-def _py(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v
+class GridProposer:
+    """The grid in one order shuffled by the study seed; the first point not yet run."""
+
+    policy: Policy = "penalty"
+
+    def __init__(self, space: dict, seed: int):
+        names = list(space)
+        points = [dict(zip(names, values)) for values in itertools.product(*grid(space).values())]
+        np.random.default_rng(seed).shuffle(points)  # type: ignore[arg-type]
+        self.points = points
+
+    def propose(self, view, trial, seed, seen):
+        for p in self.points:
+            if not seen(p):
+                return p, {}
+        raise SpaceExhausted(f"every one of the {len(self.points)} grid points has been run")
 
 
-class SkoptDriver:
-    """scikit-optimize's GP over the study's space, rebuilt from stored trials on every ask."""
+class SkoptProposer:
+    """scikit-optimize's GP over the space, rebuilt from the configurations on every proposal."""
 
-    def __init__(self, space: dict, direction: str, seed: int = 0, n_initial_points: int | None = None,
-                 acq_func: str | None = None):
+    policy: Policy = "penalty"
+
+    def __init__(self, space: dict, base_flat: dict, direction: str, n_initial_points: int | None,
+                 acq_func: str | None):
         from skopt.space import Categorical, Integer, Real
 
-        self.space = space
+        self.space, self.base_flat = space, base_flat
         self.names = order(space)  # fixed order: a stored point is a list in this order
         self.maximize = direction == "maximize"
-        self.seed = seed
         self.n_initial = 5 if n_initial_points is None else n_initial_points
         self.acq_func = acq_func or "gp_hedge"
         self.dims = []
@@ -84,11 +121,11 @@ class SkoptDriver:
             else:
                 self.dims.append(Integer(p.low, p.high, prior="log-uniform" if p.log else "uniform", name=n))
 
-    def params(self, point: list[Any], base_flat: dict[str, Any]) -> dict[str, Any]:
+    def params(self, point: list[Any]) -> dict[str, Any]:
         """Active parameters of a point, snapped to their steps (Optuna stores these)."""
         out: dict[str, Any] = {}
         for n, v in zip(self.names, point):
-            if not is_active(n, self.space, out, base_flat):
+            if not is_active(n, self.space, out, self.base_flat):
                 continue
             p = self.space[n]
             if not isinstance(p, CategoricalParam) and p.step:
@@ -97,46 +134,148 @@ class SkoptDriver:
             out[n] = _py(v)
         return out
 
-    def history(self, trials: list[FrozenTrial]) -> tuple[list[list], list[float], list[list]]:
-        """(observed points, their losses, pending points); repeats of a point are averaged."""
-        observed: dict[str, list[float]] = {}
-        points: dict[str, list] = {}
-        pending: dict[str, list] = {}
-        failed: list[str] = []
-        for t in trials:
-            x = t.user_attrs.get(attrs.SKOPT_POINT)
+    def history(self, view: SamplerView) -> tuple[list[list], list[float], list[list]]:
+        """(observed points, their losses, pending points) from the configurations skopt proposed."""
+        xs, ys, pending = [], [], []
+        for t in view.trials:
+            x = TrialRecord.of(t).skopt_point
             if x is None:
                 continue
-            key = repr(x)
-            points[key] = x
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.value is not None:
-                observed.setdefault(key, []).append(-t.value if self.maximize else t.value)
-            elif t.state in (TrialState.RUNNING, TrialState.WAITING):
-                pending[key] = x
-            elif t.state == TrialState.FAIL:
-                failed.append(key)
-        xs = [points[k] for k in observed]
-        ys = [float(np.mean(v)) for v in observed.values()]
-        if ys:  # a failed point is told as the worst seen, so the GP steers away from it
-            for k in dict.fromkeys(failed):
-                if k not in observed and k not in pending:
-                    xs.append(points[k])
-                    ys.append(max(ys))
-        return xs, ys, [x for k, x in pending.items() if k not in observed]
+            if t.state == TrialState.COMPLETE:
+                xs.append(x)
+                ys.append(-t.values[0] if self.maximize else t.values[0])
+            elif t.state == TrialState.RUNNING:
+                pending.append(x)
+        return xs, ys, pending
 
-    def propose(self, trials: list[FrozenTrial]) -> list[Any]:
-        """The next point: random (seeded by its index) until n_initial points are observed, then GP."""
+    def propose(self, view, trial, seed, seen):
         from skopt import Optimizer
         from skopt.space import Space
 
-        xs, ys, pending = self.history(trials)
-        n_points = len({repr(t.user_attrs[attrs.SKOPT_POINT]) for t in trials if attrs.SKOPT_POINT in t.user_attrs})
+        xs, ys, pending = self.history(view)
         if len(ys) < max(1, self.n_initial):
-            # seeded by its index so a restarted driver does not repeat earlier random points
-            x = Space(self.dims).rvs(1, random_state=self.seed * 100_003 + n_points)[0]
-            return [_py(v) for v in x]
-        opt = Optimizer(self.dims, base_estimator="GP", n_initial_points=0, acq_func=self.acq_func,
-                        random_state=self.seed + n_points)
-        lie = min(ys)  # skopt's "cl_min": pending points count as good, so the next ask moves away
-        opt.tell(xs + pending, ys + [lie] * len(pending))
-        return [_py(v) for v in opt.ask()]
+            x = Space(self.dims).rvs(1, random_state=seed)[0]
+        else:
+            opt = Optimizer(self.dims, base_estimator="GP", n_initial_points=0, acq_func=self.acq_func,
+                            random_state=seed)
+            lie = min(ys)  # skopt's "cl_min": pending points count as good, so the next ask moves away
+            opt.tell(xs + pending, ys + [lie] * len(pending))
+            x = opt.ask()
+        point = [_py(v) for v in x]
+        return self.params(point), {"skopt_point": point}
+
+
+def _py(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _tpe(s: SamplerSpec, space: dict, seed: int) -> BaseSampler:
+    conditional = any(p.when for p in space.values())
+    # constant_liar: parallel workers see each other's running configurations as bad, so they
+    # spread out; group: conditional parameters get their own sub-models, not random sampling
+    return TPESampler(seed=seed, n_startup_trials=10 if s.n_startup_trials is None else s.n_startup_trials,
+                      multivariate=True, group=conditional, constant_liar=True, warn_independent_sampling=False)
+
+
+# sampler name -> factory(spec, search space, seed) of the Optuna sampler behind it
+SAMPLERS: dict[str, Callable[[SamplerSpec, dict, int], BaseSampler]] = {
+    "tpe": _tpe,
+    "gp": lambda s, space, seed: GPSampler(seed=seed, n_startup_trials=(
+        10 if s.n_startup_trials is None else s.n_startup_trials), warn_independent_sampling=False),
+    "cmaes": lambda s, space, seed: CmaEsSampler(seed=seed, n_startup_trials=s.n_startup_trials or 0,
+                                                 warn_independent_sampling=False),
+    "random": lambda s, space, seed: RandomSampler(seed=seed),
+}
+PROPOSERS = ("grid", "skopt")  # samplers of our own (not Optuna's): GridProposer, SkoptProposer
+POLICY: dict[str, Policy] = {"tpe": "pruned"}  # TPE ranks pruned trials itself; the others get a penalty
+
+
+def make_proposer(spec: SamplerSpec, space: dict, base_flat: dict, direction: str) -> Proposer:
+    if spec.name == "grid":
+        return GridProposer(space, spec.seed)
+    if spec.name == "skopt":
+        return SkoptProposer(space, base_flat, direction, spec.n_startup_trials, spec.acq_func)
+    return OptunaProposer(lambda seed: SAMPLERS[spec.name](spec, space, seed), space, base_flat,
+                          POLICY.get(spec.name, "penalty"))
+
+
+class ConfigSampler(BaseSampler):
+    """The wrapper of the module docstring; `key(params)` gives a configuration's effective key."""
+
+    def __init__(self, plan: Any):
+        spec = plan.spec
+        self.plan, self.space, self.seed, self.repeats = plan, plan.space, spec.sampler.seed, spec.repeats
+        self.base_flat = plan.base.flat()
+        self.proposer = make_proposer(spec.sampler, self.space, self.base_flat, spec.objective.direction)
+
+    def key(self, params: dict[str, Any]) -> str:
+        return effective_key(self.plan.base, self.space, params)
+
+    # -- the BaseSampler interface -------------------------------------------------------
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {name: distribution(p) for name, p in self.space.items()}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if trial.system_attrs.get("fixed_params"):
+            return {}  # a configuration's other seed or a re-run: its params are fixed
+        params, extra = self.propose(study, trial)
+        write_trial(study, trial, effective_key=self.key(params), **extra)
+        return params
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        # every parameter is proposed at once by sample_relative; Optuna asks here only for a
+        # parameter outside the study's space, which the worker never suggests
+        return RandomSampler(seed=mix_seed(self.seed, trial.number)).sample_independent(
+            study, trial, param_name, param_distribution)
+
+    # -- proposing ----------------------------------------------------------------------
+    def propose(self, study: optuna.Study, trial: FrozenTrial) -> tuple[dict[str, Any], dict[str, Any]]:
+        view = SamplerView(study, self.repeats, self.proposer.policy)
+        keys = set()
+        for c in group_configurations(view.raw_trials).values():
+            rec = TrialRecord.of(c.first)
+            if c.id != trial.number:
+                keys.add(rec.effective_key or self.key(c.first.params))
+
+        def seen(params: dict[str, Any]) -> bool:
+            return self.key(params) in keys
+
+        for attempt in range(ATTEMPTS):
+            params, extra = self.proposer.propose(view, trial, mix_seed(self.seed, trial.number, attempt), seen)
+            if not seen(params):
+                return params, extra
+        fallback = OptunaProposer(lambda seed: RandomSampler(seed=seed), self.space, self.base_flat, "penalty")
+        for attempt in range(ATTEMPTS, ATTEMPTS + RANDOM_ATTEMPTS):
+            params, _ = fallback.propose(view, trial, mix_seed(self.seed, trial.number, attempt), seen)
+            if not seen(params):
+                return params, {}
+        unvisited = [p for p in enumerate_space(self.space, self.base_flat) if not seen(p)]
+        if not unvisited:
+            raise SpaceExhausted(f"study {study.study_name}: every distinct configuration of its search space "
+                                 f"({len(keys)}) has been proposed; nothing new is left to try")
+        rng = np.random.default_rng(mix_seed(self.seed, trial.number, -1))
+        return unvisited[int(rng.integers(len(unvisited)))], {}
+
+
+def enumerate_space(space: dict, base_flat: dict) -> list[dict[str, Any]]:
+    """Every active-parameter combination of a discrete space (empty when it has a float range
+    or more than MAX_ENUMERATED points: then random proposals are as good as it gets)."""
+    if any(isinstance(p, FloatParam) for p in space.values()):
+        return []
+    names = order(space)
+    choices = [p.values() for p in (space[n] for n in names)]
+    if np.prod([len(c) for c in choices], dtype=float) > MAX_ENUMERATED:
+        return []
+    out, keys = [], set()
+    for combo in itertools.product(*choices):
+        params: dict[str, Any] = {}
+        for name, value in zip(names, combo):
+            if is_active(name, space, params, base_flat):
+                params[name] = value
+        k = repr(sorted(params.items()))
+        if k not in keys:
+            keys.add(k)
+            out.append(params)
+    return out

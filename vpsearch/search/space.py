@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
 import itertools
+import json
 from typing import Any
 
 import optuna
@@ -17,6 +19,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from vpsearch.config import Config, ConfigError, config_from_dict
 from vpsearch.search.spec import RESERVED, CategoricalParam, FloatParam, IntParam, StudyError
+from vpsearch.training.schedules import kl_signature, tf_signature
 
 Space = dict[str, Any]  # name -> FloatParam | IntParam | CategoricalParam
 
@@ -100,6 +103,26 @@ def trial_config(base: Config, space: Space, params: dict[str, Any], seed: int, 
     d["train"]["seed"] = int(seed)
     d["name"] = name
     return config_from_dict(d, f"trial {name}")
+
+
+def effective_key(base: Config, space: Space, params: dict[str, Any]) -> str:
+    """Identity of the training a configuration would run, seed aside.
+
+    The config with its schedules replaced by the values they take at every training
+    step (training/schedules.py signatures): `cyclical` with one cycle and `monotonic` with
+    the same ratio, or a teacher-forcing decay that starts after the last epoch and none at
+    all, are the same configuration. Params the training config refuses key by themselves.
+    """
+    try:
+        cfg = trial_config(base, space, params, 0, "key")
+    except ConfigError:
+        return "invalid:" + repr(sorted(params.items()))
+    d = cfg.to_dict()
+    d.pop("name", None)
+    for k in ("seed", "device", "num_threads", "progress"):  # set per trial or per worker
+        d["train"].pop(k, None)
+    d["schedule"] = {"kl": kl_signature(cfg), "tf": tf_signature(cfg)}
+    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def grid(space: Space) -> dict[str, list[Any]]:

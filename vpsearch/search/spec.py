@@ -23,6 +23,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Str
                       field_validator, model_validator)
 
 from vpsearch.config import ConfigError
+from vpsearch.training.history import OBJECTIVE_METRICS
 
 Scalar = Union[StrictBool, StrictInt, StrictFloat, str]
 SAMPLER_NAMES = ("tpe", "gp", "cmaes", "random", "grid", "skopt")
@@ -117,16 +118,33 @@ class CategoricalParam(_Conditional):
 Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
 
 
+def _objective_metric(v: str, allowed: tuple[str, ...]) -> str:
+    if v not in allowed:
+        raise ValueError(f"unknown metric {v!r} (choices: {', '.join(allowed)})")
+    return v
+
+
 class Secondary(Strict):
-    metric: Literal["train_seconds", "val_psnr", "val_ssim"] = "train_seconds"
+    metric: str = "train_seconds"
     direction: Literal["maximize", "minimize"] = "minimize"
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _objective_metric(v, ("train_seconds", *OBJECTIVE_METRICS))
 
 
 class Objective(Strict):
-    # best value over evaluated epochs; each epoch's value is reported for pruning
-    metric: Literal["val_psnr", "val_ssim"] = "val_psnr"
+    # best value over evaluated epochs; each epoch's value is reported for pruning.
+    # Choices: the per-epoch metrics marked objective in training/history.py.
+    metric: str = "val_psnr"
     direction: Literal["maximize", "minimize"] = "maximize"
     secondary: Secondary | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _objective_metric(v, OBJECTIVE_METRICS)
 
     @property
     def directions(self) -> list[str]:

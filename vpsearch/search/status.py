@@ -8,7 +8,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from vpsearch.search import attrs
+from vpsearch.search.records import TrialRecord
 from vpsearch.search.plan import StudyPlan
 from vpsearch.search.recovery import tally
 
@@ -58,20 +58,20 @@ def summary(plan: StudyPlan, trials: list[FrozenTrial], seconds: float) -> str:
              f"{t.pruned} pruned, {t.failed} failed; {len(t.retried)} re-run) in {_fmt_time(seconds)}"]
     if best is not None:
         lines.append(f"best {plan.spec.objective.metric} {best.values[0]:.4f}: trial {best.number} "
-                     f"(seed {best.user_attrs.get(attrs.SEED)}) {json.dumps(best.params)}")
+                     f"(seed {TrialRecord.of(best).seed}) {json.dumps(best.params)}")
     lines.append(f"table: vpsearch study status {plan.name}")
     return "\n".join(lines)
 
 
-def trial_record(t: FrozenTrial, retried: set[int]) -> dict[str, Any]:
+def trial_json(t: FrozenTrial, retried: set[int]) -> dict[str, Any]:
     """One trial for `study status --json`."""
-    reason = t.user_attrs.get(attrs.FAIL_REASON)
+    rec = TrialRecord.of(t)
     return {"number": t.number, "state": t.state.name, "value": t.values[0] if t.values else None,
-            "values": t.values, "params": t.params, "seed": t.user_attrs.get(attrs.SEED),
-            "repeat": t.user_attrs.get(attrs.REPEAT), "reason": reason,
-            "config_hash": t.user_attrs.get(attrs.CONFIG_HASH), "retry_of": t.user_attrs.get(attrs.RETRY_OF),
-            "re_run": t.number in retried, "seconds": _duration(t), "best_epoch": t.user_attrs.get(attrs.BEST_EPOCH),
-            "run_dir": t.user_attrs.get(attrs.RUN_DIR)}
+            "values": t.values, "params": t.params, "seed": rec.seed, "repeat": rec.repeat,
+            "configuration": rec.config_id, "reason": rec.fail_reason, "outcome": rec.outcome,
+            "config_hash": rec.config_hash, "retry_of": rec.retry_of, "re_run": t.number in retried,
+            "resumed_from_epoch": rec.resumed_from_epoch, "seconds": _duration(t),
+            "best_epoch": rec.results.best_epoch if rec.results else None, "run_dir": rec.run_dir}
 
 
 def status_json(plan: StudyPlan, trials: list[FrozenTrial]) -> dict[str, Any]:
@@ -82,8 +82,8 @@ def status_json(plan: StudyPlan, trials: list[FrozenTrial]) -> dict[str, Any]:
             "pruner": plan.spec.pruner.name,
             "counts": {"complete": t.complete, "pruned": t.pruned, "failed": t.failed, "running": t.running,
                        "waiting": t.waiting, "re_run": len(t.retried)},
-            "best": trial_record(best, t.retried) if best else None,
-            "trials": [trial_record(tr, t.retried) for tr in trials]}
+            "best": trial_json(best, t.retried) if best else None,
+            "trials": [trial_json(tr, t.retried) for tr in trials]}
 
 
 def _short(v: Any) -> str:
@@ -99,11 +99,12 @@ def status_table(plan: StudyPlan, trials: list[FrozenTrial]) -> str:
     for tr in trials:
         value = _short(tr.values[0]) if tr.values else ""
         params = " ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in tr.params.items())
-        note = tr.user_attrs.get(attrs.FAIL_REASON) or ""
-        if tr.user_attrs.get(attrs.RETRY_OF) is not None:
-            note = f"re-run of {tr.user_attrs[attrs.RETRY_OF]}" + (f"; {note}" if note else "")
-        rows.append([str(tr.number), tr.state.name, value, _short(tr.user_attrs.get(attrs.REPEAT, "")),
-                     _short(tr.user_attrs.get(attrs.SEED, "")), params, note[:90]])
+        rec = TrialRecord.of(tr)
+        note = rec.fail_reason or ""
+        if rec.retry_of is not None:
+            note = f"re-run of {rec.retry_of}" + (f"; {note}" if note else "")
+        rows.append([str(tr.number), tr.state.name, value, _short("" if rec.repeat is None else rec.repeat),
+                     _short("" if rec.seed is None else rec.seed), params, note[:90]])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     out = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     out.insert(1, "-" * min(120, len(out[0])))

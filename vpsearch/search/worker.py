@@ -1,10 +1,11 @@
 """A worker: pulls trials of one study from the storage and trains them, until the budget is met.
 
 Workers share nothing but the storage. Under the storage's study lock a worker counts the
-budget, pops a queued trial (a repeat or a re-run) or asks the sampler for a new
-configuration and queues its other repeats; it then trains outside the lock. The study's
-YAML, base config and tracking parent come from the study's user attrs, so
-``vpsearch worker --study NAME --storage URL`` is all another machine needs.
+budget, pops a queued trial (a configuration's other seed or a re-run) or asks the sampler
+for a new configuration (samplers.ConfigSampler) and queues its other seeds; it then trains
+outside the lock. The study's YAML, base config and tracking parent come from the study's
+record (records.StudyRecord), so ``vpsearch worker --study NAME --storage URL`` is all
+another machine needs.
 """
 
 from __future__ import annotations
@@ -16,19 +17,19 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 
 from vpsearch import settings
 from vpsearch.config import config_from_dict
-from vpsearch.search import attrs
 from vpsearch.search.gpus import FREE, claim_gpu, gpu_uuids
 from vpsearch.search.objective import Heartbeat, TrialReporter
 from vpsearch.search.plan import StudyPlan
 from vpsearch.search.pruners import make_pruner
+from vpsearch.search.records import StudyRecord, TrialRecord, trial_id, write_study, write_trial
 from vpsearch.search.recovery import RetryStaleTrial, fail_and_requeue, reap_stale, tally, worker_id
-from vpsearch.search.samplers import SkoptDriver, make_sampler
+from vpsearch.search.samplers import ConfigSampler, SpaceExhausted
 from vpsearch.search.space import suggest, trial_config
 from vpsearch.search.storage import StorageUnavailable, StudyStorage, load_optuna_study, open_storage
 from vpsearch.tracking import make_tracker
@@ -44,7 +45,7 @@ class WorkerOptions:
     threads: int | None = None
     tracking_uri: str | None = None
     root: str | None = None
-    slot: int | None = None  # launcher's index of this worker: seeds its sampler
+    slot: int | None = None  # launcher's index of this worker (its log file)
     deadline: float | None = None  # unix time after which no trial starts
     parent_pid: int | None = None  # launcher pid: stop taking trials if it is gone
     storage_wait: float = 60.0
@@ -58,7 +59,7 @@ def log(msg: str) -> None:
 def open_study_storage(url: str, name: str, wait: float) -> tuple[StudyStorage, StudyPlan]:
     """Read the plan from the study's attrs, then reopen RDB storages with its heartbeat settings."""
     store = open_storage(url, wait=wait)
-    plan = StudyPlan.from_attrs(load_optuna_study(store, name).user_attrs, f"study {name} in {store.shown}")
+    plan = StudyPlan.from_record(StudyRecord.of(load_optuna_study(store, name)), f"study {name} in {store.shown}")
     if store.kind == "rdb":
         store = open_storage(url, wait=wait, failure=plan.spec.failure)
     else:
@@ -89,21 +90,17 @@ class Worker:
             index, self.gpu_claim = claim_gpu(self.store, gpu_uuids())
             opts.device = f"cuda:{index}"
         spec = self.plan.spec
-        slot = opts.slot if opts.slot is not None else os.getpid()
-        self.study = load_optuna_study(self.store, opts.study, make_sampler(spec.sampler, self.plan.space, slot),
+        self.sampler = ConfigSampler(self.plan)
+        self.study = load_optuna_study(self.store, opts.study, self.sampler,
                                        make_pruner(spec.pruner, self.plan.base.train.epochs))
-        self.skopt = (SkoptDriver(self.plan.space, spec.objective.direction, spec.sampler.seed,
-                                  spec.sampler.n_startup_trials, spec.sampler.acq_func)
-                      if spec.sampler.name == "skopt" else None)
         self.retry = RetryStaleTrial(spec.failure.max_retries)
         self.base_flat = self.plan.base.flat()
         self.id = worker_id()
-        stored = self.study.user_attrs.get(attrs.TRACKING_URI)
-        uri = (opts.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-               or (stored if stored and "***" not in stored else None) or settings.tracking_uri(None, opts.root))
+        record = StudyRecord.of(self.study)
+        uri = settings.study_tracking_uri(opts.tracking_uri, record.mlflow_tracking_uri, opts.root)
         self.tracker = make_study_tracker(uri, opts.root, opts.study)
-        self.tracker.ensure_parent(self.study.user_attrs[attrs.STUDY_CONFIG], spec.sampler.name, self.store.shown,
-                                   parent_run_id=self.study.user_attrs.get(attrs.PARENT_RUN_ID))
+        self.tracker.ensure_parent(record.study_config or {}, spec.sampler.name, self.store.shown,
+                                   parent_run_id=record.mlflow_parent_run_id)
         if opts.deadline is None and spec.budget.timeout:
             opts.deadline = time.time() + spec.budget.timeout
 
@@ -113,30 +110,12 @@ class Worker:
             # a trial of ours still RUNNING here was created by an attempt that then lost the
             # storage (this worker trains one trial at a time): hand it back before taking another
             for old in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-                if old.user_attrs.get(attrs.WORKER) == self.id:
-                    fail_and_requeue(self.study, old._trial_id, f"worker {self.id} lost the storage while "
+                if TrialRecord.of(old).worker == self.id:
+                    fail_and_requeue(self.study, trial_id(old), f"worker {self.id} lost the storage while "
                                      "starting it", self.retry)
-            trials = self.study.get_trials(deepcopy=False)
-            t = tally(trials)
-            if not t.waiting and t.counted >= self.plan.n_trials:
-                return None
-            if not t.waiting and self.skopt is not None:
-                point = self.skopt.propose(trials)
-                self.study.enqueue_trial(self.skopt.params(point, self.base_flat),
-                                         user_attrs={attrs.SKOPT_POINT: point})
-            trial = self.study.ask()  # pops the oldest queued trial first
-            if self.store.heartbeats:  # before WORKER: a trial with WORKER set always has a beat
-                self.store.rdb.record_heartbeat(trial._trial_id)
-            self.study._storage.set_trial_user_attr(trial._trial_id, attrs.WORKER, self.id)  # reapable from now
-            params = suggest(trial, self.plan.space, self.base_flat)
-            repeat = trial.user_attrs.get(attrs.REPEAT)
-            if repeat is None:  # a new configuration: queue its other seeds with the same params
-                repeat = 0
-                trial.set_user_attr(attrs.REPEAT, 0)
-                extra = {attrs.SKOPT_POINT: trial.user_attrs[attrs.SKOPT_POINT]} if self.skopt else {}
-                for k in range(1, self.plan.spec.repeats):
-                    self.study.enqueue_trial(params, user_attrs={attrs.REPEAT: k, **extra})
-            return trial, params, int(repeat)
+            # before the worker field: a trial with a worker always has a beat
+            beat = (lambda t: self.store.rdb.record_heartbeat(trial_id(t))) if self.store.heartbeats else None
+            return take_trial(self.study, self.plan, self.id, beat)
 
     def should_stop(self) -> str | None:
         if self.opts.deadline is not None and time.time() >= self.opts.deadline:
@@ -165,7 +144,7 @@ class Worker:
                         continue
                     log("no trials left")
                     break
-                with Heartbeat(self.store, got[0]._trial_id):  # from now until told, even if tracking stalls
+                with Heartbeat(self.store, trial_id(got[0])):  # from now until told, even if tracking stalls
                     self.run_trial(*got)
                 done += 1
         finally:
@@ -177,12 +156,11 @@ class Worker:
         number, seed, spec = trial.number, self.plan.seed_for(repeat), self.plan.spec
         run_dir = settings.study_dir(self.plan.name, self.opts.root) / "trials" / str(number)
         reporter = TrialReporter(trial, self.store, spec.objective, prune=spec.pruner.name != "none")
-        tt, state, reason, t0 = TrialTracker(), "COMPLETE", None, time.perf_counter()
+        tt, state, reason, outcome, t0 = TrialTracker(), "COMPLETE", None, None, time.perf_counter()
         try:  # from here on a Ctrl-C re-queues the trial (below), wherever it lands
-            self._set_attrs(trial, {attrs.SEED: seed, attrs.REPEAT: repeat, attrs.RUN_DIR: str(run_dir),
-                                    attrs.WORKER: self.id, attrs.DEVICE: self.opts.device, attrs.FAIL_REASON: None,
-                                    attrs.RETRY_OF: trial.user_attrs.get(attrs.RETRY_OF), attrs.CONFIG: None,
-                                    attrs.CONFIG_HASH: None, attrs.MLFLOW_RUN_ID: None})
+            self._record(trial, seed=seed, repeat=repeat, run_dir=settings.relative_to_root(run_dir, self.opts.root),
+                         worker=self.id, device=self.opts.device, threads=self.opts.threads, fail_reason=None,
+                         outcome=None, config=None, config_hash=None, mlflow_run_id=None)
             # params that are valid one by one can still clash (tfr below its lower bound): FAIL, not crash
             cfg = trial_config(self.plan.base, self.plan.space, params, seed, f"{self.plan.name}-{number}")
             run = cfg.to_dict()
@@ -192,36 +170,38 @@ class Worker:
             tags = {"study": self.plan.name, "trial": str(number), "repeat": str(repeat), "seed": str(seed),
                     "config_hash": chash, "worker": self.id, "sampler": spec.sampler.name}
             tt = self._start_tracking(number, run_cfg, tags)
-            if trial.user_attrs.get(attrs.RETRY_OF) is not None:
-                self._end_lost_attempt(int(trial.user_attrs[attrs.RETRY_OF]))
-            self._set_attrs(trial, {attrs.CONFIG: cfg.to_dict(), attrs.CONFIG_HASH: chash,
-                                    attrs.MLFLOW_RUN_ID: tt.run_id})
+            retry_of = TrialRecord.of(trial).retry_of
+            if retry_of is not None:
+                self._end_lost_attempt(retry_of)
+            self._record(trial, config=cfg.to_dict(), config_hash=chash, mlflow_run_id=tt.run_id)
             log(f"trial {number} started (repeat {repeat}, seed {seed}): {params}")
             fit(run_cfg, run_dir, reporter=Reporters(reporter, tt))
             if reporter.pruned_epoch is not None:
                 state, reason = "PRUNED", (f"pruned at epoch {reporter.pruned_epoch} by the {spec.pruner.name} "
                                            f"pruner ({spec.objective.metric} below the other trials)")
         except NonFiniteLossError as e:
-            state, reason = "FAIL", str(e)
+            state, reason, outcome = "FAIL", str(e), "diverged"
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-            reason = f"interrupted (Ctrl-C) after {len(reporter.rows)} epochs"
-            self._set_attrs(trial, reporter.result_attrs(time.perf_counter() - t0))
-            fail_and_requeue(self.study, trial._trial_id, reason, RetryStaleTrial(None))  # not the trial's fault
+            reason = f"interrupted (Ctrl-C or SIGTERM) after {len(reporter.rows)} epochs"
+            self._record(trial, results=reporter.results(time.perf_counter() - t0))
+            fail_and_requeue(self.study, trial_id(trial), reason, RetryStaleTrial(None))  # not the trial's fault
             self._close(tt, "FAIL", reason)
             log(f"trial {number} interrupted; re-queued")
             raise
         except StorageUnavailable:
             raise  # nothing can be recorded; the launcher / a heartbeat re-queues the trial
         except Exception as e:  # a bug or bad data fails this trial, never the study
-            state, reason = "FAIL", f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+            state, outcome = "FAIL", "error"
+            reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "error.txt").write_text(traceback.format_exc())
         seconds = time.perf_counter() - t0
         values = reporter.values(seconds)
         if state == "COMPLETE" and values is None:
-            state, reason = "FAIL", f"no finite {spec.objective.metric} was reported (see {run_dir}/metrics.csv)"
-        self._set_attrs(trial, {**reporter.result_attrs(seconds), attrs.FAIL_REASON: reason})
+            state, outcome = "FAIL", "error"
+            reason = f"no finite {spec.objective.metric} was reported (see {run_dir}/metrics.csv)"
+        self._record(trial, results=reporter.results(seconds), fail_reason=reason, outcome=outcome)
         self._close(tt, state, reason)
         self._tell(trial, state, values)
         shown = f" {spec.objective.metric}={values[0]:.3f}" if values and state == "COMPLETE" else ""
@@ -239,17 +219,16 @@ class Worker:
         """The attempt this trial re-runs lost its worker (killed, cut off), which could not end
         its MLflow run: end it here, whichever process reaped it (a heartbeat, the launcher)."""
         try:
-            old = self.store.call(lambda: self.study.get_trials(deepcopy=False)[number], "reading trials")
-            worker = old.user_attrs.get(attrs.WORKER)
-            self.tracker.lost_trial(number, old.user_attrs.get(attrs.MLFLOW_RUN_ID),
-                                    worker if worker != self.id else None,  # we are alive: still in the study
-                                    old.user_attrs.get(attrs.FAIL_REASON) or "its worker died")
+            old = TrialRecord.of(self.store.call(lambda: self.study.get_trials(deepcopy=False)[number],
+                                                 "reading trials"))
+            self.tracker.lost_trial(number, old.mlflow_run_id,
+                                    old.worker if old.worker != self.id else None,  # we are alive: still in the study
+                                    old.fail_reason or "its worker died")
         except Exception as e:  # tracking trouble must not cost the re-run
             log(f"warning: could not end the MLflow run of lost trial {number}: {e}")
 
-    def _set_attrs(self, trial: optuna.trial.Trial, values: dict[str, Any]) -> None:
-        for k, v in values.items():
-            self.store.call(lambda: trial.set_user_attr(k, v), "writing trial attrs")
+    def _record(self, trial: optuna.trial.Trial, **fields: Any) -> None:
+        self.store.call(lambda: write_trial(self.study, trial, **fields), "writing the trial record")
 
     def _close(self, tt: Any, state: str, reason: str | None) -> None:
         try:
@@ -262,6 +241,41 @@ class Worker:
         vals = values if st == optuna.trial.TrialState.COMPLETE else None
         # skip_if_finished: a retried tell whose first attempt did commit, or a trial reaped as stale
         self.store.call(lambda: self.study.tell(trial, vals, state=st, skip_if_finished=True), "finishing a trial")
+
+
+def take_trial(study: optuna.Study, plan: StudyPlan, worker: str,
+               on_created: Callable[[optuna.trial.Trial], None] | None = None
+               ) -> tuple[optuna.trial.Trial, dict[str, Any], int] | None:
+    """The next trial to train, as (trial, params, repeat), or None when the budget is met or
+    no new configuration is left. Callers hold the study lock (StudyStorage.lock).
+
+    A queued trial (a configuration's other seed, a re-run) comes first; otherwise the
+    study's ConfigSampler proposes a new configuration and its other seeds are queued with
+    the same params and record (config_id, effective_key, skopt_point).
+    """
+    t = tally(study.get_trials(deepcopy=False))
+    if not t.waiting and (t.counted >= plan.n_trials or StudyRecord.of(study).exhausted):
+        return None
+    trial = study.ask()  # pops the oldest queued trial first
+    if on_created is not None:
+        on_created(trial)
+    write_trial(study, trial, worker=worker)  # reapable from now
+    try:
+        params = suggest(trial, plan.space, plan.base.flat())  # a new one: ConfigSampler proposes
+    except SpaceExhausted as e:
+        write_trial(study, trial, outcome="skipped", fail_reason=str(e))
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        write_study(study, exhausted=str(e))
+        log(f"no new configuration: {e}")
+        return None
+    rec = TrialRecord.of(trial)
+    if rec.repeat is not None:
+        return trial, params, int(rec.repeat)
+    write_trial(study, trial, config_id=trial.number, repeat=0)
+    same = TrialRecord(config_id=trial.number, effective_key=rec.effective_key, skopt_point=rec.skopt_point)
+    for k in range(1, plan.spec.repeats):
+        study.enqueue_trial(params, user_attrs={**same.attrs(), **TrialRecord.encode(repeat=k)})
+    return trial, params, 0
 
 
 def run_worker(opts: WorkerOptions) -> int:

@@ -11,23 +11,10 @@ import math
 import time
 from typing import Any, Iterable
 
-# trainer metrics key (METRIC_COLUMNS) -> MLflow metric name, step = epoch
-EPOCH_METRICS: dict[str, str] = {
-    "loss": "train/loss",
-    "mse": "train/mse",
-    "kl": "train/kl",
-    "kl_beta": "schedule/kl_beta",
-    "tfr": "schedule/tfr",
-    "lr": "train/lr",
-    "val_psnr": "val/psnr",
-    "val_ssim": "val/ssim",
-    "seconds": "time/epoch_seconds",
-    # not in the list but in metrics.csv; same scheme so nothing is hidden from the UI
-    "grad_norm": "train/grad_norm",
-    "val_psnr_best_of_n": "val/psnr_best_of_n",
-    "baseline_psnr": "val/baseline_psnr",
-    "frames_per_second": "time/frames_per_second",
-}
+from vpsearch.training import history
+
+# trainer metrics key -> MLflow metric name, step = epoch (the one registry: training/history.py)
+EPOCH_METRICS: dict[str, str] = {m.key: m.mlflow for m in history.EPOCH_METRICS}
 # per-frame curves of the best evaluation, step = predicted frame index (1-based, as frame_psnr.csv)
 FRAME_PSNR = "val/psnr_frame"
 FRAME_SSIM = "val/ssim_frame"

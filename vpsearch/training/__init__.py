@@ -1,8 +1,23 @@
-"""Training engine: schedules, losses, metrics, the epoch loop, checkpoints, fit()."""
+"""Training engine: schedules, losses, metrics, the epoch loop, checkpoints, fit().
 
-from vpsearch.training.engine import Evaluation, NonFiniteLossError, evaluate
-from vpsearch.training.reporter import Reporter, Reporters
-from vpsearch.training.trainer import METRIC_COLUMNS, FitResult, fit
+Names are imported lazily: ``vpsearch.training.history`` or ``.reporter`` (what the search
+and tracking layers read) must not pull in torch for every command.
+"""
 
-__all__ = ["METRIC_COLUMNS", "Evaluation", "FitResult", "NonFiniteLossError", "Reporter", "Reporters",
-           "evaluate", "fit"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {"Evaluation": "engine", "NonFiniteLossError": "engine", "evaluate": "engine",
+         "Reporter": "reporter", "Reporters": "reporter", "METRIC_COLUMNS": "history",
+         "FitResult": "trainer", "fit": "trainer"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'vpsearch.training' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"vpsearch.training.{_LAZY[name]}"), name)
+
+
+__all__ = sorted(_LAZY)

@@ -49,17 +49,18 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
     cfg, model, opt = ctx.cfg, ctx.model, ctx.optimizer
     model.train()
     length, n_past = cfg.data.window, cfg.data.n_past
-    tfr = ctx.tf.ratio(epoch)
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = cfg.optim.grad_clip or float("inf")
     sums = np.zeros(5)
-    beta = 0.0
+    gnorm_max = 0.0
+    beta = tfr = 0.0
     start = time.perf_counter()
     for i, idx in enumerate(batches):
         batch = data.batch(windows[idx], length)
         frames = batch["frames"].to(ctx.device, non_blocking=True)
         cond = batch.get("cond")
         cond = cond.to(ctx.device, non_blocking=True) if cond is not None else None
+        tfr = ctx.tf.at(epoch, i, len(batches))
         teacher = ctx.tf.mask(tfr, frames.shape[0], length, ctx.generator).to(ctx.device)
         beta = cfg.loss.beta * ctx.kl.at(epoch, i, len(batches))
         with autocast(ctx.device, cfg.train.amp):
@@ -74,12 +75,13 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
         ctx.scaler.step(opt)
         ctx.scaler.update()
         sums += [*values, frames.shape[0] * (length - 1)]
+        gnorm_max = max(gnorm_max, values[3])
         if on_step:
             on_step(i)
     n = max(1, len(batches))
     seconds = time.perf_counter() - start
     loss, mse, kl, gnorm, frames_seen = (float(x) for x in sums)  # plain floats: checkpoints hold no numpy
-    return {"loss": loss / n, "mse": mse / n, "kl": kl / n, "grad_norm": gnorm / n,
+    return {"loss": loss / n, "mse": mse / n, "kl": kl / n, "grad_norm": gnorm / n, "grad_norm_max": gnorm_max,
             "kl_beta": float(beta), "tfr": float(tfr), "train_seconds": seconds,
             "frames_per_second": frames_seen / seconds}
 

@@ -18,11 +18,12 @@ class Reporter:
         """The run directory exists and holds config.yaml."""
 
     def report(self, epoch: int, metrics: dict[str, float]) -> bool:
-        """Per-epoch metrics (see METRIC_COLUMNS). Return True to stop training now."""
+        """Per-epoch metrics (keys of training/history.py EPOCH_METRICS). Return True to stop training now."""
         return False
 
     def evaluated(self, epoch: int, frame_metrics: dict[str, list[float]]) -> None:
-        """Per-frame validation curves of an evaluation: {'psnr': [...], 'ssim': [...]}."""
+        """Per-frame validation curves of an evaluation: {'psnr': [...], 'ssim': [...],
+        'baseline_psnr': [...]} (the copy-last baseline on the same sequences)."""
 
     def finished(self, result: Any) -> None:
         """Training ended (completed or stopped early); result is a FitResult."""

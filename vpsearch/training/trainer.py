@@ -28,12 +28,10 @@ from vpsearch.models import DataShape, build_model
 from vpsearch.training.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from vpsearch.training.device import grad_scaler, select_device, set_threads
 from vpsearch.training.engine import Evaluation, StepContext, evaluate, train_epoch
+from vpsearch.training.history import write_metrics
 from vpsearch.training.reporter import Reporter
 from vpsearch.training.schedules import KLAnnealing, TeacherForcing, lr_factor
 from vpsearch.training.visualize import plot_run, write_gif, write_strip
-
-METRIC_COLUMNS = ["epoch", "loss", "mse", "kl", "kl_beta", "tfr", "lr", "grad_norm", "val_psnr", "val_ssim",
-                  "val_psnr_best_of_n", "baseline_psnr", "frames_per_second", "seconds"]
 
 
 @dataclass
@@ -125,15 +123,15 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         batches = sampler.epoch(cfg.train.steps_per_epoch, limit)
         t0 = time.perf_counter()
         stats = train_epoch(ctx, train_set, windows, batches, epoch, on_step=progress.update_step)
-        row = {"epoch": epoch, **{k: stats[k] for k in ("loss", "mse", "kl", "kl_beta", "tfr", "grad_norm",
-                                                         "frames_per_second")}, "lr": lr}
+        row = {"epoch": epoch, **{k: v for k, v in stats.items() if k != "train_seconds"}, "lr": lr}
         last_epoch = epoch == cfg.train.epochs - 1
         if (epoch + 1) % cfg.eval.every == 0 or last_epoch:
             ev = evaluate(model, val_set, cfg, device, samples=cfg.eval.samples, horizon=cfg.eval.n_future,
                           max_sequences=cfg.eval.max_sequences, keep=cfg.eval.gif_sequences)
             row.update(val_psnr=ev.psnr, val_ssim=ev.ssim, val_psnr_best_of_n=ev.psnr_best_of_n,
                        baseline_psnr=ev.baseline_copy_last_psnr)
-            reporter.evaluated(epoch, {"psnr": ev.psnr_per_frame, "ssim": ev.ssim_per_frame})
+            reporter.evaluated(epoch, {"psnr": ev.psnr_per_frame, "ssim": ev.ssim_per_frame,
+                                       "baseline_psnr": ev.baseline_per_frame})
             if ev.psnr > best:
                 best, best_epoch = ev.psnr, epoch
                 write_best_outputs(run_dir, ev)
@@ -154,14 +152,6 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
     result = FitResult(run_dir, best, best_epoch, len(history), stopped, time.perf_counter() - started, history)
     reporter.finished(result)
     return result
-
-
-def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for row in history:
-            w.writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
 
 
 def write_best_outputs(run_dir: Path, ev: Evaluation) -> None:
