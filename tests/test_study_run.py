@@ -18,7 +18,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from vpsearch.search import attrs
+from vpsearch.search.records import TrialRecord
 from vpsearch.search.storage import open_storage
 
 pytestmark = pytest.mark.slow
@@ -28,9 +28,6 @@ TINY = ["model.nf=8", "model.g_dim=16", "model.z_dim=4", "model.rnn_size=16", "t
 # untracked, one thread: a 2-thread OpenMP team crawls when a busy CI machine preempts one of its
 # spinning threads, and the tiny models gain nothing from a second thread
 QUIET = ("--tracking-uri", "off", "--threads", "1")
-TRIAL_ATTRS = [attrs.SEED, attrs.REPEAT, attrs.CONFIG, attrs.CONFIG_HASH, attrs.RUN_DIR, attrs.FAIL_REASON,
-               attrs.BEST_EPOCH, attrs.VAL_PSNR_BEST, attrs.VAL_PSNR_FINAL, attrs.VAL_SSIM_BEST, attrs.BASELINE_PSNR,
-               attrs.FRAME_PSNR, attrs.TRAIN_SECONDS, attrs.MLFLOW_RUN_ID, attrs.WORKER, attrs.DEVICE, attrs.RETRY_OF]
 
 
 def write_study(path: Path, data_root: Path, **fields) -> Path:
@@ -85,27 +82,30 @@ def test_two_workers_run_grid_with_repeats_record_everything_and_resume_runs_not
     trials = open_study(journal(root), "tiny").get_trials()
     assert len(trials) == 4 and {t.state for t in trials} == {TrialState.COMPLETE, TrialState.FAIL}
     for t in trials:
-        assert set(TRIAL_ATTRS) <= set(t.user_attrs), set(TRIAL_ATTRS) - set(t.user_attrs)
-        assert t.user_attrs[attrs.SEED] == [11, 12][t.user_attrs[attrs.REPEAT]]
-        assert t.user_attrs[attrs.CONFIG]["train"]["seed"] == t.user_attrs[attrs.SEED]
-        assert t.user_attrs[attrs.RUN_DIR] == str(root / "studies" / "tiny" / "trials" / str(t.number))
-        assert t.user_attrs[attrs.DEVICE] == "cpu" and t.user_attrs[attrs.WORKER].count(":") == 1
-        assert (Path(t.user_attrs[attrs.RUN_DIR]) / "config.yaml").is_file()
+        rec = TrialRecord.of(t)
+        assert rec.seed == [11, 12][rec.repeat] and rec.config["train"]["seed"] == rec.seed
+        assert rec.config_id == min(u.number for u in trials if u.params == t.params)  # its first seed
+        assert rec.run_dir == f"studies/tiny/trials/{t.number}"  # relative to the runs root
+        assert rec.device == "cpu" and rec.worker.count(":") == 1 and rec.threads == 1
+        assert rec.config_hash and rec.effective_key and rec.retry_of is None
+        assert (root / rec.run_dir / "config.yaml").is_file()
         if t.params["optim.lr"] == 1e6:
-            assert t.state == TrialState.FAIL
-            assert t.user_attrs[attrs.FAIL_REASON].startswith("non-finite loss at epoch 0")
+            assert t.state == TrialState.FAIL and rec.outcome == "diverged"
+            assert rec.fail_reason.startswith("non-finite loss at epoch 0")
         else:
-            assert t.state == TrialState.COMPLETE and t.user_attrs[attrs.FAIL_REASON] is None
-            assert t.value == pytest.approx(t.user_attrs[attrs.VAL_PSNR_BEST])
+            assert t.state == TrialState.COMPLETE and rec.fail_reason is None and rec.outcome is None
+            res = rec.results
+            assert t.value == pytest.approx(res.val_psnr_best) and res.epochs_done == 2
             assert len(t.intermediate_values) == 2 and t.value == max(t.intermediate_values.values())
-            assert len(t.user_attrs[attrs.FRAME_PSNR]) == 10
+            assert len(res.frame_psnr) == len(res.baseline_frame_psnr) == 10
+            assert res.best_epoch in (0, 1) and res.baseline_psnr > 0 and res.train_seconds > 0
     # repeats: same params and config hash, different seeds
     by_lr: dict = {}
     for t in trials:
         by_lr.setdefault(t.params["optim.lr"], []).append(t)
     for group in by_lr.values():
-        assert len({t.user_attrs[attrs.CONFIG_HASH] for t in group}) == 1
-        assert sorted(t.user_attrs[attrs.SEED] for t in group) == [11, 12]
+        assert len({TrialRecord.of(t).config_hash for t in group}) == 1
+        assert sorted(TrialRecord.of(t).seed for t in group) == [11, 12]
 
     st = run_cli("study", "status", "tiny", "--root", str(root), "--json")
     assert st.returncode == 0, st.stderr
@@ -114,8 +114,8 @@ def test_two_workers_run_grid_with_repeats_record_everything_and_resume_runs_not
     rec = {t["number"]: t for t in data["trials"]}
     for t in trials:
         assert rec[t.number]["state"] == t.state.name and rec[t.number]["params"] == t.params
-        assert rec[t.number]["seed"] == t.user_attrs[attrs.SEED]
-        assert rec[t.number]["reason"] == t.user_attrs[attrs.FAIL_REASON]
+        assert rec[t.number]["seed"] == TrialRecord.of(t).seed
+        assert rec[t.number]["reason"] == TrialRecord.of(t).fail_reason
         assert rec[t.number]["value"] == t.value
     table = run_cli("study", "status", "tiny", "--root", str(root)).stdout
     assert "non-finite loss" in table and "4/4 finished: 2 complete, 0 pruned, 2 failed" in table
@@ -139,8 +139,8 @@ def test_sigkilled_worker_trial_is_rerun_by_the_launcher(tmp_path, pushing_root)
         url = journal(root)
         wait_for(lambda: (root / "optuna-journal.log").exists(), what="the journal")
         victim = wait_for(lambda: next((t for t in open_study(url, "tiny").get_trials(states=(TrialState.RUNNING,))
-                                        if t.user_attrs.get(attrs.CONFIG)), None), what="a trial training")
-        os.kill(int(victim.user_attrs[attrs.WORKER].rsplit(":", 1)[1]), signal.SIGKILL)
+                                        if TrialRecord.of(t).config), None), what="a trial training")
+        os.kill(int(TrialRecord.of(victim).worker.rsplit(":", 1)[1]), signal.SIGKILL)
         out, _ = proc.communicate(timeout=180)
     finally:
         proc.kill()
@@ -149,10 +149,10 @@ def test_sigkilled_worker_trial_is_rerun_by_the_launcher(tmp_path, pushing_root)
     trials = open_study(url, "tiny").get_trials()
     killed = trials[victim.number]
     assert killed.state == TrialState.FAIL
-    assert "killed by SIGKILL; re-queued" in killed.user_attrs[attrs.FAIL_REASON]
-    rerun = [t for t in trials if t.user_attrs.get(attrs.RETRY_OF) == victim.number]
+    assert "killed by SIGKILL; re-queued" in TrialRecord.of(killed).fail_reason
+    rerun = [t for t in trials if TrialRecord.of(t).retry_of == victim.number]
     assert len(rerun) == 1 and rerun[0].state == TrialState.COMPLETE
-    assert rerun[0].params == killed.params and rerun[0].user_attrs[attrs.SEED] == killed.user_attrs[attrs.SEED]
+    assert rerun[0].params == killed.params and TrialRecord.of(rerun[0]).seed == TrialRecord.of(killed).seed
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3  # every requested trial accounted for
     assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
 
@@ -167,7 +167,7 @@ def test_ctrl_c_requeues_the_running_trial_and_resume_runs_only_what_is_missing(
     try:
         wait_for(lambda: (root / "optuna-journal.log").exists(), what="the journal")
         # interrupt while the second trial trains (the first has finished)
-        wait_for(lambda: [(t.state, bool(t.user_attrs.get(attrs.CONFIG)))
+        wait_for(lambda: [(t.state, bool(TrialRecord.of(t).config))
                           for t in open_study(url, "tiny").get_trials()][:2]
                  == [(TrialState.COMPLETE, True), (TrialState.RUNNING, True)], what="trial 1 training")
         proc.send_signal(signal.SIGINT)
@@ -178,8 +178,8 @@ def test_ctrl_c_requeues_the_running_trial_and_resume_runs_only_what_is_missing(
     assert "resume with: vpsearch study run" in out
     trials = open_study(url, "tiny").get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
-    assert trials[1].user_attrs[attrs.FAIL_REASON].startswith("interrupted (Ctrl-C)")
-    assert trials[2].user_attrs[attrs.RETRY_OF] == 1 and trials[2].params == trials[1].params
+    assert TrialRecord.of(trials[1]).fail_reason.startswith("interrupted (Ctrl-C")
+    assert TrialRecord.of(trials[2]).retry_of == 1 and trials[2].params == trials[1].params
     first_value = trials[0].value
 
     r = run_cli("study", "run", str(study_file), "--workers", "1", "--root", str(root), *QUIET)

@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 from test_study_run import write_study
 
-from vpsearch.search import attrs
+from vpsearch.search.records import StudyRecord, TrialRecord
 from vpsearch.search.launcher import prepare_study
 from vpsearch.search.plan import load_study
 from vpsearch.search.storage import open_storage
@@ -43,36 +43,39 @@ GRID = {"optim.lr": {"type": "categorical", "choices": [1e-3, 3e-3]},
 @pytest.mark.parametrize("name", ["tpe", "gp", "cmaes", "random", "grid", "skopt"])
 def test_each_sampler_runs_a_tiny_study(tmp_path, pushing_root, name):
     sampler = {"name": name} if name in ("random", "grid") else {"name": name, "n_startup_trials": 1}
+    # 4 steps: monotonic and cyclical KL differ (over 1 step both are 0: one configuration)
     plan, url, study = create(tmp_path, pushing_root, sampler=sampler, search_space=GRID if name == "grid" else SPACE,
-                              budget={"n_trials": 4 if name == "grid" else 3, **ONE_EPOCH})
+                              budget={"n_trials": 4 if name == "grid" else 3, "epochs": 1, "steps_per_epoch": 4})
     assert work(url, tmp_path) == plan.n_trials
     trials = optuna.load_study(study_name="tiny", storage=open_storage(url).storage).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * plan.n_trials
     for t in trials:
         assert 1e-3 <= t.params["optim.lr"] <= 3e-3
-        assert t.user_attrs[attrs.CONFIG]["optim"]["lr"] == t.params["optim.lr"]
+        assert TrialRecord.of(t).config["optim"]["lr"] == t.params["optim.lr"]
     assert len({repr(t.params) for t in trials}) == plan.n_trials  # no configuration proposed twice
     if name == "grid":  # every grid point exactly once
         assert {(t.params["optim.lr"], t.params["schedule.kl_anneal_type"]) for t in trials} == {
             (lr, k) for lr in (1e-3, 3e-3) for k in ("monotonic", "cyclical")}
     if name == "skopt":
-        assert all(len(t.user_attrs[attrs.SKOPT_POINT]) == 2 for t in trials)
+        assert all(len(TrialRecord.of(t).skopt_point) == 2 for t in trials)
 
 
 def test_skopt_rebuilds_from_the_storage_after_a_restart(tmp_path, pushing_root):
-    from skopt import Optimizer
+    from vpsearch.search.configurations import SamplerView
+    from vpsearch.search.samplers import SkoptProposer, mix_seed
 
-    from vpsearch.search.samplers import SkoptDriver
     plan, url, _ = create(tmp_path, pushing_root, search_space=SPACE, budget={"n_trials": 3, **ONE_EPOCH},
                           sampler={"name": "skopt", "n_startup_trials": 2, "seed": 5})
     assert work(url, tmp_path, max_trials=2) == 2  # then the process is gone: nothing of skopt survives
     assert work(url, tmp_path) == 1  # a new worker replays the two completed trials into a new optimizer
-    t0, t1, t2 = optuna.load_study(study_name="tiny", storage=open_storage(url).storage).get_trials()
-    opt = Optimizer(SkoptDriver(plan.space, "maximize").dims, base_estimator="GP", n_initial_points=0,
-                    acq_func="gp_hedge", random_state=5 + 2)
-    opt.tell([t0.user_attrs[attrs.SKOPT_POINT], t1.user_attrs[attrs.SKOPT_POINT]], [-t0.value, -t1.value])
-    assert t2.user_attrs[attrs.SKOPT_POINT] == [v.item() if hasattr(v, "item") else v for v in opt.ask()]
-    assert t2.params == SkoptDriver(plan.space, "maximize").params(t2.user_attrs[attrs.SKOPT_POINT], plan.base.flat())
+    study = optuna.load_study(study_name="tiny", storage=open_storage(url).storage)
+    t0, t1, t2 = study.get_trials()
+    # the same proposal from the first two trials alone, with trial 2's seed
+    before = optuna.create_study(direction="maximize")
+    before.add_trials([t0, t1])
+    drv = SkoptProposer(plan.space, plan.base.flat(), "maximize", 2, None)
+    params, extra = drv.propose(SamplerView(before, 1, "penalty"), t2, mix_seed(5, 2, 0), lambda p: False)
+    assert TrialRecord.of(t2).skopt_point == extra["skopt_point"] and t2.params == params
 
 
 def test_a_trial_below_the_median_is_pruned_with_its_reason(tmp_path, pushing_root):
@@ -85,8 +88,9 @@ def test_a_trial_below_the_median_is_pruned_with_its_reason(tmp_path, pushing_ro
     assert work(url, tmp_path) == 1
     t = optuna.load_study(study_name="tiny", storage=open_storage(url).storage).get_trials()[1]
     assert t.state == TrialState.PRUNED and list(t.intermediate_values) == [0]
-    assert t.user_attrs[attrs.FAIL_REASON] == "pruned at epoch 0 by the median pruner (val_psnr below the other trials)"
-    rows = list(csv.DictReader(open(Path(t.user_attrs[attrs.RUN_DIR]) / "metrics.csv")))
+    rec = TrialRecord.of(t)
+    assert rec.fail_reason == "pruned at epoch 0 by the median pruner (val_psnr below the other trials)"
+    rows = list(csv.DictReader(open(tmp_path / "runs" / rec.run_dir / "metrics.csv")))
     assert len(rows) == 1  # training stopped when the pruner said so
 
 
@@ -122,7 +126,8 @@ def test_worker_follows_the_tracking_lifecycle(tmp_path, pushing_root, monkeypat
     monkeypatch.setattr("vpsearch.search.worker.make_tracker", lambda uri, root, name: RecordingTracker(log))
     monkeypatch.setattr("vpsearch.search.launcher.make_study_tracker", lambda uri, root, name: RecordingTracker(log))
     plan, url, study = create(tmp_path, pushing_root, repeats=2, budget={"n_trials": 2, **ONE_EPOCH})
-    assert study.user_attrs[attrs.PARENT_RUN_ID] == "parent-1" and study.user_attrs[attrs.TRACKING_URI] == "off"
+    record = StudyRecord.of(study)
+    assert record.mlflow_parent_run_id == "parent-1" and record.mlflow_tracking_uri == "off"
     work(url, tmp_path)
     assert log == [("ensure_parent", "random", None), ("tracker_close",),  # the creator stores the parent
                    ("ensure_parent", "random", "parent-1"),  # a worker nests under it
@@ -130,7 +135,7 @@ def test_worker_follows_the_tracking_lifecycle(tmp_path, pushing_root, monkeypat
                    ("trial", 1, "2", "1", 2), ("report", 1, 0), ("close", 1, "COMPLETE", None),
                    ("tracker_close",)]
     trials = optuna.load_study(study_name="tiny", storage=open_storage(url).storage).get_trials()
-    assert [t.user_attrs[attrs.MLFLOW_RUN_ID] for t in trials] == ["run-0", "run-1"]
+    assert [TrialRecord.of(t).mlflow_run_id for t in trials] == ["run-0", "run-1"]
 
 
 def test_multi_objective_study_stores_both_values(tmp_path, pushing_root):
@@ -140,7 +145,7 @@ def test_multi_objective_study_stores_both_values(tmp_path, pushing_root):
     trials = optuna.load_study(study_name="tiny", storage=open_storage(url).storage).get_trials()
     for t in trials:
         assert t.state == TrialState.COMPLETE and len(t.values) == 2
-        assert t.values[0] == t.user_attrs[attrs.VAL_PSNR_BEST] and t.values[1] > 0
+        assert t.values[0] == TrialRecord.of(t).results.val_psnr_best and t.values[1] > 0
 
 
 def test_parameters_that_clash_fail_that_trial_with_the_reason(tmp_path, pushing_root):
@@ -150,11 +155,15 @@ def test_parameters_that_clash_fail_that_trial_with_the_reason(tmp_path, pushing
     plan, url, _ = create(tmp_path, pushing_root, sampler="grid", budget=ONE_EPOCH, overrides=overrides, search_space={
         "schedule.tfr": {"type": "categorical", "choices": [0.2, 1.0]},
         "schedule.tfr_lower_bound": {"type": "categorical", "choices": [0.0, 0.5]}})
-    assert work(url, tmp_path) == 4
+    # over 1 epoch tfr 1.0 never decays, so its two floors train identically: 3 distinct points
+    assert plan.n_trials == 3 and work(url, tmp_path) == 3
     trials = optuna.load_study(study_name="tiny", storage=open_storage(url).storage).get_trials()
+    assert len({t.params["schedule.tfr"] for t in trials}) == 2
     for t in trials:
         clash = t.params == {"schedule.tfr": 0.2, "schedule.tfr_lower_bound": 0.5}
         assert t.state == (TrialState.FAIL if clash else TrialState.COMPLETE)
         if clash:
-            assert "schedule.tfr_lower_bound is above schedule.tfr" in t.user_attrs[attrs.FAIL_REASON]
-            assert t.user_attrs[attrs.SEED] == 1 and t.user_attrs[attrs.CONFIG] is None
+            rec = TrialRecord.of(t)
+            assert "field schedule.tfr_lower_bound: 0.5 is above schedule.tfr (0.2)" in rec.fail_reason
+            assert rec.outcome == "error"
+            assert rec.seed == 1 and rec.config is None

@@ -11,6 +11,7 @@ import yaml
 
 from vpsearch.config import shipped_configs
 from vpsearch.search.plan import StudyPlan, load_study
+from vpsearch.search.records import StudyRecord
 from vpsearch.search.spec import StudyError
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
@@ -110,7 +111,7 @@ def test_good_study_resolves_base_and_budget(tmp_path):
     assert plan.base.train.epochs == 5 and plan.base.train.steps_per_epoch == 3
     assert plan.n_trials == 4 and [plan.seed_for(0), plan.seed_for(1)] == [7, 9]
     # the plan survives the trip through the study's user attrs (what `vpsearch worker` reads)
-    back = StudyPlan.from_attrs(yaml.safe_load(yaml.safe_dump(plan.study_attrs())), "stored")
+    back = StudyPlan.from_record(StudyRecord.from_attrs(yaml.safe_load(yaml.safe_dump(plan.record()))), "stored")
     assert back.spec == plan.spec and back.base == plan.base and back.differences(plan) == []
 
 

@@ -185,7 +185,8 @@ class Config(Section):
         if isinstance(self.eval.n_future, int) and self.eval.n_future < 1:
             raise ValueError("eval.n_future must be >= 1, None or 'all'")
         if self.schedule.tfr_lower_bound > self.schedule.tfr:
-            raise ValueError("schedule.tfr_lower_bound is above schedule.tfr")
+            raise ValueError(f"schedule.tfr_lower_bound: {self.schedule.tfr_lower_bound:g} is above schedule.tfr "
+                             f"({self.schedule.tfr:g})")
         from vpsearch.training.schedules import resolve_units  # the schedules own their arithmetic
 
         kl_unit, tf_unit = resolve_units(self.schedule, self.train.epochs, self.train.steps_per_epoch)
@@ -292,7 +293,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         msg = "unknown key"
     got = first.get("input")
     got_s = "" if first["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f", got {got!r}"
-    named = re.match(r"([a-z_]+\.[a-z_.]+):? (.*)", msg)
+    named = re.match(r"([a-z_]+\.[a-z_.]+): (.*)", msg)
     if not loc and named:  # a cross-field check names its own field first
         loc, msg, got_s = named.group(1), named.group(2), ""
     return f"{source}: field {loc or '<top>'}: {msg}{got_s}{extra}"

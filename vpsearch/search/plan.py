@@ -8,13 +8,14 @@ trial count. The plan round-trips through the Optuna study's user attrs, so
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vpsearch.config import Config, ConfigError, config_from_dict, load_config, read_yaml, resolve_config_path
 from vpsearch.search.records import StudyRecord
-from vpsearch.search.space import check_space, grid_size
+from vpsearch.search.space import check_space, distinct_grid_size
 from vpsearch.search.spec import StudyError, StudySpec, base_path_for, parse_spec
 
 # Fields a re-run may change without making old and new trials incomparable.
@@ -40,7 +41,12 @@ class StudyPlan:
     def n_trials(self) -> int:
         if self.spec.budget.n_trials is not None:
             return self.spec.budget.n_trials
-        return grid_size(self.space) * self.spec.repeats  # only grid may leave it out
+        return self.grid_configurations * self.spec.repeats  # only grid may leave it out
+
+    @functools.cached_property
+    def grid_configurations(self) -> int:
+        """Distinct configurations of a grid (grid points whose schedules coincide count once)."""
+        return distinct_grid_size(self.base, self.space)
 
     def seed_for(self, repeat: int) -> int:
         """Repeat k of every configuration gets the same seed, so strategies are compared paired."""
@@ -92,10 +98,10 @@ def plan_from_spec(spec: StudySpec, source: str, study_file: Path | None = None)
     plan = StudyPlan(spec, base, source)
     n, r = spec.budget.n_trials, spec.repeats
     if spec.sampler.name == "grid":
-        full = grid_size(spec.search_space) * r
+        full = plan.grid_configurations * r
         if n is not None and n > full:
             raise StudyError(f"{source}: field budget.n_trials: {n} exceeds the grid "
-                             f"({full // r} points x {r} repeats = {full})")
+                             f"({full // r} distinct points x {r} repeats = {full})")
     elif n is None:
         raise StudyError(f"{source}: field budget.n_trials: required for sampler {spec.sampler.name} "
                          "(only grid derives it from the space)")

@@ -33,7 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from vpsearch.search.configurations import Policy, SamplerView, group_configurations
 from vpsearch.search.records import TrialRecord, write_trial
-from vpsearch.search.space import distribution, effective_key, grid, is_active, order
+from vpsearch.search.space import distribution, effective_key, grid_points, is_active, order
 from vpsearch.search.spec import CategoricalParam, FloatParam, SamplerSpec, StudyError
 
 ATTEMPTS = 4  # proposals of the study's sampler before random ones take over
@@ -85,8 +85,7 @@ class GridProposer:
     policy: Policy = "penalty"
 
     def __init__(self, space: dict, seed: int):
-        names = list(space)
-        points = [dict(zip(names, values)) for values in itertools.product(*grid(space).values())]
+        points = grid_points(space)
         np.random.default_rng(seed).shuffle(points)  # type: ignore[arg-type]
         self.points = points
 
@@ -174,7 +173,7 @@ def _tpe(s: SamplerSpec, space: dict, seed: int) -> BaseSampler:
     # constant_liar: parallel workers see each other's running configurations as bad, so they
     # spread out; group: conditional parameters get their own sub-models, not random sampling
     return TPESampler(seed=seed, n_startup_trials=10 if s.n_startup_trials is None else s.n_startup_trials,
-                      multivariate=True, group=conditional, constant_liar=True, warn_independent_sampling=False)
+                      multivariate=True, group=conditional, constant_liar=True)
 
 
 # sampler name -> factory(spec, search space, seed) of the Optuna sampler behind it

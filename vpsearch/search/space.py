@@ -130,8 +130,15 @@ def grid(space: Space) -> dict[str, list[Any]]:
     return {n: (p.values() if not isinstance(p, FloatParam) else []) for n, p in space.items()}
 
 
-def grid_size(space: Space) -> int:
-    return len(list(itertools.product(*grid(space).values())))
+def grid_points(space: Space) -> list[dict[str, Any]]:
+    """Every point of a grid study's space, in the order of its YAML."""
+    names = list(space)
+    return [dict(zip(names, values)) for values in itertools.product(*grid(space).values())]
+
+
+def distinct_grid_size(base: Config, space: Space) -> int:
+    """Grid points that train differently (points whose schedules coincide over the budget are one)."""
+    return len({effective_key(base, space, p) for p in grid_points(space)})
 
 
 def check_space(space: Space, base: Config, source: str, sampler: str) -> None:

@@ -27,7 +27,7 @@ from vpsearch.search.gpus import FREE, claim_gpu, gpu_uuids
 from vpsearch.search.objective import Heartbeat, TrialReporter
 from vpsearch.search.plan import StudyPlan
 from vpsearch.search.pruners import make_pruner
-from vpsearch.search.records import StudyRecord, TrialRecord, trial_id, write_study, write_trial
+from vpsearch.search.records import StudyRecord, TrialRecord, get_trial, trial_id, write_study, write_trial
 from vpsearch.search.recovery import RetryStaleTrial, fail_and_requeue, reap_stale, tally, worker_id
 from vpsearch.search.samplers import ConfigSampler, SpaceExhausted
 from vpsearch.search.space import suggest, trial_config
@@ -268,7 +268,7 @@ def take_trial(study: optuna.Study, plan: StudyPlan, worker: str,
         write_study(study, exhausted=str(e))
         log(f"no new configuration: {e}")
         return None
-    rec = TrialRecord.of(trial)
+    rec = TrialRecord.of(get_trial(study, trial_id(trial)))  # with what the sampler recorded
     if rec.repeat is not None:
         return trial, params, int(rec.repeat)
     write_trial(study, trial, config_id=trial.number, repeat=0)
