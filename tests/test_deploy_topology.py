@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from postgres import postgres_or_skip
 from test_study_run import cli, open_study, wait_for, write_study
 
-from vpsearch.search import attrs
+from vpsearch.search.records import StudyRecord, TrialRecord
 from vpsearch.search.recovery import tally
 from vpsearch.tracking import names
 
@@ -62,8 +62,8 @@ def machine(tmp_path: Path, name: str, storage: str, tracking: str) -> dict[str,
 def half_way(study: optuna.Study, pid: int) -> optuna.trial.FrozenTrial | None:
     """The trial worker `pid` trains, once it has reported an epoch and has its MLflow run."""
     for t in study.get_trials(states=(TrialState.RUNNING,)):
-        if str(t.user_attrs.get(attrs.WORKER, "")).endswith(f":{pid}") and t.intermediate_values \
-                and t.user_attrs.get(attrs.MLFLOW_RUN_ID):
+        if str((TrialRecord.of(t).worker or "")).endswith(f":{pid}") and t.intermediate_values \
+                and TrialRecord.of(t).mlflow_run_id:
             return t
     return None
 
@@ -133,11 +133,11 @@ def test_three_workers_survive_a_killed_worker_and_a_postgres_restart(tmp_path, 
         assert (t.complete, t.running, t.waiting) == (N_TRIALS, 0, 0), [(x.number, x.state) for x in trials]
         killed = trials[victim.number]
         assert killed.state == TrialState.FAIL
-        assert killed.user_attrs[attrs.FAIL_REASON] == (
-            f"no heartbeat for over 10s from worker {victim.user_attrs[attrs.WORKER]} (killed or cut off); re-queued")
+        assert TrialRecord.of(killed).fail_reason == (
+            f"no heartbeat for over 10s from worker {TrialRecord.of(victim).worker} (killed or cut off); re-queued")
         retried_from = {x.number: retried_trial_number(x) for x in trials}
         retries = {retried_from[x.number]: x for x in trials if retried_from[x.number] is not None}
-        assert all(x.user_attrs[attrs.RETRY_OF] == n for n, x in retries.items())
+        assert all(TrialRecord.of(x).retry_of == n for n, x in retries.items())
         rerun = retries[victim.number]
         assert rerun.state == TrialState.COMPLETE and rerun.params == killed.params
         # any other failed attempt is one the PostgreSQL outage cut off (created, then the storage
@@ -145,13 +145,13 @@ def test_three_workers_survive_a_killed_worker_and_a_postgres_restart(tmp_path, 
         failed = [x for x in trials if x.state == TrialState.FAIL]
         assert sorted(x.number for x in failed) == sorted(retries)
         cut_off = ("its worker died before its first heartbeat/write", "lost the storage while starting it")
-        assert all(any(why in x.user_attrs[attrs.FAIL_REASON] for why in cut_off)
+        assert all(any(why in TrialRecord.of(x).fail_reason for why in cut_off)
                    for x in failed if x.number != victim.number), [x.user_attrs for x in failed]
         # the final accounting: each requested trial once, a re-run standing in for the attempt it retries
         accounted = [x for x in trials if x.number not in t.retried]
         slots = [retried_from[x.number] if retried_from[x.number] is not None else x.number for x in accounted]
         assert len(accounted) == N_TRIALS and len(set(slots)) == N_TRIALS
-        assert victim.user_attrs[attrs.WORKER] not in {x.user_attrs.get(attrs.WORKER) for x in accounted}
+        assert TrialRecord.of(victim).worker not in {TrialRecord.of(x).worker for x in accounted}
 
         # the same answer from `study status` started with nothing but the environment
         status = subprocess.run(cli("study", "status", "topo", "--json"), capture_output=True, text=True,
@@ -165,15 +165,15 @@ def test_three_workers_survive_a_killed_worker_and_a_postgres_restart(tmp_path, 
         client = server.client()
         exp = client.get_experiment_by_name("topo")
         runs = {r.info.run_id: r for r in client.search_runs([exp.experiment_id], max_results=1000)}
-        parent = runs[study.user_attrs[attrs.PARENT_RUN_ID]]
+        parent = runs[StudyRecord.of(study).mlflow_parent_run_id]
         for x in accounted:
-            run = runs[x.user_attrs[attrs.MLFLOW_RUN_ID]]
+            run = runs[TrialRecord.of(x).mlflow_run_id]
             assert run.info.status == "FINISHED" and run.data.tags[names.TAG_STATE] == "COMPLETE"
             assert run.data.tags[names.MLFLOW_PARENT] == parent.info.run_id
             history = client.get_metric_history(run.info.run_id, "val/psnr")
             assert [m.step for m in history] == list(range(EPOCHS))  # nothing lost to the outage
             assert run.data.metrics[names.BEST_PSNR] == pytest.approx(x.value)
-        lost = runs[killed.user_attrs[attrs.MLFLOW_RUN_ID]]
+        lost = runs[TrialRecord.of(killed).mlflow_run_id]
         assert lost.info.status == "FAILED" and lost.data.tags[names.TAG_STATE] == "FAIL"
         assert lost.data.tags[names.TAG_REASON].startswith("no heartbeat for over 10s")
         assert not [r.info.run_name for r in runs.values() if r.info.status == "RUNNING"]

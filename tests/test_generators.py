@@ -4,7 +4,6 @@ import hashlib
 import json
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from vpsearch.data.generators.dancer import make_dancer

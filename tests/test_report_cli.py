@@ -13,7 +13,7 @@ import pytest
 
 from test_report_study import add_unfinished, make_study
 from vpsearch.cli import main
-from vpsearch.search import attrs
+from vpsearch.search.records import write_study
 from vpsearch.search.storage import open_storage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -141,8 +141,7 @@ def test_report_lands_in_a_real_mlflow_parent_run(tmp_path, monkeypatch, capsys)
     url = f"journal:{tmp_path / 'j.log'}"
     study = make_study(url, "real", values={("cyclical", "A"): [24.0, 24.4], ("none", "A"): [23.0, 23.5]},
                        others=False)
-    study.set_user_attr(attrs.PARENT_RUN_ID, parent)
-    study.set_user_attr(attrs.TRACKING_URI, uri)
+    write_study(study, mlflow_parent_run_id=parent, mlflow_tracking_uri=uri)
     assert main(["report", "real", "--storage", url, "--out", str(tmp_path / "r"), "--root", str(tmp_path)]) == 0
     assert f"logged to MLflow run {parent}" in capsys.readouterr().out
     from mlflow import MlflowClient

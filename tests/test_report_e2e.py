@@ -22,7 +22,7 @@ from test_report_cli import vp
 from vpsearch.cli import main
 from vpsearch.config import load_config
 from vpsearch.reporting.report import REPORT_FIGURES
-from vpsearch.search import attrs
+from vpsearch.search.records import TrialRecord
 from vpsearch.search.storage import open_storage
 
 pytestmark = pytest.mark.slow
@@ -56,9 +56,9 @@ def test_report_tables_match_the_stored_trials(ran):
     assert set(cells.index) == {"none", "cyclical"}
     seeds = {}
     for kl in ("none", "cyclical"):
-        trials = [t for t in study.trials if t.user_attrs[attrs.CONFIG]["schedule"]["kl_anneal_type"] == kl]
-        xs = [t.user_attrs[attrs.VAL_PSNR_BEST] for t in trials]
-        seeds[kl] = sorted(t.user_attrs[attrs.SEED] for t in trials)
+        trials = [t for t in study.trials if TrialRecord.of(t).config["schedule"]["kl_anneal_type"] == kl]
+        xs = [TrialRecord.of(t).results.val_psnr_best for t in trials]
+        seeds[kl] = sorted(TrialRecord.of(t).seed for t in trials)
         mean = sum(xs) / 2
         half = 12.706204736174707 * (abs(xs[0] - xs[1]) / math.sqrt(2)) / math.sqrt(2)  # sd of 2 = |a-b|/sqrt(2)
         row = cells.loc[kl]
@@ -66,7 +66,7 @@ def test_report_tables_match_the_stored_trials(ran):
     assert seeds["none"] == seeds["cyclical"]  # repeats share seeds across configurations ...
     assert list(cells["test"].fillna("")) == ["", "paired"]  # ... so the comparison is paired
     trials = pd.read_csv(out / "trials.csv")
-    assert len(trials) == 4 and trials["run_dir"].map(lambda p: Path(p).is_dir()).all()
+    assert len(trials) == 4 and trials["run_dir"].map(lambda p: (root / p).is_dir()).all()  # relative to the root
 
 
 def test_export_best_retrains_as_is(ran, capsys):
@@ -76,14 +76,14 @@ def test_export_best_retrains_as_is(ran, capsys):
     env = json.loads((best / "environment.json").read_text())
     trial = study.trials[env["trial"]]
     cfg = load_config(best / "best.yaml")  # loads and validates
-    assert cfg.to_dict() == {**trial.user_attrs[attrs.CONFIG], "name": "tiny-best"}  # the trial's config, as is
+    assert cfg.to_dict() == {**TrialRecord.of(trial).config, "name": "tiny-best"}  # the trial's config, as is
     for name in ("best.gif", "best.pt", "metrics.csv", "report.html", "report.md"):
         assert (best / name).is_file(), name
     capsys.readouterr()
     assert main(["train", "--config", str(best / "best.yaml"), "--out", str(tmp / "retrain")]) == 0
     # the same config and seed reproduce the trial's best PSNR
     rerun = json.loads(capsys.readouterr().out)
-    assert rerun["best_val_psnr"] == pytest.approx(trial.user_attrs[attrs.VAL_PSNR_BEST], abs=1e-3)
+    assert rerun["best_val_psnr"] == pytest.approx(TrialRecord.of(trial).results.val_psnr_best, abs=1e-3)
 
 
 @pytest.mark.browser

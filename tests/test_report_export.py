@@ -17,7 +17,6 @@ import pytest
 from test_report_study import DISTS, curve, params, vp_attrs
 from vpsearch.cli import main
 from vpsearch.config import load_config
-from vpsearch.search import attrs
 from vpsearch.search.storage import open_storage
 from vpsearch.training import fit
 
@@ -37,8 +36,8 @@ def study(tiny_cfg_module, tmp_path_factory):
     for kl, seed, value, run in [("cyclical", 0, v, tmp / "trial-0"), ("cyclical", 1, v - 0.2, None),
                                  ("monotonic", 0, v + 0.5, None), ("monotonic", 1, v - 5.0, None)]:
         cfg = tiny_cfg_module(f"schedule.kl_anneal_type={kl}", f"train.seed={seed}")
-        a = {**vp_attrs(kl, "A", seed, value, str(run or tmp / "gone")), attrs.CONFIG: cfg.to_dict(),
-             attrs.CONFIG_HASH: cfg.hash()}
+        a = {**vp_attrs(kl, "A", seed, value, str(run or tmp / "gone")), "config": cfg.to_dict(),
+             "config_hash": cfg.hash()}  # as TrialRecord stores them
         s.add_trial(optuna.trial.create_trial(value=value, params=params(kl, "A"), distributions=DISTS,
                                               user_attrs=a, intermediate_values=curve(value)))
     return url, tmp, v, cfg_a

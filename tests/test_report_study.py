@@ -13,7 +13,7 @@ from vpsearch.config import load_config
 from vpsearch.reporting.study import ReportError, open_study_data
 from vpsearch.search.spec import StudyError
 from vpsearch.search.storage import open_storage
-from vpsearch.search import attrs
+from vpsearch.search.records import TrialRecord, TrialResults
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -44,14 +44,24 @@ def trial_config(kl: str, tf: str, seed: int, root: str = "builtin:pushing") -> 
     return cfg.to_dict()
 
 
-def vp_attrs(kl: str, tf: str, seed: int, value: float, run_dir: str = "") -> dict:
+def vp_record(kl: str, tf: str, seed: int, value: float | None, run_dir: str = "",
+              config_id: int | None = None, **fields) -> TrialRecord:
+    """The record the driver writes for a trial of (kl, tf) on `seed` (value None: no results)."""
     from vpsearch.config import config_from_dict
     cfg = trial_config(kl, tf, seed)
-    return {attrs.SEED: seed, attrs.REPEAT: seed, attrs.CONFIG: cfg, attrs.CONFIG_HASH: config_from_dict(cfg).hash(),
-            attrs.RUN_DIR: run_dir, attrs.BEST_EPOCH: EPOCHS - 1, attrs.VAL_PSNR_BEST: value,
-            attrs.VAL_PSNR_FINAL: value - 0.3, attrs.VAL_SSIM_BEST: round(0.5 + value / 100, 4),
-            attrs.BASELINE_PSNR: 20.0, attrs.FRAME_PSNR: [value + 2.5 - 0.5 * j for j in range(10)],
-            attrs.TRAIN_SECONDS: 10.0 + seed, attrs.WORKER: "host:1", attrs.DEVICE: "cpu"}
+    results = None if value is None else TrialResults(
+        epochs_done=EPOCHS, best_epoch=EPOCHS - 1, val_psnr_best=value, val_psnr_final=value - 0.3,
+        val_ssim_best=round(0.5 + value / 100, 4), baseline_psnr=20.0,
+        frame_psnr=[value + 2.5 - 0.5 * j for j in range(10)], baseline_frame_psnr=[21.0 - 0.2 * j for j in range(10)],
+        train_seconds=10.0 + seed)
+    return TrialRecord(seed=seed, repeat=seed, config=cfg, config_hash=config_from_dict(cfg).hash(),
+                       config_id=config_id, run_dir=run_dir or None, worker="host:1", device="cpu", results=results,
+                       **fields)
+
+
+def vp_attrs(kl: str, tf: str, seed: int, value: float | None, run_dir: str = "", config_id: int | None = None,
+             **fields) -> dict:
+    return vp_record(kl, tf, seed, value, run_dir, config_id, **fields).attrs()
 
 
 def curve(value: float) -> dict[int, float]:
@@ -67,33 +77,32 @@ def make_study(storage: str, name: str, values: dict = VALUES, others: bool = Tr
     """A grid study as the driver writes it: every cell on seeds 0..n-1, plus (others) one
     failed, one pruned and one running trial."""
     study = optuna.create_study(study_name=name, storage=open_storage(storage).storage, direction="maximize")
-    study.set_user_attr(attrs.STUDY_CONFIG, {"name": name, "objective": {"metric": "val_psnr"}, "sampler": "grid"})
+    from vpsearch.search.records import write_study
+    write_study(study, study_config={"name": name, "objective": {"metric": "val_psnr"}, "sampler": "grid"})
     if parent_run_id:
-        study.set_user_attr(attrs.PARENT_RUN_ID, parent_run_id)
-        study.set_user_attr(attrs.TRACKING_URI, "sqlite:///nowhere.db")
+        write_study(study, mlflow_parent_run_id=parent_run_id, mlflow_tracking_uri="sqlite:///nowhere.db")
     for (kl, tf), vals in values.items():
+        first = len(study.get_trials(deepcopy=False))  # the configuration's first trial
         for seed, v in enumerate(vals):
             study.add_trial(optuna.trial.create_trial(
-                value=v, params=params(kl, tf), distributions=DISTS, user_attrs=vp_attrs(kl, tf, seed, v),
-                intermediate_values=curve(v)))
+                value=v, params=params(kl, tf), distributions=DISTS,
+                user_attrs=vp_attrs(kl, tf, seed, v, config_id=first), intermediate_values=curve(v)))
     if others:
         add_unfinished(study)
     return study
 
 
-def unfinished_attrs(kl: str, tf: str, reason: str = "") -> dict:
-    """What the driver has stored on a trial that never completed: no result attrs."""
-    a = vp_attrs(kl, tf, 7, 0.0)
-    for k in (attrs.VAL_PSNR_BEST, attrs.VAL_PSNR_FINAL, attrs.VAL_SSIM_BEST, attrs.FRAME_PSNR, attrs.BEST_EPOCH):
-        a.pop(k)
-    return {**a, attrs.FAIL_REASON: reason} if reason else a
+def unfinished_attrs(kl: str, tf: str, reason: str = "", outcome: str | None = None) -> dict:
+    """What the driver has stored on a trial that never completed: no results."""
+    return vp_attrs(kl, tf, 7, None, fail_reason=reason or None, outcome=outcome)
 
 
 def add_unfinished(study: optuna.Study) -> None:
     """One failed, one pruned and one running trial."""
     study.add_trial(optuna.trial.create_trial(
         state=optuna.trial.TrialState.FAIL, params=params("cyclical", "A"), distributions=DISTS,
-        user_attrs=unfinished_attrs("cyclical", "A", "non-finite loss at epoch 1"), intermediate_values={0: 12.0}))
+        user_attrs=unfinished_attrs("cyclical", "A", "non-finite loss at epoch 1", "diverged"),
+        intermediate_values={0: 12.0}))
     study.add_trial(optuna.trial.create_trial(
         state=optuna.trial.TrialState.PRUNED, params=params("monotonic", "B"), distributions=DISTS,
         user_attrs=unfinished_attrs("monotonic", "B", "pruned at epoch 1"), intermediate_values={0: 15.0, 1: 16.0}))
@@ -124,16 +133,23 @@ def test_trial_frame_holds_every_trial_with_its_strategy(journal):
     assert data.param_names == sorted(DISTS)
 
 
-def test_kl_labels_show_cycle_and_ratio_only_where_they_vary(journal):
-    from vpsearch.reporting.study import kl_label, tf_label
+def test_strategy_names_follow_effective_schedules():
+    from vpsearch.reporting.strategies import name_strategies
 
-    study = [{"kl_anneal_type": "cyclical", "kl_anneal_cycle": m, "kl_anneal_ratio": 0.5} for m in (2, 4)]
-    assert kl_label(study[0], study) == "cyclical M=2"
-    assert kl_label(study[0], study[:1]) == "cyclical"
-    s = {"tfr": 1.0, "tfr_start_decay_epoch": 5, "tfr_decay_step": 0.1, "tfr_lower_bound": 0.0, "tfr_mode": "batch"}
-    step = {**s, "tfr_mode": "step"}
-    assert tf_label(s, [s]) == "tfr 1 -0.1/ep after ep 5"
-    assert tf_label(step, [s, step]) == "tfr 1 -0.1/ep after ep 5 (step)"
+    def cfg(*o):
+        return load_config("pushing-small", ["train.epochs=12", "train.steps_per_epoch=6", *o])
+    configs = {0: cfg("schedule.kl_anneal_type=cyclical", "schedule.kl_anneal_cycle=2"),
+               1: cfg("schedule.kl_anneal_type=cyclical", "schedule.kl_anneal_cycle=3"),
+               2: cfg("schedule.kl_anneal_type=cyclical", "schedule.kl_anneal_cycle=1"),  # the monotonic ramp
+               3: cfg("schedule.kl_anneal_type=monotonic"),
+               4: cfg("schedule.tfr_start_decay_epoch=5", "schedule.tfr_mode=step"),
+               5: cfg("schedule.tfr_start_decay_epoch=20")}  # decays after the budget: fixed
+    kl, tf = name_strategies(configs)
+    assert [kl[n].label for n in range(4)] == ["cyclical M=2", "cyclical M=3", "monotonic", "monotonic"]
+    assert kl[2] == kl[3] and kl[3].order < kl[0].order
+    # coins per step or per batch matter only where the ratio is strictly between 0 and 1
+    assert tf[5].label == "tfr 1 fixed" and tf[0].label == "tfr 1 -0.1/ep after ep 6 (batch)"
+    assert tf[4].label == "tfr 1 -0.1/ep after ep 5 (step)"
 
 
 def test_missing_study_names_the_ones_there(journal):
@@ -179,7 +195,7 @@ def test_study_without_trials(journal):
 def test_preset_names_label_strategies(journal):
     """A categorical preset of the study YAML names the teacher-forcing strategy it sets."""
     study = optuna.create_study(study_name="presets", storage=open_storage(journal).storage, direction="maximize")
-    study.set_user_attr(attrs.STUDY_CONFIG, {"search_space": {"teacher_forcing": {"type": "categorical", "choices": {
+    study.set_user_attr("study_config", {"search_space": {"teacher_forcing": {"type": "categorical", "choices": {
         "always": {"schedule.tfr": 1.0, "schedule.tfr_decay_step": 0.0},
         "half": {"schedule.tfr": 0.5, "schedule.tfr_decay_step": 0.0}}}}})
     for preset, tf in (("always", "A"), ("half", "B")):

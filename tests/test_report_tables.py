@@ -12,7 +12,6 @@ from vpsearch.reporting.report import build_report, strategy_tables
 from vpsearch.reporting.stats import compare, holm, mark, t_interval
 from vpsearch.reporting.study import open_study_data
 from vpsearch.reporting.tables import strategy_table
-from vpsearch.search import attrs
 
 T975 = {1: 12.706204736174707, 2: 4.302652729911275, 5: 2.570581835636314, 8: 2.306004135204166}
 
@@ -182,7 +181,7 @@ def test_configs_from_another_version_only_drop_the_schedules_figure(journal, tm
     study = optuna.create_study(study_name="old", storage=open_storage(journal).storage, direction="maximize")
     for seed, v in enumerate((22.0, 22.5)):
         a = vp_attrs("cyclical", "A", seed, v)
-        a[attrs.CONFIG]["schedule"]["kl_cycles_renamed"] = 3
+        a["config"]["schedule"]["kl_cycles_renamed"] = 3  # TrialRecord.config
         study.add_trial(optuna.trial.create_trial(value=v, params=params("cyclical", "A"), distributions=DISTS,
                                                   user_attrs=a, intermediate_values=curve(v)))
     build_report(open_study_data("old", journal), tmp_path)

@@ -118,7 +118,11 @@ def test_identical_effective_schedules_have_one_signature():
     never = cfg("schedule.tfr_start_decay_epoch=10", "schedule.tfr_decay_step=0.1")  # starts after the budget
     fixed = cfg("schedule.tfr_decay_step=0.0")
     assert tf_signature(never) == tf_signature(fixed) != tf_signature(cfg("schedule.tfr_start_decay_epoch=1"))
-    assert tf_signature(cfg("schedule.tfr_decay_step=0.0", "schedule.tfr_mode=step")) != tf_signature(fixed)
+    # coins per step or per batch: the same while the ratio is 1, not once it is in between
+    assert tf_signature(cfg("schedule.tfr_decay_step=0.0", "schedule.tfr_mode=step")) == tf_signature(fixed)
+    half = cfg("schedule.tfr=0.5", "schedule.tfr_decay_step=0.0", "schedule.tfr_lower_bound=0.0")
+    assert tf_signature(cfg("schedule.tfr=0.5", "schedule.tfr_decay_step=0.0", "schedule.tfr_lower_bound=0.0",
+                            "schedule.tfr_mode=step")) != tf_signature(half)
 
 
 def test_settled_and_cycle_of():

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from postgres import find_bin, free_port, postgres_or_skip
 from test_study_run import QUIET, cli, open_study, run_cli, wait_for, write_study
 
-from vpsearch.search import attrs
+from vpsearch.search.records import TrialRecord
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 FAST_HEARTBEAT = {"heartbeat_seconds": 1, "grace_seconds": 3, "max_retries": 2}
@@ -38,7 +38,7 @@ def test_killed_remote_worker_is_detected_by_heartbeat_and_its_trial_rerun(tmp_p
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             me = f":{remote.pid}"
             victim = wait_for(lambda: next((t for t in open_study(url, "tiny").get_trials(states=(TrialState.RUNNING,))
-                                            if str(t.user_attrs.get(attrs.WORKER, "")).endswith(me)), None),
+                                            if str((TrialRecord.of(t).worker or "")).endswith(me)), None),
                               what="a trial on the remote worker")
             remote.send_signal(signal.SIGKILL)  # no launcher watches it: only its heartbeat can tell
             remote.wait(timeout=30)
@@ -51,10 +51,10 @@ def test_killed_remote_worker_is_detected_by_heartbeat_and_its_trial_rerun(tmp_p
         trials = open_study(url, "tiny").get_trials()
         killed = trials[victim.number]
         assert killed.state == TrialState.FAIL
-        assert killed.user_attrs[attrs.FAIL_REASON].startswith(
-            f"no heartbeat for over 3s from worker {victim.user_attrs[attrs.WORKER]}")
-        assert killed.user_attrs[attrs.FAIL_REASON].endswith("re-queued")
-        rerun = [t for t in trials if t.user_attrs.get(attrs.RETRY_OF) == victim.number]
+        assert TrialRecord.of(killed).fail_reason.startswith(
+            f"no heartbeat for over 3s from worker {TrialRecord.of(victim).worker}")
+        assert TrialRecord.of(killed).fail_reason.endswith("re-queued")
+        rerun = [t for t in trials if TrialRecord.of(t).retry_of == victim.number]
         assert len(rerun) == 1 and rerun[0].state == TrialState.COMPLETE and rerun[0].params == killed.params
         assert rerun[0].system_attrs["failed_trial"] == victim.number  # Optuna's retry bookkeeping
         assert sum(t.state == TrialState.COMPLETE for t in trials) == 3

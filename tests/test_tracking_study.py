@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
 
-from vpsearch.search import attrs
+from vpsearch.search.records import StudyRecord, TrialRecord
+from vpsearch.settings import under_root
 from vpsearch.tracking import names
 
 from test_study_run import journal, open_study, run_cli, write_study
@@ -22,7 +22,7 @@ def test_study_run_tracks_every_trial_into_the_server(mlflow_server, pushing_roo
     r = run_cli("study", "run", str(study_file), "--root", str(root), "--tracking-uri", mlflow_server.uri)
     assert r.returncode == 0, r.stdout + r.stderr
     study = open_study(journal(root), "e2e-tracked")
-    parent_id = study.user_attrs[attrs.PARENT_RUN_ID]
+    parent_id = StudyRecord.of(study).mlflow_parent_run_id
     client = mlflow_server.client()
     parent = client.get_run(parent_id)
     assert parent.info.run_name == "e2e-tracked" and parent.info.status == "FINISHED"  # last worker ended it
@@ -33,12 +33,12 @@ def test_study_run_tracks_every_trial_into_the_server(mlflow_server, pushing_roo
     assert sorted(runs) == sorted(f"trial-{t.number}" for t in trials) and len(trials) == 2
     for t in trials:
         run = runs[f"trial-{t.number}"]
-        assert run.info.run_id == t.user_attrs[attrs.MLFLOW_RUN_ID]  # the study knows its run
+        assert run.info.run_id == TrialRecord.of(t).mlflow_run_id  # the study knows its run
         assert run.info.status == names.RUN_STATUS[t.state.name]
         assert run.data.tags[names.TAG_SAMPLER] == "random" and run.data.tags["trial"] == str(t.number)
-        assert run.data.tags[names.TAG_CONFIG_HASH] == t.user_attrs[attrs.CONFIG_HASH]
+        assert run.data.tags[names.TAG_CONFIG_HASH] == TrialRecord.of(t).config_hash
         assert float(run.data.params["optim.lr"]) == pytest.approx(t.params["optim.lr"])
-        rows = list(csv.DictReader((Path(t.user_attrs[attrs.RUN_DIR]) / "metrics.csv").open()))
+        rows = list(csv.DictReader((under_root(TrialRecord.of(t).run_dir, root) / "metrics.csv").open()))
         history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/psnr"))
         assert history == [(int(r["epoch"]), float(r["val_psnr"])) for r in rows]
         files = {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -62,9 +62,15 @@ def tf_label(cfg: Config, reps: list[Config]) -> str:
         label = f"tfr {s.tfr:g} -{s.tfr_decay_step:g}/ep after ep {s.tfr_start_decay_epoch}"
         if len({r.schedule.tfr_lower_bound for r in reps}) > 1:
             label += f" floor {s.tfr_lower_bound:g}"
-    if len({r.schedule.tfr_mode for r in reps}) > 1:
+    if _coins_matter(cfg) and len({r.schedule.tfr_mode for r in reps if _coins_matter(r)}) > 1:
         label += f" ({s.tfr_mode})"
     return label
+
+
+def _coins_matter(cfg: Config) -> bool:
+    """One coin per batch or per step differ only where the ratio is strictly between 0 and 1."""
+    tf = TeacherForcing.from_config(cfg.schedule)
+    return any(0 < tf.ratio(e) < 1 for e in range(cfg.train.epochs + 1))
 
 
 def name_strategies(configs: dict[int, Config]) -> tuple[dict[int, Strategy], dict[int, Strategy]]:

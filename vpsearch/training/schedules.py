@@ -182,7 +182,9 @@ def resolve_units(s: "ScheduleConfig", epochs: int, steps_per_epoch: int | None)
 @functools.lru_cache(maxsize=4096)
 def _hash_per_step(schedule: KLAnnealing | TeacherForcing, epochs: int, steps: int) -> str:
     values = [round(schedule.at(e, i, steps), 6) for e in range(epochs) for i in range(steps)]
-    extra = schedule.mode if isinstance(schedule, TeacherForcing) else ""  # one coin per batch or per step
+    # one coin per batch or per step: the same thing while every ratio is 0 or 1
+    mixed = isinstance(schedule, TeacherForcing) and any(0 < v < 1 for v in values)
+    extra = schedule.mode if mixed else ""
     return hashlib.sha1(repr((values, extra)).encode()).hexdigest()[:12]
 
 
