@@ -213,3 +213,16 @@ def test_identical_schedules_are_one_configuration(tmp_path):
     study = drive(plan, lambda p, seed: 1.0)
     assert sorted(t.params["kl"] for t in study.get_trials()) in (["monotonic", "two_cycles"],
                                                                   ["one_cycle", "two_cycles"])
+
+
+def test_cmaes_generations_count_configurations_not_seeds(tmp_path):
+    # CMA-ES tells its optimizer a generation once `popsize` solutions are complete; a solution is a
+    # configuration (the mean of its 2 seeds), so 2 generations of 6 take 12 configurations = 24 trials
+    plan = plan_of(tmp_path, sampler={"name": "cmaes", "n_startup_trials": 0}, repeats=2, seeds=[0, 1],
+                   budget={"n_trials": 26, "epochs": 4, "steps_per_epoch": 6},
+                   search_space={"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+                                 "optim.beta1": {"type": "float", "low": 0.5, "high": 0.95}})
+    study = drive(plan, lambda p, seed: -(math.log10(p["optim.lr"]) + 2.5) ** 2 + seed)
+    firsts = [t for t in study.get_trials() if TrialRecord.of(t).repeat == 0]
+    generations = [next(v for k, v in t.system_attrs.items() if k.endswith("generation")) for t in firsts]
+    assert generations == [0] * 6 + [1] * 6 + [2]

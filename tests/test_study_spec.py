@@ -72,7 +72,7 @@ CASES = {
     "n_trials vs repeats": ({"repeats": 3}, "4 is not a multiple of repeats (3)"),
     "grid too small": ({"sampler": "grid", "budget": {"n_trials": 10}, "search_space": {
         "schedule.kl_anneal_type": {"type": "categorical", "choices": ["none", "cyclical"]}}},
-        "budget.n_trials: 10 exceeds the grid (2 points x 1 repeats = 2)"),
+        "budget.n_trials: 10 exceeds the grid (2 distinct points x 1 repeats = 2)"),
     "pruner option": ({"pruner": {"name": "median", "patience": 3}},
                       "field pruner: patience is not an option of pruner median"),
     "sampler name": ({"sampler": "bayes"}, "field sampler.name: Input should be 'tpe', 'gp'"),

@@ -28,7 +28,6 @@ from typing import Any, Callable, Iterator, TypeVar
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
-from optuna.storages.journal._file import BaseJournalFileLock
 
 from vpsearch.search.spec import Failure, StudyError
 from vpsearch.settings import redact
@@ -54,9 +53,10 @@ def _is_transient(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNO
 
 
-class FlockLock(BaseJournalFileLock):
+class FlockLock:
     """Journal lock held with flock(2): the kernel drops it when its process dies (even by SIGKILL);
-    Optuna's default symlink lock would leave a lock file that blocks every worker for 30 s."""
+    Optuna's default symlink lock would leave a lock file that blocks every worker for 30 s.
+    (JournalFileBackend calls only acquire() and release() of its lock object.)"""
 
     def __init__(self, journal: str):
         self.path = journal + ".flock"
