@@ -47,18 +47,20 @@ def open_offline(driver, page: Path) -> int:
 def test_study_report_renders_every_figure(browser, journal, tmp_path):  # noqa: F811
     make_study(journal, "grid")
     build_report(open_study_data("grid", journal), tmp_path)
-    assert open_offline(browser, tmp_path / "report.html") == len(REPORT_FIGURES)
+    assert open_offline(browser, tmp_path / "report.html") == len(REPORT_FIGURES) - 1  # no replay was run
     text = browser.find_element("css selector", "body").text
-    assert "Best strategy: KL cyclical" in text and "25.17 ± 0.94 (n=3) (best)" in text
+    assert text.split("\n")[1].startswith("The best strategy beats copying the last context frame: 24.20 dB vs 20.00")
+    # the best cell lost a trial to divergence: flagged, ranked after the complete ones
+    assert "24.20 ± 0.25 (n=1 x 3) (best)" in text and "25.17 ± 0.94 (n=1 x 3) ⚑" in text
     assert screenshot(browser, "report_study.png").stat().st_size > 10_000
 
 
 def test_one_trial_report_says_what_it_cannot_show(browser, journal, tmp_path):  # noqa: F811
     make_study(journal, "one", values={("cyclical", "A"): [24.2]}, others=False)
     build_report(open_study_data("one", journal), tmp_path)
-    assert open_offline(browser, tmp_path / "report.html") == len(REPORT_FIGURES) - 1  # importances need variation
+    assert open_offline(browser, tmp_path / "report.html") == len(REPORT_FIGURES) - 2  # importances need variation
     missing = browser.find_elements("css selector", "[data-figure-missing]")
-    assert [m.get_attribute("data-figure-missing") for m in missing] == ["importances"]
+    assert [m.get_attribute("data-figure-missing") for m in missing] == ["importances", "replay"]
     screenshot(browser, "report_one_trial.png")
 
 

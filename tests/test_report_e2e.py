@@ -62,7 +62,7 @@ def test_report_tables_match_the_stored_trials(ran):
         mean = sum(xs) / 2
         half = 12.706204736174707 * (abs(xs[0] - xs[1]) / math.sqrt(2)) / math.sqrt(2)  # sd of 2 = |a-b|/sqrt(2)
         row = cells.loc[kl]
-        assert row["n"] == 2 and (row["psnr_mean"], row["psnr_ci_high"]) == pytest.approx((mean, mean + half))
+        assert row["n"] == "1 x 2" and (row["psnr_mean"], row["psnr_ci_high"]) == pytest.approx((mean, mean + half))
     assert seeds["none"] == seeds["cyclical"]  # repeats share seeds across configurations ...
     assert list(cells["test"].fillna("")) == ["", "paired"]  # ... so the comparison is paired
     trials = pd.read_csv(out / "trials.csv")

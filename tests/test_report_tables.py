@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from test_report_study import TF_LABEL, VALUES, journal, make_study  # noqa: F401 (fixture)
-from vpsearch.reporting.report import build_report, strategy_tables
+from vpsearch.reporting.report import build_report
 from vpsearch.reporting.stats import compare, holm, mark, t_interval
 from vpsearch.reporting.study import open_study_data
-from vpsearch.reporting.tables import strategy_table
+from vpsearch.reporting.tables import grid_table, strategy_table, strategy_tables
 
 T975 = {1: 12.706204736174707, 2: 4.302652729911275, 5: 2.570581835636314, 8: 2.306004135204166}
 
@@ -35,7 +35,8 @@ def hand_paired_p(a: list[float], b: list[float]) -> float:
 
 @pytest.fixture()
 def data(journal):  # noqa: F811
-    make_study(journal, "grid")
+    """Every cell one configuration on seeds 0, 1, 2, all complete."""
+    make_study(journal, "grid", others=False)
     return open_study_data("grid", journal)
 
 
@@ -75,7 +76,9 @@ def test_cell_table_matches_hand_computation(data):
         row = cells.loc[(kl, TF_LABEL[tf])]
         mean, lo, hi = hand_interval(xs)
         assert (row["psnr_mean"], row["psnr_ci_low"], row["psnr_ci_high"]) == pytest.approx((mean, lo, hi))
-        assert row["n"] == 3
+        assert row["n"] == "1 x 3" and row["interval_over"] == "seeds" and not row["incomplete"]
+        assert (row["complete"], row["pruned"], row["failed"]) == (3, 0, 0)
+        assert row["vs_baseline"] == pytest.approx(mean - 20.0)  # every trial's copy-last baseline: 20
         assert row["best_psnr"] == max(xs)
         # the study adds cells in VALUES order, 3 seeds each: trial number = 3 * cell index + seed
         assert row["best_trial"] == 3 * list(VALUES).index((kl, tf)) + xs.index(max(xs))
@@ -102,22 +105,26 @@ def test_significance_is_paired_by_seed_and_holm_corrected(data):
     assert list(rest["sig"]) == [mark(p) for p in adj]
     # rows are ranked by mean; the grid repeats the marks
     assert list(cells["psnr_mean"]) == sorted(cells["psnr_mean"], reverse=True)
-    grid = strategy_tables(data).grid
+    grid = grid_table(cells)
     assert grid.loc["cyclical", TF_LABEL["A"]].endswith("(best)")
-    assert grid.loc["cyclical", TF_LABEL["A"]].startswith("25.17 ± 0.94 (n=3)")
+    assert grid.loc["cyclical", TF_LABEL["A"]].startswith("25.17 ± 0.94 (n=1 x 3)")
 
 
 def test_one_factor_tables_pair_by_the_other_factor_and_seed(data):
     t = strategy_tables(data)
     kl = t.kl.set_index("kl")
     cyc = VALUES[("cyclical", "A")] + VALUES[("cyclical", "B")]
-    assert kl.loc["cyclical", "n"] == 6
-    assert (kl.loc["cyclical", "psnr_mean"], kl.loc["cyclical", "psnr_ci_low"]) == pytest.approx(hand_interval(cyc)[:2])
+    # two configurations (one per teacher-forcing schedule) of 3 seeds: the interval is the spread
+    # over the two configuration means, not seed noise
+    means = [sum(VALUES[("cyclical", k)]) / 3 for k in "AB"]
+    assert kl.loc["cyclical", "n"] == "2 x 3" and kl.loc["cyclical", "interval_over"] == "configurations"
+    assert (kl.loc["cyclical", "psnr_mean"], kl.loc["cyclical", "psnr_ci_low"]) == pytest.approx(
+        hand_interval(means)[:2])
     none = VALUES[("none", "A")] + VALUES[("none", "B")]
     assert kl.loc["none", "test"] == "paired"
     assert kl.loc["none", "p"] == pytest.approx(hand_paired_p(cyc, none))
     tf = t.tf.set_index("tf")
-    assert tf.loc[TF_LABEL["A"], "n"] == 9 and tf.loc[TF_LABEL["B"], "test"] == "paired"
+    assert tf.loc[TF_LABEL["A"], "n"] == "3 x 3" and tf.loc[TF_LABEL["B"], "test"] == "paired"
 
 
 def test_unpaired_cells_use_welch(journal):  # noqa: F811
@@ -141,16 +148,19 @@ def test_one_trial_study_reports_without_intervals(journal, tmp_path):  # noqa: 
     data = open_study_data("one", journal)
     paths = build_report(data, tmp_path / "r")
     cells = pd.read_csv(tmp_path / "r" / "strategies.csv")
-    assert len(cells) == 1 and cells.loc[0, "n"] == 1 and cells.loc[0, "psnr_mean"] == 24.2
-    assert math.isnan(cells.loc[0, "psnr_ci_low"])
+    assert len(cells) == 1 and cells.loc[0, "n"] == "1 x 1" and cells.loc[0, "psnr_mean"] == 24.2
+    assert math.isnan(cells.loc[0, "psnr_ci_low"]) and cells.loc[0, "interval_note"] == "1 configuration x 1 seed: no interval"
     html = (tmp_path / "r" / "report.html").read_text()
     assert 'data-figure-missing="importances"' in html  # guarded: nothing varies
     assert not (tmp_path / "r" / "importances.csv").exists()
-    assert "24.20 (n=1) (best)" in (tmp_path / "r" / "report.md").read_text()
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "24.20 (n=1 x 1) (best)" in md and "| 24.20 | 1 configuration x 1 seed: no interval | 1 x 1 |" in md
     assert len(paths) == 5  # md, html, strategies, grid, trials
 
 
-def test_csvs_hold_the_same_numbers(data, tmp_path):
+def test_csvs_hold_the_same_numbers(journal, tmp_path):  # noqa: F811
+    make_study(journal, "grid")  # with one failed, one pruned and one running trial
+    data = open_study_data("grid", journal)
     build_report(data, tmp_path)
     cells = pd.read_csv(tmp_path / "strategies.csv").set_index(["kl", "tf"])
     mean, lo, hi = hand_interval(VALUES[("none", "B")])
@@ -166,9 +176,17 @@ def test_csvs_hold_the_same_numbers(data, tmp_path):
     assert imp.idxmax() == "schedule.kl_anneal_type" and imp.sum() == pytest.approx(1.0)
 
 
-def test_strategy_table_ignores_non_completed_rows(data):
-    t = strategy_table(data.completed, ["kl", "tf"], ["seed"])
-    assert t["n"].sum() == 18
+def test_strategy_table_counts_complete_configurations_only(journal):  # noqa: F811
+    make_study(journal, "grid")  # + a failed (cyclical A), a pruned (monotonic B), a running (none A) trial
+    t = strategy_table(open_study_data("grid", journal).counted, ["kl", "tf"], ["seed"]).set_index(["kl", "tf"])
+    assert (t["complete"].sum(), t["pruned"].sum(), t["failed"].sum(), t["running"].sum()) == (18, 1, 1, 1)
+    flagged = t[t["incomplete"]]
+    assert sorted(flagged.index) == sorted([("cyclical", TF_LABEL["A"]), ("monotonic", TF_LABEL["B"]),
+                                           ("none", TF_LABEL["A"])])
+    # their means are over the complete configuration only, and they rank after the complete cells
+    assert t.loc[("cyclical", TF_LABEL["A"]), "psnr_mean"] == pytest.approx(sum(VALUES[("cyclical", "A")]) / 3)
+    assert list(t["incomplete"]) == [False] * 3 + [True] * 3 and t.iloc[0]["sig"] == "best"
+    assert set(t["sig"][t["incomplete"]]) == {"incomplete"}
 
 
 def test_configs_from_another_version_only_drop_the_schedules_figure(journal, tmp_path):  # noqa: F811

@@ -39,14 +39,15 @@ def _summary(data: StudyData) -> str:
     return '<div class="kpis">' + "".join(f'<div class="kpi"><b>{esc(v)}</b>{esc(k)}</div>' for k, v in kpis) + "</div>"
 
 
-def _strategy_grid(data: StudyData) -> str:
-    from vpsearch.reporting.report import strategy_tables
-    return tables.scroll_table(strategy_tables(data, importances=False).grid, index=True)
-
-
-def _strategies(data: StudyData) -> str:
-    from vpsearch.reporting.report import strategy_tables
-    return tables.scroll_table(tables.display_strategies(strategy_tables(data, importances=False).cells, ["kl", "tf"]))
+def _registered(name: str) -> Callable[[StudyData], str]:
+    """A panel showing one of tables.STRATEGY_TABLES (the report's tables, the same registry)."""
+    def panel(data: StudyData) -> str:
+        spec = tables.STRATEGY_TABLES[name]
+        built = spec.build(tables.strategy_tables(data, importances=name == "param_importances"))
+        if built is None:
+            raise ReportError(f"{name}: not available for this study")
+        return tables.scroll_table(built[1], index=spec.index)
+    return panel
 
 
 def _trials(data: StudyData) -> str:
@@ -55,7 +56,7 @@ def _trials(data: StudyData) -> str:
 
 # name -> html of a table panel; figures come from figures.STUDY_FIGURES
 TABLE_PANELS: dict[str, Callable[[StudyData], str]] = {
-    "summary": _summary, "strategy_grid": _strategy_grid, "strategies": _strategies, "trials": _trials}
+    "summary": _summary, "trials": _trials, **{name: _registered(name) for name in tables.STRATEGY_TABLES}}
 PANELS = sorted([*TABLE_PANELS, *figures.STUDY_FIGURES])
 
 

@@ -248,23 +248,13 @@ def parallel(data: StudyData) -> go.Figure:
         data.study, target=trial_psnr, target_name="best val PSNR"), "Parallel coordinates")
 
 
-def param_importances(data: StudyData) -> dict[str, float]:
-    """fANOVA importances of the parameters (Optuna's evaluator); needs variation to explain."""
-    done = data.completed
-    varying = [p for p in data.param_names if done[f"param:{p}"].map(repr).nunique() > 1]
-    if len(done) < 2 or not varying:
-        raise NoFigure("importances need at least 2 completed trials whose parameters vary")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return optuna.importance.get_param_importances(
-                data.study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=trial_psnr)
-    except (RuntimeError, ValueError) as e:
-        raise NoFigure(f"importances could not be computed: {e}") from None
-
-
 def importances(data: StudyData) -> go.Figure:
-    imp = param_importances(data)
+    from vpsearch.reporting.tables import param_importances
+
+    try:
+        imp = param_importances(data)
+    except ValueError as e:
+        raise NoFigure(str(e)) from None
     names = sorted(imp, key=imp.get)
     fig = go.Figure(go.Bar(x=[imp[n] for n in names], y=names, orientation="h",
                            text=[f"{imp[n]:.2f}" for n in names], marker_color=PALETTE[0]))
@@ -310,10 +300,42 @@ def training_curves(metrics_csv: Path) -> go.Figure:
     return fig
 
 
+def replay(data: StudyData) -> go.Figure:
+    """What `vpsearch replay` measured on this study (its saved replay.json): pruners and samplers."""
+    import json
+
+    from vpsearch.settings import study_dir
+
+    path = study_dir(data.name, data.root) / "replay.json"
+    if not path.is_file():
+        raise NoFigure(f"no replay was run (vpsearch replay {data.name})")
+    r = json.loads(path.read_text())
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        f"Pruners: epochs saved vs regret ({r['workers']} workers, median of {r['pruners'][0]['orders']} orders)"
+        if r["pruners"] else "Pruners: not replayed",
+        f"Samplers: trials to within {r['within_db']} dB of the grid's best (median)" if r["samplers"]
+        else "Samplers: not replayed"))
+    for i, p in enumerate(r["pruners"]):
+        fig.add_trace(go.Scatter(x=[100 * p["epochs_saved"]], y=[p["regret"]], mode="markers+text", name=p["pruner"],
+                                 text=[p["pruner"]], textposition="top center",
+                                 marker=dict(size=12, color=PALETTE[i % len(PALETTE)])), row=1, col=1)
+    if r["samplers"]:
+        fig.add_trace(go.Bar(x=[s["sampler"] for s in r["samplers"]], y=[s["trials_to_within"] for s in r["samplers"]],
+                             marker_color=PALETTE[5], showlegend=False), row=1, col=2)
+        if r.get("random_expected_trials_to_within"):
+            fig.add_hline(y=r["random_expected_trials_to_within"], line=dict(color="gray", dash="dot"),
+                          annotation_text="random, expected", row=1, col=2)
+    fig = _layout(fig, f"Replay of {r['study']} on its recorded curves", "", "")
+    fig.update_xaxes(title_text="epochs saved (%)", row=1, col=1)
+    fig.update_yaxes(title_text="regret (dB)", row=1, col=1)
+    fig.update_yaxes(title_text="trials", row=1, col=2)
+    return fig
+
+
 # name -> figure of a whole study; dashboards and the report pick from these by name
 STUDY_FIGURES: dict[str, Callable[[StudyData], go.Figure]] = {
     "strategy_means": strategy_means, "frame_psnr": frame_psnr, "learning_curves": learning_curves,
     "schedules": schedules, "history": history, "parallel": parallel, "importances": importances,
-    "trial_curves": trial_curves, "timeline": timeline, "states": states,
+    "trial_curves": trial_curves, "timeline": timeline, "states": states, "replay": replay,
 }
 

@@ -36,7 +36,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from vpsearch.reporting.recorded import RecordedStudy, RecordedTrial
+from vpsearch.reporting.recorded import RecordedStudy
 from vpsearch.reporting.study import ReportError
 from vpsearch.search.pruners import PRUNERS, make_pruner
 from vpsearch.search.records import write_trial

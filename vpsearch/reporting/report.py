@@ -9,7 +9,6 @@ MLflow run when the study has one.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -21,59 +20,62 @@ from vpsearch.search.records import StudyRecord
 from vpsearch.settings import redact, runs_root, study_tracking_uri
 
 REPORT_FIGURES = ["strategy_means", "frame_psnr", "learning_curves", "schedules", "history", "parallel",
-                  "importances"]
+                  "importances", "replay"]
 
-METHOD = ("Each cell: best validation PSNR per trial (the best epoch, PSNR averaged over the predicted frames "
-          "and sequences), mean over the cell's trials (seeds) with a 95% Student-t interval; n trials. "
-          "Marks compare each row with the top row: paired t-test over the seeds both ran (Welch's t-test "
-          "when they share fewer than 2), Holm-corrected over the rows of the table; * p<0.05, ** p<0.01, "
-          "*** p<0.001; no mark: not significantly different from the best.")
-
-
-@dataclass
-class StrategyTables:
-    cells: pd.DataFrame  # KL x TF
-    grid: pd.DataFrame  # the same as a KL-rows x TF-columns grid of strings
-    kl: pd.DataFrame | None = None  # one-factor tables, when both factors vary
-    tf: pd.DataFrame | None = None
-    importances: dict[str, float] = field(default_factory=dict)
+METHOD = ("A trial's value is its best validation PSNR over epochs (PSNR averaged over the predicted frames and "
+          "sequences, mean of the z samples). A configuration's value is the mean over its seeds, counted only "
+          "when every seed completed. A strategy's value is the mean over its complete configurations; its 95% "
+          "Student-t interval is over the seeds of its one configuration (seed noise) or, when it holds several, "
+          "over their means (spread over configurations, not seed noise), and is left out with fewer than two. "
+          "n: configurations x seeds. A strategy that lost seeds or configurations to pruning or failure is "
+          "flagged: its mean is over the survivors only, so it is ranked after the complete strategies and not "
+          "tested. Complete rows are compared with the top row: paired t-test over the seeds both ran (Welch's "
+          "t-test when they share fewer than 2), Holm-corrected over the rows; * p<0.05, ** p<0.01, *** p<0.001; "
+          "no mark: not distinguishable from the best.")
 
 
-def strategy_tables(data: StudyData, importances: bool = True) -> StrategyTables:
-    done = data.require_completed()
-    cells = tables.strategy_table(done, ["kl", "tf"], ["seed"])
-    out = StrategyTables(cells, tables.grid_table(cells))
-    if done["kl"].nunique() > 1 and done["tf"].nunique() > 1:
-        out.kl = tables.strategy_table(done, ["kl"], ["tf", "seed"])
-        out.tf = tables.strategy_table(done, ["tf"], ["kl", "seed"])
-    try:
-        out.importances = figures.param_importances(data) if importances else {}
-    except figures.NoFigure:
-        pass
-    return out
-
-
-def answer(data: StudyData, t: StrategyTables) -> str:
-    """One paragraph that answers the study's question in words."""
+def verdict(data: StudyData, t: tables.StrategyTables) -> str:
+    """The first thing the report says: does the best strategy beat the trivial predictor?"""
     top = t.cells.iloc[0]
-    ci = "" if top["n"] < 2 else f" [95% CI {top['psnr_ci_low']:.2f}, {top['psnr_ci_high']:.2f}]"
-    text = (f"Best strategy: KL {top['kl']}, teacher forcing {top['tf']}: {top['psnr_mean']:.2f} dB{ci} "
-            f"mean best val PSNR over {top['n']} trial(s).")
+    name = "copying the first frame" if data.baseline_name == "copy-first" else "copying the last context frame"
+    if pd.isna(top["psnr_mean"]):
+        return "No strategy has a configuration whose seeds all completed: nothing can be compared yet."
+    if pd.isna(top["baseline_psnr"]):
+        return f"The best strategy scores {top['psnr_mean']:.2f} dB; no trial recorded the {data.baseline_name} baseline."
+    gain = top["psnr_mean"] - top["baseline_psnr"]
+    beats = "beats" if gain > 0 else "does NOT beat"
+    return (f"The best strategy {beats} {name}: {top['psnr_mean']:.2f} dB vs {top['baseline_psnr']:.2f} dB on the "
+            f"same validation sequences ({gain:+.2f} dB).")
+
+
+def answer(data: StudyData, t: tables.StrategyTables) -> str:
+    """One paragraph that answers the study's question in words, the verdict first."""
+    top = t.cells.iloc[0]
+    text = verdict(data, t)
+    if pd.isna(top["psnr_mean"]):
+        return text
+    ci = (f" [95% CI over {top['interval_over']} {top['psnr_ci_low']:.2f}, {top['psnr_ci_high']:.2f}]"
+          if top["interval_over"] else f" ({top['interval_note']})")
+    text += (f" Best strategy: KL {top['kl']}, teacher forcing {top['tf']}: {top['psnr_mean']:.2f} dB{ci}, "
+             f"n = {top['n']} (configurations x seeds).")
+    if top["incomplete"]:
+        text += f" Caution: it is {tables.flag_text(top)}."
     others = t.cells.iloc[1:]
     if len(others):
         tested = others[others["p_holm"].notna()]
         sig = int((tested["p_holm"] < 0.05).sum())
-        untestable = len(others) - len(tested)
-        text += (f" It is significantly better than {sig} of {len(others)} other strategies"
-                 + (f" ({untestable} untestable with fewer than 2 trials)" if untestable else "") + ".")
+        flagged = int(others["incomplete"].sum())
+        text += (f" It is significantly better than {sig} of the {len(tested)} other complete strategies"
+                 + (f"; {flagged} more lost trials to pruning or failure and are not compared" if flagged else "")
+                 + ".")
     for name, tab in (("KL annealing", t.kl), ("teacher forcing", t.tf)):
-        if tab is not None and len(tab) > 1:
-            second = tab.iloc[1]
-            text += (f" By {name} alone: {tab.iloc[0][tab.columns[0]]} leads ({tab.iloc[0]['psnr_mean']:.2f} vs "
+        if tab is not None and len(tab) > 1 and not pd.isna(tab.iloc[1]["psnr_mean"]):
+            first, second = tab.iloc[0], tab.iloc[1]
+            caution = " (both incomplete: survivors' means)" if first["incomplete"] and second["incomplete"] else \
+                " (incomplete: survivors' mean)" if first["incomplete"] else ""
+            text += (f" By {name} alone: {first[tab.columns[0]]} leads ({first['psnr_mean']:.2f} vs "
                      f"{second['psnr_mean']:.2f} dB for {second[tab.columns[0]]}"
-                     + (f", p={second['p_holm']:.3g}" if pd.notna(second["p_holm"]) else "") + ").")
-    if "baseline_psnr" in top and pd.notna(top["baseline_psnr"]):
-        text += f" Copying the last context frame scores {top['baseline_psnr']:.2f} dB on the same sequences."
+                     + (f", p={second['p_holm']:.3g}" if pd.notna(second["p_holm"]) else "") + f"){caution}.")
     return text
 
 
@@ -94,55 +96,44 @@ def summary_lines(data: StudyData) -> list[tuple[str, str]]:
     return lines
 
 
-def _sections(t: StrategyTables) -> list[tuple[str, pd.DataFrame, bool]]:
-    out = [("Strategy grid: mean best val PSNR ± 95% CI half-width (n)", t.grid, True),
-           ("Strategies ranked (KL annealing x teacher forcing)", tables.display_strategies(t.cells, ["kl", "tf"]),
-            False)]
-    if t.kl is not None:
-        out.append(("KL annealing alone (over teacher-forcing schedules and seeds; paired by schedule and seed)",
-                    tables.display_strategies(t.kl, ["kl"]), False))
-    if t.tf is not None:
-        out.append(("Teacher forcing alone (over KL schedules and seeds; paired by schedule and seed)",
-                    tables.display_strategies(t.tf, ["tf"]), False))
-    if t.importances:
-        out.append(("Parameter importances (fANOVA, Optuna)", pd.DataFrame(
-            {"parameter": list(t.importances), "importance": list(t.importances.values())}), False))
+def _sections(t: tables.StrategyTables) -> list[tuple[str, pd.DataFrame, pd.DataFrame, str, bool]]:
+    """(title, CSV frame, display frame, CSV name, index) of every table the registry builds here."""
+    out = []
+    for spec in tables.STRATEGY_TABLES.values():
+        built = spec.build(t)
+        if built is not None:
+            out.append((spec.title, built[0], built[1], spec.csv, spec.index))
     return out
 
 
-def write_csvs(data: StudyData, t: StrategyTables, out: Path) -> list[Path]:
+def write_csvs(data: StudyData, t: tables.StrategyTables, out: Path) -> list[Path]:
     paths = []
-    for name, df, index in [("strategies.csv", t.cells, False), ("grid.csv", t.grid, True),
-                            ("strategies_kl.csv", t.kl, False), ("strategies_tf.csv", t.tf, False),
-                            ("trials.csv", data.frame, False)]:
-        if df is not None:
-            (out / name).write_text(tables.csv_frame(df).to_csv(index=index))
-            paths.append(out / name)
-    if t.importances:
-        pd.Series(t.importances, name="importance").rename_axis("parameter").to_csv(out / "importances.csv")
-        paths.append(out / "importances.csv")
-    return paths
+    for _, numbers, _, name, index in _sections(t):
+        (out / name).write_text(tables.csv_frame(numbers).to_csv(index=index))
+        paths.append(out / name)
+    (out / "trials.csv").write_text(tables.csv_frame(data.frame).to_csv(index=False))
+    return [*paths, out / "trials.csv"]
 
 
-def markdown(data: StudyData, t: StrategyTables) -> str:
-    md = [f"# Study report: {data.name}", ""]
+def markdown(data: StudyData, t: tables.StrategyTables) -> str:
+    md = [f"# Study report: {data.name}", "", f"> {answer(data, t)}", ""]
     md += [f"- **{k}**: {v}" for k, v in summary_lines(data)]
-    md += ["", f"> {answer(data, t)}", "", f"_Method_: {METHOD}", ""]
-    for title, df, index in _sections(t):
-        md += [f"## {title}", "", tables.markdown_table(df, index=index), ""]
+    md += ["", f"_Method_: {METHOD}", ""]
+    for title, _, shown, _, index in _sections(t):
+        md += [f"## {title}", "", tables.markdown_table(shown, index=index), ""]
     md += ["## Figures", "", "Interactive figures (per-frame PSNR per strategy, learning curves, schedules, "
-           "optimisation history, parallel coordinates, importances) are in [report.html](report.html); "
+           "optimisation history, parallel coordinates, importances, replay) are in [report.html](report.html); "
            "the numbers are in the CSV files next to this one.", "",
            "## Every trial", "", tables.markdown_table(tables.trials_table(data.frame, data.param_names)), ""]
     return "\n".join(md)
 
 
-def html_report(data: StudyData, t: StrategyTables) -> str:
-    body = [f"<h1>Study report: {esc(data.name)}</h1>",
+def html_report(data: StudyData, t: tables.StrategyTables) -> str:
+    body = [f"<h1>Study report: {esc(data.name)}</h1>", f'<div class="answer">{esc(answer(data, t))}</div>',
             '<p class="meta">' + " · ".join(f"<b>{esc(k)}</b>: {esc(v)}" for k, v in summary_lines(data)) + "</p>",
-            f'<div class="answer">{esc(answer(data, t))}</div>', f'<p class="meta">{esc(METHOD)}</p>']
-    for title, df, index in _sections(t):
-        body += [f"<h2>{esc(title)}</h2>", tables.scroll_table(df, index=index)]
+            f'<p class="meta">{esc(METHOD)}</p>']
+    for title, _, shown, _, index in _sections(t):
+        body += [f"<h2>{esc(title)}</h2>", tables.scroll_table(shown, index=index)]
     body.append("<h2>Figures</h2>")
     for name in REPORT_FIGURES:
         body.append(render(name, lambda name=name: figures.STUDY_FIGURES[name](data))[0])
@@ -152,7 +143,7 @@ def html_report(data: StudyData, t: StrategyTables) -> str:
 
 def build_report(data: StudyData, out: Path) -> list[Path]:
     """Write report.md, report.html and the CSVs into out; returns the files written."""
-    t = strategy_tables(data)
+    t = tables.strategy_tables(data)
     out.mkdir(parents=True, exist_ok=True)
     paths = write_csvs(data, t, out)
     write_atomic(out / "report.md", markdown(data, t))

@@ -25,7 +25,8 @@ from vpsearch.settings import under_root
 
 COLUMNS = ["number", "state", "value", "val_psnr", "val_psnr_final", "val_ssim", "baseline_psnr", "kl", "tf", "seed",
            "repeat", "config_hash", "configuration", "epochs", "best_epoch", "duration_s", "train_seconds",
-           "reason", "outcome", "worker", "device", "mlflow_run_id", "run_dir", "_kl_order", "_tf_order"]
+           "reason", "outcome", "replaced", "worker", "device", "mlflow_run_id", "run_dir", "_kl_order",
+           "_tf_order"]
 STATES = ["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
 
 
@@ -68,6 +69,25 @@ class StudyData:
     @property
     def completed(self) -> pd.DataFrame:
         return self.frame[self.frame["state"] == "COMPLETE"]
+
+    @property
+    def counted(self) -> pd.DataFrame:
+        """Every trial that counts: not an attempt replaced by its re-run, not a trial never trained."""
+        return self.frame[~self.frame["replaced"] & (self.frame["outcome"] != "skipped")]
+
+    @property
+    def repeats(self) -> int:
+        """Seeds per configuration (the study's `repeats`)."""
+        cfg = StudyRecord.of(self.study).study_config or {}
+        return int(cfg.get("repeats", 1)) if isinstance(cfg, dict) else 1
+
+    @property
+    def baseline_name(self) -> str:
+        """The trivial predictor the study's numbers are compared with: with one context frame
+        (the dance protocol) copying it is copying the first frame."""
+        base = StudyRecord.of(self.study).base_config or {}
+        n_past = base.get("data", {}).get("n_past", 2) if isinstance(base, dict) else 2
+        return "copy-first" if n_past == 1 else "copy-last"
 
     def counts(self) -> dict[str, int]:
         vc = self.frame["state"].value_counts() if len(self.frame) else {}
@@ -169,6 +189,7 @@ def study_data(study: optuna.Study, storage_url: str, root: Path | None = None) 
     typed = {n: c for n, raw in configs.items() if (c := _config(raw, n)) is not None}
     kl_names, tf_names = name_strategies(typed)
     param_names = sorted({p for t in trials for p in t.params})
+    replaced = {n for t in trials for n in t.system_attrs.get("retry_history") or []}
     rows = []
     for t in trials:
         rec, res = records[t.number], records[t.number].results
@@ -184,7 +205,8 @@ def study_data(study: optuna.Study, storage_url: str, root: Path | None = None) 
             "configuration": rec.config_id if rec.config_id is not None else t.number,
             "epochs": len(t.intermediate_values), "best_epoch": res.best_epoch if res else None,
             "duration_s": _duration(t, now), "train_seconds": _float(res.train_seconds if res else None),
-            "reason": rec.fail_reason or "", "outcome": rec.outcome or "", "worker": rec.worker or "",
+            "reason": rec.fail_reason or "", "outcome": rec.outcome or "",
+            "replaced": t.number in replaced and t.state.name == "FAIL", "worker": rec.worker or "",
             "device": rec.device or "", "mlflow_run_id": rec.mlflow_run_id or "", "run_dir": rec.run_dir or "",
             "_kl_order": kl.order if kl else (9,), "_tf_order": tf.order if tf else (9,),
         }
@@ -202,6 +224,7 @@ def study_data(study: optuna.Study, storage_url: str, root: Path | None = None) 
         rank = {lab: i for i, lab in enumerate(sorted(keys, key=lambda lab: (keys[lab], lab)))}
         frame[col] = frame[label].map(rank)
     frame["strategy"] = frame["kl"] + " | " + frame["tf"]
+    frame["replaced"] = frame["replaced"].astype(bool)
     for col in ("number", "seed", "repeat", "epochs", "best_epoch", "configuration"):
         # integers stay integers where some trials lack them (a waiting trial has no seed yet)
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
