@@ -1,4 +1,4 @@
-"""Subcommands of the search layer: `study run|submit|create|status|check` and `worker` (thin calls into library code)."""
+"""Search-layer subcommands: `study run|submit|create|status|check` and `worker` (thin calls into library code)."""
 
 from __future__ import annotations
 

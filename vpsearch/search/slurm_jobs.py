@@ -129,7 +129,8 @@ def status_lines(jobs: list[dict[str, Any]]) -> list[str]:
     out = []
     for job in jobs:
         states, source = job_states(str(job["job_id"]))
-        head = f"slurm job {job['job_id']} ({job.get('workers', '?')} array tasks, submitted {job.get('submitted', '?')})"
+        head = (f"slurm job {job['job_id']} ({job.get('workers', '?')} array tasks, "
+                f"submitted {job.get('submitted', '?')})")
         out.append(f"{head}: {summarize(states)}" if states else f"{head}: {source}")
     return out
 
