@@ -61,7 +61,7 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
         frames = batch["frames"].to(ctx.device, non_blocking=True)
         cond = batch.get("cond")
         cond = cond.to(ctx.device, non_blocking=True) if cond is not None else None
-        teacher = ctx.tf.mask(tfr, frames.shape[0], length, ctx.generator).to(ctx.device)
+        teacher = ctx.tf.mask(tfr, frames.shape[0], length, ctx.generator)  # CPU: the model branches on it
         beta = cfg.loss.beta * ctx.kl.at(epoch, i, len(batches))
         with autocast(ctx.device, cfg.train.amp):
             preds, stats = model(frames, cond, n_past, teacher)
