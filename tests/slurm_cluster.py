@@ -28,6 +28,7 @@ from postgres import free_port
 NODE = "vpnode"
 KILL_WAIT = 30  # Slurm's default: seconds between SIGTERM and SIGKILL of a cancelled job
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "scontrol", "sinfo")
+SBIN = os.pathsep.join(("/usr/sbin", "/sbin"))  # the daemons live here; a non-login PATH may lack it
 
 
 class SlurmUnavailable(RuntimeError):
@@ -43,7 +44,8 @@ class SlurmCluster:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {**os.environ, "SLURM_CONF": str(self.conf), **extra}
+        path = os.environ.get("PATH", "") + os.pathsep + SBIN
+        return {**os.environ, "PATH": path, "SLURM_CONF": str(self.conf), **extra}
 
     def write_config(self) -> None:
         d = self.dir
@@ -92,7 +94,8 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         return lines[-1].strip() if lines else "no error logged"
 
     def start(self, timeout: float = 60) -> None:
-        missing = [b for b in BINARIES if shutil.which(b) is None]
+        path = self.env()["PATH"]
+        missing = [b for b in BINARIES if shutil.which(b, path=path) is None]
         if missing:
             raise SlurmUnavailable(f"not installed: {', '.join(missing)} (apt-get install slurmctld slurmd "
                                    "slurm-client munge, or run .ci/run)")

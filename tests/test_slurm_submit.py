@@ -130,6 +130,20 @@ def test_storage_notes_say_what_the_nodes_must_share():
         storage_notes("sqlite:////shared/o.db", Path("/shared"), "off", MOUNTS)
 
 
+def test_a_slurm_cluster_that_cannot_start_skips_with_why_and_fails_when_required(monkeypatch):
+    import slurm_cluster
+
+    monkeypatch.setattr(slurm_cluster.shutil, "which", lambda name, path=None: None)
+    monkeypatch.delenv("VPSEARCH_REQUIRE_SLURM", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"no Slurm test cluster: not installed: munged, slurmctld"):
+        with slurm_cluster.slurm_or_skip():
+            pass
+    monkeypatch.setenv("VPSEARCH_REQUIRE_SLURM", "1")
+    with pytest.raises(pytest.fail.Exception, match=r"not installed: .* \(VPSEARCH_REQUIRE_SLURM=1\)"):
+        with slurm_cluster.slurm_or_skip():
+            pass
+
+
 def test_task_lists_and_slurm_outputs_parse():
     assert sj.expand_tasks("[0,3-5]") == [0, 3, 4, 5]
     assert sj.expand_tasks("0-7%2") == list(range(8))
