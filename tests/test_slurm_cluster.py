@@ -90,8 +90,9 @@ def test_array_of_two_cpu_workers_finishes_the_study_after_scancel_of_one_task(t
         assert sorted(slurm[0]["tasks"].values()) == ["CANCELLED", "COMPLETED"]
         r = subprocess.run(cli("study", "status", "tiny", "--storage", journal(root)), capture_output=True,
                            text=True, env=env, timeout=120)
-        assert re.search(rf"slurm job {job} \(2 array tasks, submitted [-0-9: ]+\): "
-                         r"(CANCELLED 1 \[\d\], COMPLETED 1 \[\d\]|COMPLETED 1 \[\d\], CANCELLED 1 \[\d\])", r.stdout)
+        shown = re.search(rf"slurm job {job} \(2 array tasks, submitted [-0-9: ]+\): "
+                          r"(CANCELLED 1 \[\d\], COMPLETED 1 \[\d\]|COMPLETED 1 \[\d\], CANCELLED 1 \[\d\])", r.stdout)
+        assert shown, r.stdout
         print(f"\nslurm: {N_TRIALS} trials complete, trial {victim.number} re-run as trial {rerun[0].number} after "
               f"scancel of task job {task} (re-queued {requeued_in:.1f}s after scancel); daemons up in "
-              f"{cluster.started_in:.1f}s; submit to last task end {seconds:.0f}s")
+              f"{cluster.started_in:.1f}s; submit to last task end {seconds:.0f}s\n{shown.group(0)}")
