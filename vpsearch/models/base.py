@@ -94,7 +94,8 @@ class StepwiseCVAE(nn.Module):
         """Training pass: predict frames 1..T-1 with posterior z.
 
         frames (B, T, C, H, W); cond (B, T, ...) or None; teacher (B, T) bool: True where
-        the step predicting frame t is fed the true frame t-1 (context steps always are).
+        the step predicting frame t is fed the true frame t-1 (context steps always are); keep
+        it on the CPU, where its branches below are decided without waiting for the GPU.
         Returns predictions (B, T-1, C, H, W) and one Gaussians per step.
         """
         b, length = frames.shape[:2]
@@ -160,5 +161,5 @@ def zip_encodings(fn, a: Encoding, b: Encoding) -> Encoding:
 
 
 def _mix(mask: Tensor, truth: Tensor, own: Tensor) -> Tensor:
-    m = mask.view(-1, *([1] * (truth.dim() - 1)))
+    m = mask.to(truth.device, non_blocking=True).view(-1, *([1] * (truth.dim() - 1)))
     return torch.where(m, truth, own)

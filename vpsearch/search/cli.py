@@ -1,4 +1,4 @@
-"""Subcommands of the search layer: `study run|create|status|check` and `worker` (thin calls into library code)."""
+"""Search-layer subcommands: `study run|submit|create|status|check` and `worker` (thin calls into library code)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,20 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 
     return run_study(RunOptions(args.study_file, workers=args.workers, devices=args.devices, storage=args.storage,
                                 tracking_uri=args.tracking_uri, root=args.root, threads=args.threads,
-                                storage_wait=args.storage_wait))
+                                storage_wait=args.storage_wait, trials_per_device=args.trials_per_device))
+
+
+def cmd_study_submit(args: argparse.Namespace) -> int:
+    from vpsearch.search.slurm import SubmitOptions, submit
+    from vpsearch.search.spec import StudyError
+
+    if not args.slurm:
+        raise StudyError("study submit: give --slurm (the one scheduler vpsearch submits to)")
+    return submit(SubmitOptions(args.study_file, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                                trials_per_device=args.trials_per_device or 1, cpus_per_task=args.cpus_per_task,
+                                partition=args.partition, time=args.time, account=args.account,
+                                sbatch_args=args.sbatch_args, dry_run=args.dry_run, storage=args.storage,
+                                tracking_uri=args.tracking_uri, root=args.root, storage_wait=args.storage_wait))
 
 
 def cmd_study_create(args: argparse.Namespace) -> int:
@@ -27,13 +40,22 @@ def cmd_study_status(args: argparse.Namespace) -> int:
     from vpsearch.search.storage import load_optuna_study
     from vpsearch.search.worker import open_study_storage
 
+    from vpsearch.search import slurm_jobs
+
     store, plan = open_study_storage(settings.storage_url(args.storage, args.root), args.name, args.storage_wait)
-    trials = load_optuna_study(store, args.name).get_trials(deepcopy=False)
+    study = load_optuna_study(store, args.name)
+    trials = study.get_trials(deepcopy=False)
+    jobs = slurm_jobs.slurm_jobs(study.user_attrs)
     if args.json:
-        print(json.dumps(status_json(plan, trials), indent=2, default=str))
+        out = status_json(plan, trials)
+        if jobs:
+            out["slurm"] = slurm_jobs.status_json(jobs)
+        print(json.dumps(out, indent=2, default=str))
     else:
         print(f"study {plan.name} in {store.shown} (sampler {plan.spec.sampler.name}, pruner {plan.spec.pruner.name})")
         print(status_table(plan, trials))
+        for line in slurm_jobs.status_lines(jobs):
+            print(line)
     return 0
 
 
@@ -60,7 +82,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     run_worker(WorkerOptions(args.study, settings.storage_url(args.storage, args.root), device=args.device,
                              threads=args.threads, tracking_uri=args.tracking_uri, root=args.root, slot=args.slot,
                              deadline=args.deadline, parent_pid=args.parent_pid, storage_wait=args.storage_wait,
-                             max_trials=args.max_trials))
+                             max_trials=args.max_trials, trials_per_device=args.trials_per_device or 1))
     return 0
 
 
@@ -74,8 +96,20 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="keep retrying an unreachable storage this long, with backoff (default 60)")
 
 
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {n}")
+    return n
+
+
+def _per_device(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--trials-per-device", type=_positive, metavar="K",
+                   help=f"{what}; size K from a trial's peak memory (docs/scale-out.md)")
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    study = sub.add_parser("study", help="hyperparameter studies: run, create, status, check")
+    study = sub.add_parser("study", help="hyperparameter studies: run, submit, create, status, check")
     ssub = study.add_subparsers(dest="study_cmd", required=True, metavar="ACTION")
 
     p = ssub.add_parser("run", help="create or resume a study and run its trials on local workers")
@@ -83,9 +117,31 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="worker processes (default: the study's workers)")
     p.add_argument("--devices", help="cpu, auto, cuda, or cuda:0,cuda:1 (one worker per GPU)")
     p.add_argument("--threads", type=int, help="CPU threads per worker (default: cores / workers)")
+    _per_device(p, "K workers on each device (the CPU counts as one), instead of --workers")
     p.add_argument("--tracking-uri", help="MLflow tracking URI or 'off' (env MLFLOW_TRACKING_URI)")
     _common(p)
     p.set_defaults(func=cmd_study_run)
+
+    p = ssub.add_parser("submit", help="create or join a study and run its workers as a Slurm job array")
+    p.add_argument("study_file", metavar="STUDY.yaml")
+    p.add_argument("--slurm", action="store_true", help="submit to Slurm with sbatch (required)")
+    p.add_argument("--workers", type=_positive, metavar="N", help="array tasks (default: the study's workers)")
+    p.add_argument("--gpus-per-worker", type=int, metavar="G",
+                   help="GPUs per array task (--gres=gpu:G); 0: CPU workers (default: 0 for a `devices: cpu` "
+                        "study, else 1)")
+    _per_device(p, "K worker processes on each GPU of a task (G x K per task)")
+    p.add_argument("--cpus-per-task", type=_positive, metavar="C",
+                   help="CPU cores per array task, shared by its workers (default: one per worker)")
+    p.add_argument("--partition", metavar="P")
+    p.add_argument("--time", metavar="T", help="time limit per task, e.g. 1-00:00:00")
+    p.add_argument("--account", metavar="A")
+    p.add_argument("--sbatch-arg", dest="sbatch_args", action="append", default=[], metavar="ARG",
+                   help="extra sbatch option, repeatable (--sbatch-arg=--mem=32G); replaces a generated one "
+                        "of the same name (--sbatch-arg=--gres=gpu:a100:1)")
+    p.add_argument("--dry-run", action="store_true", help="print the sbatch script; create and submit nothing")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI the workers log to, or 'off' (env MLFLOW_TRACKING_URI)")
+    _common(p)
+    p.set_defaults(func=cmd_study_submit)
 
     p = ssub.add_parser("create", help="create (or check and update) a study for `vpsearch worker`s to join; "
                                        "starts no workers")
@@ -110,6 +166,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, auto, or cuda:free (a GPU of this machine "
                                                     "that no other worker holds; PostgreSQL storage)")
     p.add_argument("--threads", type=int, help="CPU threads for training")
+    _per_device(p, "with --device cuda:free: claim one of K slots of a GPU, so K workers share it")
     p.add_argument("--tracking-uri", help="MLflow tracking URI or 'off' (default: the study's)")
     _common(p)
     # set by `study run` for the workers it spawns

@@ -43,6 +43,7 @@ class RunOptions:
     root: str | None = None
     threads: int | None = None
     storage_wait: float = 60.0
+    trials_per_device: int | None = None  # K workers on each device, instead of `workers`
 
 
 @dataclass
@@ -95,12 +96,14 @@ class Launcher:
         self.opts = opts
         self.plan = load_study(opts.study_file)
         spec = self.plan.spec
+        if opts.workers and opts.trials_per_device:
+            raise StudyError("--workers and --trials-per-device both set how many workers run; give one")
         n = opts.workers or spec.workers
         devices = opts.devices or spec.devices
         if devices == "auto":
             import torch
             devices = "cuda" if torch.cuda.is_available() else "cpu"
-        self.devices = split_devices(devices, n)
+        self.devices = split_devices(devices, n, opts.trials_per_device)
         cpu_workers = sum(d == "cpu" for d in self.devices) or len(self.devices)
         self.threads = opts.threads or spec.threads_per_worker or threads_per_worker(cpu_workers)
         self.root = str(settings.runs_root(opts.root))

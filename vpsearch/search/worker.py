@@ -31,6 +31,7 @@ from vpsearch.search.records import StudyRecord, TrialRecord, get_trial, trial_i
 from vpsearch.search.recovery import RetryStaleTrial, fail_and_requeue, reap_stale, tally, worker_id
 from vpsearch.search.samplers import ConfigSampler, SpaceExhausted
 from vpsearch.search.space import suggest, trial_config
+from vpsearch.search.spec import StudyError
 from vpsearch.search.storage import StorageUnavailable, StudyStorage, load_optuna_study, open_storage
 from vpsearch.tracking import make_tracker
 from vpsearch.tracking.base import StudyTracker, TrialTracker
@@ -50,6 +51,7 @@ class WorkerOptions:
     parent_pid: int | None = None  # launcher pid: stop taking trials if it is gone
     storage_wait: float = 60.0
     max_trials: int | None = None  # stop after this many trials (tests, benchmarks)
+    trials_per_device: int = 1  # --device cuda:free: workers that may share one GPU
 
 
 def log(msg: str) -> None:
@@ -84,10 +86,13 @@ class Worker:
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.opts = opts
+        if opts.trials_per_device != 1 and opts.device != FREE:
+            raise StudyError(f"--trials-per-device needs --device {FREE} (with --device {opts.device} the "
+                             "device is fixed: start as many workers on it as you like)")
         self.store, self.plan = open_study_storage(opts.storage, opts.study, opts.storage_wait)
         self.gpu_claim = None  # --device cuda:free: the connection that holds this worker's GPU
         if opts.device == FREE:
-            index, self.gpu_claim = claim_gpu(self.store, gpu_uuids())
+            index, self.gpu_claim = claim_gpu(self.store, gpu_uuids(), opts.trials_per_device)
             opts.device = f"cuda:{index}"
         spec = self.plan.spec
         self.sampler = ConfigSampler(self.plan)
@@ -281,6 +286,9 @@ def take_trial(study: optuna.Study, plan: StudyPlan, worker: str,
 def run_worker(opts: WorkerOptions) -> int:
     """`vpsearch worker`: SIGTERM behaves like Ctrl-C (the running trial is re-queued)."""
     def on_term(signum: int, frame: Any) -> None:
+        # once: Slurm signals every process of the job and the batch shell forwards its own TERM,
+        # so a second one may come while the first is re-queueing the trial
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
     worker = Worker(opts)

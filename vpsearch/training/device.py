@@ -45,16 +45,23 @@ def set_threads(num_threads: int | None) -> None:
         os.environ["OMP_NUM_THREADS"] = str(num_threads)
 
 
-def split_devices(devices: str, workers: int | None) -> list[str]:
+def split_devices(devices: str, workers: int | None, per_device: int | None = None) -> list[str]:
     """Devices for each worker: 'cuda:0,cuda:1' -> one worker per GPU; 'cpu' -> `workers` CPU slots.
 
-    'cuda' alone means every visible GPU. Pure (the GPU count is looked up only for 'cuda').
+    'cuda' alone means every visible GPU. per_device=K puts K workers on each device instead
+    (the CPU counts as one device), interleaved (cuda:0, cuda:1, cuda:0, ...) so that a study
+    with fewer trials than workers still spreads over the GPUs. Pure (the GPU count is looked
+    up only for 'cuda').
     """
     items = [d.strip() for d in devices.split(",") if d.strip()]
     if items == ["cuda"]:
         items = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         if not items:
             raise ValueError("devices=cuda: no CUDA device is visible")
+    if per_device is not None:
+        if per_device < 1:
+            raise ValueError(f"trials per device: expected 1 or more, got {per_device}")
+        return [d for _ in range(per_device) for d in (items or ["cpu"])]
     if items == ["cpu"] or not items:
         return ["cpu"] * max(1, workers or 1)
     if workers and workers != len(items):

@@ -17,6 +17,7 @@ from vpsearch.training.device import autocast
 from vpsearch.training.losses import kl_gaussian
 from vpsearch.training.metrics import psnr, ssim
 from vpsearch.training.schedules import KLAnnealing, TeacherForcing
+from vpsearch.training.step_log import StepLog, read_every
 
 
 class NonFiniteLossError(RuntimeError):
@@ -51,9 +52,8 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
     length, n_past = cfg.data.window, cfg.data.n_past
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = cfg.optim.grad_clip or float("inf")
-    sums = np.zeros(5)
-    gnorm_max = 0.0
-    beta = tfr = 0.0
+    log = StepLog(4, read_every(ctx.device), lambda v, step: check_finite(v, epoch, step, ctx.scaler.is_enabled()))
+    frames_seen, beta, tfr = 0, 0.0, 0.0
     start = time.perf_counter()
     for i, idx in enumerate(batches):
         batch = data.batch(windows[idx], length)
@@ -61,7 +61,7 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
         cond = batch.get("cond")
         cond = cond.to(ctx.device, non_blocking=True) if cond is not None else None
         tfr = ctx.tf.at(epoch, i, len(batches))
-        teacher = ctx.tf.mask(tfr, frames.shape[0], length, ctx.generator).to(ctx.device)
+        teacher = ctx.tf.mask(tfr, frames.shape[0], length, ctx.generator)  # CPU: the model branches on it
         beta = cfg.loss.beta * ctx.kl.at(epoch, i, len(batches))
         with autocast(ctx.device, cfg.train.amp):
             preds, stats = model(frames, cond, n_past, teacher)
@@ -70,17 +70,17 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
         ctx.scaler.scale(loss).backward()
         ctx.scaler.unscale_(opt)
         gnorm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        values = torch.stack([loss.detach(), mse.detach(), kl.detach(), gnorm.detach().float()]).tolist()
-        check_finite(values, epoch, i, fp16=ctx.scaler.is_enabled())
+        log.add(torch.stack([loss.detach(), mse.detach(), kl.detach(), gnorm.detach().float()]))
         ctx.scaler.step(opt)
         ctx.scaler.update()
-        sums += [*values, frames.shape[0] * (length - 1)]
-        gnorm_max = max(gnorm_max, values[3])
+        frames_seen += frames.shape[0] * (length - 1)
         if on_step:
             on_step(i)
+    rows = log.rows()  # the epoch's last read, so the time below includes its queued GPU work
     n = max(1, len(batches))
     seconds = time.perf_counter() - start
-    loss, mse, kl, gnorm, frames_seen = (float(x) for x in sums)  # plain floats: checkpoints hold no numpy
+    loss, mse, kl, gnorm = (float(x) for x in rows.sum(0))  # plain floats: checkpoints hold no numpy
+    gnorm_max = float(rows[:, 3].max()) if len(rows) else 0.0
     return {"loss": loss / n, "mse": mse / n, "kl": kl / n, "grad_norm": gnorm / n, "grad_norm_max": gnorm_max,
             "kl_beta": float(beta), "tfr": float(tfr), "train_seconds": seconds,
             "frames_per_second": frames_seen / seconds}
