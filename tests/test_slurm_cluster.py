@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from slurm_cluster import slurm_or_skip
 from test_study_run import cli, journal, open_study, wait_for, write_study
 
-from vpsearch.search import attrs
+from vpsearch.search.records import TrialRecord
 from vpsearch.search.recovery import tally
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -58,7 +58,7 @@ def test_array_of_two_cpu_workers_finishes_the_study_after_scancel_of_one_task(t
             return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                     if len(t.intermediate_values) == 1]
         victim = wait_for(mid_trial, timeout=240, what="a trial in training")[0]
-        task = array_task_of(cluster, int(victim.user_attrs[attrs.WORKER].rpartition(":")[2]))
+        task = array_task_of(cluster, int(TrialRecord.of(victim).worker.rpartition(":")[2]))
         cluster.run("scancel", task)
         cancelled_at = time.monotonic()
         wait_for(lambda: study.get_trials(deepcopy=False)[victim.number].state != TrialState.RUNNING,
@@ -73,10 +73,10 @@ def test_array_of_two_cpu_workers_finishes_the_study_after_scancel_of_one_task(t
         assert t.retried == {victim.number}
         lost = trials[victim.number]
         assert lost.state == TrialState.FAIL
-        assert re.fullmatch(r"interrupted \(Ctrl-C\) after 1 epochs; re-queued", lost.user_attrs[attrs.FAIL_REASON])
-        rerun = [x for x in trials if x.user_attrs.get(attrs.RETRY_OF) == victim.number]
+        assert re.fullmatch(r"interrupted \(Ctrl-C or SIGTERM\) after 1 epochs; re-queued", TrialRecord.of(lost).fail_reason)
+        rerun = [x for x in trials if TrialRecord.of(x).retry_of == victim.number]
         assert len(rerun) == 1 and rerun[0].state == TrialState.COMPLETE and rerun[0].params == victim.params
-        assert rerun[0].user_attrs[attrs.WORKER] != victim.user_attrs[attrs.WORKER]
+        assert TrialRecord.of(rerun[0]).worker != TrialRecord.of(victim).worker
 
         logs = root / "studies" / "tiny" / "logs"
         texts = {p.name: p.read_text() for p in logs.glob(f"slurm-{job}_*.out")}

@@ -16,6 +16,7 @@ import pytest
 from test_study_run import cli, journal, write_study
 
 from vpsearch.search import slurm_jobs as sj
+from vpsearch.search.records import StudyRecord
 from vpsearch.search.slurm import JobPlan, filesystem_kind, mounts, render_script, sbatch_lines, storage_notes
 from vpsearch.search.spec import StudyError
 from vpsearch.search.storage import open_storage
@@ -160,13 +161,13 @@ def test_task_lists_and_slurm_outputs_parse():
 def test_job_record_round_trip_and_status_without_slurm_commands(tmp_path, monkeypatch):
     store = open_storage(journal(tmp_path))
     study = optuna.create_study(study_name="s1", storage=store.storage)
-    assert sj.slurm_jobs(study.user_attrs) == []
+    assert (StudyRecord.of(study).slurm_jobs or []) == []
     sj.record_slurm_job(study, store, {"job_id": "7", "submitted": "2026-01-01 10:00:00", "workers": 2})
     sj.record_slurm_job(study, store, {"job_id": "9", "submitted": "2026-01-02 10:00:00", "workers": 4})
     again = optuna.load_study(study_name="s1", storage=open_storage(journal(tmp_path)).storage)
-    assert [j["job_id"] for j in sj.slurm_jobs(again.user_attrs)] == ["7", "9"]
+    assert [j["job_id"] for j in (StudyRecord.of(again).slurm_jobs or [])] == ["7", "9"]
     monkeypatch.setenv("PATH", str(tmp_path))  # no sacct, no scontrol
-    assert sj.status_lines(sj.slurm_jobs(again.user_attrs))[0] == (
+    assert sj.status_lines((StudyRecord.of(again).slurm_jobs or []))[0] == (
         "slurm job 7 (2 array tasks, submitted 2026-01-01 10:00:00): Slurm's commands (sacct, scontrol) are not "
         "found here: run this on the cluster")
 

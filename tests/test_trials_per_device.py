@@ -12,7 +12,7 @@ import torch
 from postgres import postgres_or_skip
 from test_study_run import QUIET, journal, open_study, run_cli, write_study
 
-from vpsearch.search import attrs
+from vpsearch.search.records import TrialRecord
 from vpsearch.search.gpus import claim_gpu, claim_order, lock_key
 from vpsearch.search.spec import StudyError
 from vpsearch.search.storage import open_storage
@@ -87,4 +87,4 @@ def test_study_run_puts_k_workers_on_one_device(tmp_path, pushing_root):
     assert re.search(r"2 worker\(s\) on cpu x 1 thread\(s\)", r.stdout)
     trials = open_study(journal(root), "tiny").get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-    assert len({t.user_attrs[attrs.WORKER] for t in trials}) == 2  # one trial each, side by side
+    assert len({TrialRecord.of(t).worker for t in trials}) == 2  # one trial each, side by side

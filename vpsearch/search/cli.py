@@ -38,14 +38,14 @@ def cmd_study_status(args: argparse.Namespace) -> int:
     from vpsearch import settings
     from vpsearch.search.status import status_json, status_table
     from vpsearch.search.storage import load_optuna_study
-    from vpsearch.search.worker import open_study_storage
-
     from vpsearch.search import slurm_jobs
+    from vpsearch.search.records import StudyRecord
+    from vpsearch.search.worker import open_study_storage
 
     store, plan = open_study_storage(settings.storage_url(args.storage, args.root), args.name, args.storage_wait)
     study = load_optuna_study(store, args.name)
     trials = study.get_trials(deepcopy=False)
-    jobs = slurm_jobs.slurm_jobs(study.user_attrs)
+    jobs = StudyRecord.of(study).slurm_jobs or []
     if args.json:
         out = status_json(plan, trials)
         if jobs:

@@ -1,8 +1,8 @@
 """The Slurm jobs of a study: the record on the study, and their array tasks' states.
 
-`vpsearch study submit --slurm` records each job it submits in one study user attr
-(SLURM_JOBS, a list of {job_id, submitted, workers, script}); `vpsearch study status` reads
-it back and asks Slurm where each array task stands. sacct knows every task when the
+`vpsearch study submit --slurm` records each job it submits in the study's record
+(StudyRecord.slurm_jobs, a list of {job_id, submitted, workers, script}); `vpsearch study status`
+reads it back and asks Slurm where each array task stands. sacct knows every task when the
 cluster keeps accounting; without it (no slurmdbd) `scontrol show job` knows pending,
 running and recently ended tasks (for MinJobAge, 300 s by default), which is what squeue
 shows too. The parsers are pure; only ``job_states`` runs a command.
@@ -17,20 +17,12 @@ from typing import Any
 
 import optuna
 
+from vpsearch.search.records import StudyRecord, write_study
 from vpsearch.search.storage import StudyStorage
 
-SLURM_JOBS = "slurm_jobs"  # study user attr: list[{job_id, submitted, workers, script}]
-
-
-# --- the record on the study (one attr; the typed StudyRecord can take these two over)
-def slurm_jobs(user_attrs: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Slurm jobs submitted for a study, oldest first ([] when it never was)."""
-    return list(user_attrs.get(SLURM_JOBS) or [])
-
-
 def record_slurm_job(study: optuna.Study, store: StudyStorage, job: dict[str, Any]) -> None:
-    jobs = slurm_jobs(study.user_attrs) + [job]
-    store.call(lambda: study.set_user_attr(SLURM_JOBS, jobs), "recording the Slurm job")
+    jobs = (StudyRecord.of(study).slurm_jobs or []) + [job]
+    store.call(lambda: write_study(study, slurm_jobs=jobs), "recording the Slurm job")
 
 
 # --- task ids: "0-7%2", "[2-7]", "0,3-5"
