@@ -92,23 +92,22 @@ def make_study(storage: str, name: str, values: dict = VALUES, others: bool = Tr
     return study
 
 
-def unfinished_attrs(kl: str, tf: str, reason: str = "", outcome: str | None = None) -> dict:
+def unfinished_attrs(kl: str, tf: str, reason: str = "", outcome: str | None = None,
+                     config_id: int | None = None) -> dict:
     """What the driver has stored on a trial that never completed: no results."""
-    return vp_attrs(kl, tf, 7, None, fail_reason=reason or None, outcome=outcome)
+    return vp_attrs(kl, tf, 7, None, fail_reason=reason or None, outcome=outcome, config_id=config_id)
 
 
 def add_unfinished(study: optuna.Study) -> None:
-    """One failed, one pruned and one running trial."""
-    study.add_trial(optuna.trial.create_trial(
-        state=optuna.trial.TrialState.FAIL, params=params("cyclical", "A"), distributions=DISTS,
-        user_attrs=unfinished_attrs("cyclical", "A", "non-finite loss at epoch 1", "diverged"),
-        intermediate_values={0: 12.0}))
-    study.add_trial(optuna.trial.create_trial(
-        state=optuna.trial.TrialState.PRUNED, params=params("monotonic", "B"), distributions=DISTS,
-        user_attrs=unfinished_attrs("monotonic", "B", "pruned at epoch 1"), intermediate_values={0: 15.0, 1: 16.0}))
-    study.add_trial(optuna.trial.create_trial(
-        state=optuna.trial.TrialState.RUNNING, params=params("none", "A"), distributions=DISTS,
-        user_attrs=unfinished_attrs("none", "A"), intermediate_values={0: 18.0}))
+    """One failed, one pruned and one running trial, each a configuration of its own (as a TPE study has)."""
+    for state, kl, tf, reason, outcome, curve_ in [
+            (optuna.trial.TrialState.FAIL, "cyclical", "A", "non-finite loss at epoch 1", "diverged", {0: 12.0}),
+            (optuna.trial.TrialState.PRUNED, "monotonic", "B", "pruned at epoch 1", None, {0: 15.0, 1: 16.0}),
+            (optuna.trial.TrialState.RUNNING, "none", "A", "", None, {0: 18.0})]:
+        number = len(study.get_trials(deepcopy=False))
+        study.add_trial(optuna.trial.create_trial(
+            state=state, params=params(kl, tf), distributions=DISTS, intermediate_values=curve_,
+            user_attrs=unfinished_attrs(kl, tf, reason, outcome, config_id=number)))
 
 
 @pytest.fixture()

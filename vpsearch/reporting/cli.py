@@ -48,7 +48,9 @@ def cmd_export_best(args: argparse.Namespace) -> int:
     data = open_study_data(args.name, storage_url(args.storage, args.root), runs_root(args.root))
     data.require_completed()
     out = Path(args.out) if args.out else study_dir(args.name, args.root) / "best"
-    paths = export_best(data, out, args.by)
+    paths, choice = export_best(data, out, args.by)
+    for why in choice.skipped:
+        print(f"skipped {why}: not all its seeds completed")
     print(f"best configuration of study {args.name} (by {args.by}) exported to {out}:")
     for p in paths:
         print(f"  {p.name}")

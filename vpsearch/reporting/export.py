@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +27,7 @@ from vpsearch.reporting import figures, provenance, tables
 from vpsearch.reporting.html import esc, img_data_uri, page, render, write_atomic
 from vpsearch.reporting.stats import t_interval
 from vpsearch.reporting.study import ReportError, StudyData, resolve_run_dir
+from vpsearch.reporting.tables import CellTrials
 
 By = Literal["mean-over-seeds", "single"]
 # run outputs copied next to the report (trainer.py's run-dir layout)
@@ -39,6 +40,7 @@ class Choice:
     trial: int  # the trial whose config, run and checkpoint are exported
     group: list[int]  # its configuration's completed trials (seeds)
     by: By
+    skipped: list[str] = field(default_factory=list)  # better-looking configurations that lost seeds
 
 
 @dataclass
@@ -55,19 +57,40 @@ class Exported:
 
 
 def choose(data: StudyData, by: By) -> Choice:
+    """The trial to export. mean-over-seeds: the configuration with the highest mean over its seeds,
+    among those whose seeds all completed (Choice.skipped says which better-looking ones were not);
+    single: the best complete trial."""
     done = data.require_completed()
     done = done[done["val_psnr"].notna() & done["number"].isin(list(data.configs))]
     if done.empty:
         raise ReportError(f"study {data.name!r}: no completed trial recorded its training config; nothing to export")
-    keys = done["config_hash"].where(done["config_hash"].notna(), "trial-" + done["number"].astype(str))
     if by == "single":
         best = done.loc[done["val_psnr"].idxmax()]
-        return Choice(int(best["number"]), done[keys == keys[best.name]]["number"].tolist(), by)
-    means = done.groupby(keys)["val_psnr"].agg(["mean", "size"])
+        group = done[done["configuration"] == best["configuration"]]
+        return Choice(int(best["number"]), group["number"].tolist(), by)
+    cells = CellTrials(data.counted, data.repeats)
+    complete = cells.complete_configurations()
+    skipped = []
+    for cid, g in cells.configurations().items():
+        if cid in complete:
+            continue
+        states = g["state"].value_counts()
+        lost = ", ".join(f"{n} {s.lower()}" for s, n in states.items() if s != "COMPLETE")
+        have = int(states.get("COMPLETE", 0))
+        if have:  # a partial mean could look best; it is not evidence of a configuration
+            partial = float(g.loc[g["state"] == "COMPLETE", "val_psnr"].mean())
+            skipped.append((partial, f"configuration #{cid} ({g.iloc[0]['strategy']}): {have} of "
+                                     f"{max(len(g), data.repeats)} seeds complete ({lost or 'seeds missing'}), "
+                                     f"partial mean {partial:.2f} dB"))
+    if not complete:
+        raise ReportError(f"study {data.name!r}: no configuration has all its {data.repeats} seed(s) complete; "
+                          "export one trial with --by single")
+    means = {cid: (float(g["val_psnr"].mean()), len(g)) for cid, g in complete.items()}
     # highest mean; among equal means, more seeds is better evidence
-    key = means.sort_values(["mean", "size"], ascending=False).index[0]
-    group = done[keys == key]
-    return Choice(int(group.loc[group["val_psnr"].idxmax(), "number"]), group["number"].tolist(), by)
+    cid = max(means, key=lambda c: means[c])
+    group = complete[cid]
+    return Choice(int(group.loc[group["val_psnr"].idxmax(), "number"]), group["number"].tolist(), by,
+                  [why for partial, why in sorted(skipped, reverse=True) if partial > means[cid][0]])
 
 
 def metrics_table(data: StudyData, c: Choice) -> pd.DataFrame:
@@ -100,7 +123,8 @@ def copy_run_outputs(run: Path | None, out: Path) -> dict[str, Path]:
     return copied
 
 
-def export_best(data: StudyData, out: Path, by: By = "mean-over-seeds") -> list[Path]:
+def export_best(data: StudyData, out: Path, by: By = "mean-over-seeds") -> tuple[list[Path], Choice]:
+    """Write the export folder; returns its files and the choice (with what it skipped)."""
     c = choose(data, by)
     out.mkdir(parents=True, exist_ok=True)
     row = data.frame.set_index("number").loc[c.trial]
@@ -128,14 +152,17 @@ def export_best(data: StudyData, out: Path, by: By = "mean-over-seeds") -> list[
     write_atomic(out / "report.md", markdown(ex))
     write_atomic(out / "report.html", html_page(ex))
     return [best_yaml, out / "report.md", out / "report.html", out / "environment.json", out / "trials.csv",
-            *copied.values()]
+            *copied.values()], c
 
 
 def _choice_text(data: StudyData, c: Choice, row: pd.Series) -> str:
     why = (f"the configuration with the highest mean best val PSNR over its {len(c.group)} seed(s); its best seed"
            if c.by == "mean-over-seeds" else "the single trial with the highest best val PSNR")
-    return (f"Trial {c.trial} of study {data.name}: {why}. KL annealing {row['kl']}, teacher forcing {row['tf']}, "
+    text = (f"Trial {c.trial} of study {data.name}: {why}. KL annealing {row['kl']}, teacher forcing {row['tf']}, "
             f"seed {row['seed']}.")
+    if c.skipped:
+        text += " Skipped (not all seeds complete): " + "; ".join(c.skipped) + "."
+    return text
 
 
 def _env_lines(env: dict) -> list[tuple[str, str]]:

@@ -190,6 +190,11 @@ def study_data(study: optuna.Study, storage_url: str, root: Path | None = None) 
     kl_names, tf_names = name_strategies(typed)
     param_names = sorted({p for t in trials for p in t.params})
     replaced = {n for t in trials for n in t.system_attrs.get("retry_history") or []}
+    # a trial's configuration: as the driver recorded it, else (older studies) the first trial of its config hash
+    first_of_hash: dict[str, int] = {}
+    for n, r in sorted(records.items()):
+        if r.config_hash:
+            first_of_hash.setdefault(r.config_hash, n)
     rows = []
     for t in trials:
         rec, res = records[t.number], records[t.number].results
@@ -202,7 +207,8 @@ def study_data(study: optuna.Study, storage_url: str, root: Path | None = None) 
             "kl": _named(kl.label, t.params, presets, "kl") if kl else "unknown",
             "tf": _named(tf.label, t.params, presets, "tf") if tf else "unknown",
             "seed": rec.seed, "repeat": rec.repeat, "config_hash": rec.config_hash,
-            "configuration": rec.config_id if rec.config_id is not None else t.number,
+            "configuration": rec.config_id if rec.config_id is not None else first_of_hash.get(rec.config_hash or "",
+                                                                                               t.number),
             "epochs": len(t.intermediate_values), "best_epoch": res.best_epoch if res else None,
             "duration_s": _duration(t, now), "train_seconds": _float(res.train_seconds if res else None),
             "reason": rec.fail_reason or "", "outcome": rec.outcome or "",

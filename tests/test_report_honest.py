@@ -1,0 +1,123 @@
+"""Reports that tell the truth: lost seeds are counted and flagged, intervals say what they are over,
+the verdict against the trivial predictor comes first, identical schedules are one row."""
+
+from __future__ import annotations
+
+import optuna
+import pandas as pd
+import pytest
+from test_report_study import DISTS, TF_LABEL, curve, journal, params, trial_config, vp_attrs  # noqa: F401
+
+from vpsearch.cli import main
+from vpsearch.reporting.report import build_report
+from vpsearch.reporting.study import open_study_data
+from vpsearch.reporting.tables import STRATEGY_TABLES, strategy_tables
+from vpsearch.search.records import write_study
+from vpsearch.search.storage import open_storage
+
+PRUNED = optuna.trial.TrialState.PRUNED
+
+
+def scripted(url: str, name: str = "scripted", baseline: float = 20.0) -> optuna.Study:
+    """KL none: one lucky complete seed (24.0) and two pruned ones (~19); cyclical: 3 seeds at ~23."""
+    study = optuna.create_study(study_name=name, storage=open_storage(url).storage, direction="maximize")
+    write_study(study, study_config={"name": name, "repeats": 3, "sampler": "tpe"})
+    for cid, kl, values, states in [(0, "none", [24.0, 19.1, 18.9], ["COMPLETE", "PRUNED", "PRUNED"]),
+                                    (3, "cyclical", [23.0, 23.2, 22.9], ["COMPLETE"] * 3)]:
+        for seed, (v, st) in enumerate(zip(values, states)):
+            attrs = vp_attrs(kl, "A", seed, v if st == "COMPLETE" else None, config_id=cid)
+            if baseline != 20.0 and st == "COMPLETE":
+                attrs["results"]["baseline_psnr"] = baseline
+            study.add_trial(optuna.trial.create_trial(
+                state=optuna.trial.TrialState[st], value=v, params=params(kl, "A"), distributions=DISTS,
+                user_attrs=attrs, intermediate_values={0: v - 1, 1: v} if st == "COMPLETE" else {0: v}))
+    return study
+
+
+def test_a_strategy_that_lost_seeds_is_flagged_and_not_ranked_best(journal, tmp_path):  # noqa: F811
+    scripted(journal)
+    data = open_study_data("scripted", journal)
+    cells = strategy_tables(data).cells
+    top, none = cells.iloc[0], cells.iloc[1]
+    assert (top["kl"], top["n"], top["interval_over"], top["incomplete"]) == ("cyclical", "1 x 3", "seeds", False)
+    assert top["psnr_mean"] == pytest.approx(23.0333333)
+    assert (none["kl"], none["n"], none["complete"], none["pruned"], none["incomplete"]) == ("none", "0", 1, 2, True)
+    assert pd.isna(none["psnr_mean"]) and none["interval_note"] == "no configuration with all its seeds complete"
+    assert none["sig"] == "incomplete" and pd.isna(none["p_holm"])
+    build_report(data, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "Best strategy: KL cyclical" in md and "24.0" not in md.split("## Every trial")[0].split("Best strategy")[1][:60]
+    assert "incomplete: 2 pruned; mean over the 0 complete configuration(s) of 1 only" in md
+
+
+def test_export_by_mean_over_seeds_skips_a_configuration_with_lost_seeds(journal, tmp_path, capsys):  # noqa: F811
+    scripted(journal)
+    out = tmp_path / "best"
+    assert main(["export-best", "scripted", "--storage", journal, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("skipped configuration #0 (none | tfr 1 -0.25/ep after ep 1): 1 of 3 seeds complete "
+                              "(2 pruned), partial mean 24.00 dB: not all its seeds completed")
+    import json
+    env = json.loads((out / "environment.json").read_text())
+    assert env["seeds_of_config"] == [3, 4, 5] and env["trial"] == 4  # cyclical's best seed
+    assert "Skipped (not all seeds complete): configuration #0" in (out / "report.md").read_text()
+
+
+def test_intervals_say_what_they_are_over(journal):  # noqa: F811
+    study = optuna.create_study(study_name="mixed", storage=open_storage(journal).storage, direction="maximize")
+    write_study(study, study_config={"name": "mixed", "repeats": 1})
+    # cyclical: three configurations (different lr) of one seed each; none: one configuration, one seed
+    for n, (kl, lr, v) in enumerate([("cyclical", 1e-3, 22.0), ("cyclical", 2e-3, 23.0), ("cyclical", 3e-3, 24.5),
+                                     ("none", 1e-3, 21.0)]):
+        a = vp_attrs(kl, "A", 0, v, config_id=n)
+        a["config"]["optim"]["lr"] = lr
+        study.add_trial(optuna.trial.create_trial(value=v, params=params(kl, "A"), distributions=DISTS,
+                                                  user_attrs=a, intermediate_values=curve(v)))
+    cells = strategy_tables(open_study_data("mixed", journal)).cells.set_index("kl")
+    assert cells.loc["cyclical", "interval_over"] == "configurations" and cells.loc["cyclical", "n"] == "3 x 1"
+    assert cells.loc["none", "interval_over"] == "" and pd.isna(cells.loc["none", "psnr_ci_low"])
+    assert cells.loc["none", "interval_note"] == "1 configuration x 1 seed: no interval"
+
+
+def test_verdict_comes_first_and_says_when_the_trivial_predictor_wins(journal, tmp_path):  # noqa: F811
+    scripted(journal, "loses", baseline=23.5)
+    data = open_study_data("loses", journal)
+    build_report(data, tmp_path)
+    first = (tmp_path / "report.md").read_text().split("\n")[2]
+    assert first.startswith("> The best strategy does NOT beat copying the last context frame: 23.03 dB vs 23.50 dB "
+                            "on the same validation sequences (-0.47 dB).")
+    shown = pd.read_csv(tmp_path / "strategies.csv")
+    assert shown.loc[0, "vs_baseline"] == pytest.approx(23.0333333 - 23.5)
+    assert "| vs copy-last |" in (tmp_path / "report.md").read_text()
+
+
+def test_the_dance_family_is_compared_with_copying_the_first_frame(journal):  # noqa: F811
+    scripted(journal, "dance")
+    study = optuna.load_study(study_name="dance", storage=open_storage(journal).storage)
+    write_study(study, base_config={"data": {"n_past": 1}})
+    data = open_study_data("dance", journal)
+    assert data.baseline_name == "copy-first"
+    from vpsearch.reporting.report import verdict
+    assert verdict(data, strategy_tables(data)).startswith("The best strategy beats copying the first frame")
+
+
+def test_identical_schedules_are_one_row(journal):  # noqa: F811
+    study = optuna.create_study(study_name="same", storage=open_storage(journal).storage, direction="maximize")
+    for n, (kl, cycles, v) in enumerate([("monotonic", 3, 22.0), ("cyclical", 1, 22.4), ("cyclical", 3, 23.0)]):
+        a = vp_attrs(kl, "A", 0, v, config_id=n)
+        a["config"]["schedule"].update(kl_anneal_cycle=cycles, kl_anneal_unit="epoch")  # resolved on loading
+        study.add_trial(optuna.trial.create_trial(value=v, params=params(kl, "A"), distributions=DISTS,
+                                                  user_attrs=a, intermediate_values=curve(v)))
+    cells = strategy_tables(open_study_data("same", journal)).cells
+    # 1 cycle of cyclical is the monotonic ramp: one strategy with two configurations
+    assert sorted(cells["kl"]) == ["cyclical", "monotonic"]
+    assert cells.set_index("kl").loc["monotonic", "n"] == "2 x 1"
+
+
+def test_every_registered_table_lands_in_the_report_and_its_csv(journal, tmp_path):  # noqa: F811
+    from test_report_study import make_study
+    make_study(journal, "grid", others=False)
+    paths = build_report(open_study_data("grid", journal), tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    for spec in STRATEGY_TABLES.values():
+        assert (tmp_path / spec.csv) in paths and f"## {spec.title}" in md
