@@ -87,6 +87,39 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    import json
+
+    from vpsearch.reporting import replay
+    from vpsearch.reporting.recorded import RecordedStudy
+    from vpsearch.reporting.study import load_study
+
+    path = Path(args.name)
+    if path.suffix == ".json" or path.is_file():
+        rec = RecordedStudy.load(path)
+        out = Path(args.out) if args.out else path.with_suffix(".replay.json")
+    else:
+        rec = RecordedStudy.from_study(load_study(args.name, storage_url(args.storage, args.root)))
+        out = Path(args.out) if args.out else study_dir(args.name, args.root) / "replay.json"
+    if args.record:
+        print(f"recording of {rec.name} ({len(rec.trials)} trials) written to {rec.save(Path(args.record))}",
+              file=sys.stderr)
+    pruners = args.pruner or ([] if args.sampler else replay.DEFAULT_PRUNERS)
+    samplers = args.sampler or ([] if args.pruner else replay.DEFAULT_SAMPLERS)
+    replay.check_names(pruners, samplers)
+    p_results = replay.replay_pruners(rec, pruners, args.orders, args.workers) if pruners else []
+    s_results = replay.replay_samplers(rec, samplers, args.seeds) if samplers else []
+    result = replay.as_json(p_results, s_results, rec, args.workers)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(replay.format_tables(p_results, s_results, rec, args.workers))
+        print(f"\nsaved to {out}" + ("; `vpsearch report` shows it as a figure" if out.name == "replay.json" else ""))
+    return 0
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -116,3 +149,36 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--poll", type=float, default=None, help="seconds between study checks (default: the "
                                                             "definition's refresh_seconds)")
     p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("replay", help="what pruning and Bayesian search would have saved, replayed on a study's "
+                                      "own recorded curves (a study run with pruner none)",
+                       epilog="examples:\n  vpsearch replay annealing_vs_tfr\n"
+                              "  vpsearch replay studies/recorded/pushing_grid.json --pruner median "
+                              "--pruner schedule_aware --orders 50",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", metavar="NAME", help="study name, or a recorded study file (.json)")
+    p.add_argument("--storage", help="Optuna storage (default: VPSEARCH_STORAGE, else the journal under --root)")
+    p.add_argument("--root", help="runs root (default: VPSEARCH_ROOT, else ./runs)")
+    p.add_argument("--out", help="where the replay's JSON goes (default: ROOT/studies/NAME/replay.json, which "
+                                 "`vpsearch report` shows)")
+    p.add_argument("--pruner", action="append", metavar="NAME", help="replay this pruner (repeatable; default: "
+                   "none, median, hyperband, patient and schedule_aware, unless --sampler is given)")
+    p.add_argument("--sampler", action="append", metavar="NAME", help="replay this sampler (repeatable; default: "
+                   "random, tpe, gp, cmaes and skopt, unless --pruner is given)")
+    p.add_argument("--orders", type=_positive, default=20, help="random trial orders per pruner (default 20)")
+    p.add_argument("--workers", type=_positive, default=2, help="simulated parallel workers (default 2)")
+    p.add_argument("--seeds", type=_positive, default=10, help="seeds per sampler (default 10)")
+    p.add_argument("--record", metavar="FILE", help="also write the study's recording (curves, params, seeds) "
+                                                  "to FILE, to replay later or elsewhere")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=cmd_replay)
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n

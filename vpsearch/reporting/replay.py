@@ -137,6 +137,7 @@ def replay_pruners(rec: RecordedStudy, names: list[str], orders: int = 20, worke
     true_best_cid = max(true, key=lambda c: sign * true[c])
     true_ranking = rank_strategies(rec_frame(rec, None))
     total = len(rec.trials) * rec.epochs
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # an in-memory study per order: no news
     rng = np.random.default_rng(seed)
     perms = [list(rng.permutation(len(rec.trials))) for _ in range(orders)]
     results = []
@@ -165,6 +166,7 @@ def rec_frame(rec: RecordedStudy, outcome: dict[int, tuple[str, int]] | None):
     import pandas as pd
 
     from vpsearch.reporting.strategies import name_strategies
+    from vpsearch.reporting.study import rank_orders
 
     configs = {t.number: rec.config(t) for t in rec.trials}
     kl, tf = name_strategies(configs)
@@ -176,7 +178,9 @@ def rec_frame(rec: RecordedStudy, outcome: dict[int, tuple[str, int]] | None):
                      "val_psnr": max(curve) if rec.maximize else min(curve), "baseline_psnr": t.baseline,
                      "kl": kl[t.number].label, "tf": tf[t.number].label, "_kl_order": kl[t.number].order,
                      "_tf_order": tf[t.number].order})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    rank_orders(frame)
+    return frame
 
 
 # -- samplers -------------------------------------------------------------------------------
@@ -198,6 +202,7 @@ def replay_sampler(rec: RecordedStudy, name: str, seed: int) -> list[float]:
     from vpsearch.search.samplers import ConfigSampler
     from vpsearch.search.worker import take_trial
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     values = grid_values(rec)
     plan = rec.plan
     spec = plan.spec.model_copy(update={"sampler": SamplerSpec(name=name, seed=seed), "repeats": 1, "seeds": None,
@@ -228,7 +233,7 @@ def replay_samplers(rec: RecordedStudy, names: list[str], seeds: int = 10) -> li
         to_within, after25, after50 = [], [], []
         for s in range(seeds):
             seen = replay_sampler(rec, name, s)
-            running = list(itertools_accumulate(seen, sign))
+            running = list(running_best(seen, sign))
             to_within.append(next(i + 1 for i, v in enumerate(running) if sign * (best - v) <= WITHIN_DB))
             after25.append(running[max(0, math.ceil(n / 4) - 1)])
             after50.append(running[max(0, math.ceil(n / 2) - 1)])
@@ -237,8 +242,8 @@ def replay_samplers(rec: RecordedStudy, names: list[str], seeds: int = 10) -> li
     return results
 
 
-def itertools_accumulate(values: list[float], sign: int) -> list[float]:
-    out, best = [], -math.inf * sign if sign > 0 else math.inf
+def running_best(values: list[float], sign: int) -> list[float]:
+    out, best = [], -math.inf if sign > 0 else math.inf
     for v in values:
         best = max(best, v) if sign > 0 else min(best, v)
         out.append(best)
@@ -270,3 +275,35 @@ def as_json(pruners: list[PrunerResult], samplers: list[SamplerResult], rec: Rec
             "epochs": rec.epochs, "workers": workers, "within_db": WITHIN_DB,
             "pruners": [asdict(p) for p in pruners], "samplers": [asdict(s) for s in samplers],
             "random_expected_trials_to_within": random_expectation(rec) if samplers else None}
+
+
+def format_tables(pruners: list[PrunerResult], samplers: list[SamplerResult], rec: RecordedStudy,
+                  workers: int) -> str:
+    """The replay as terminal tables."""
+    from vpsearch.reporting.tables import markdown_table
+
+    lines = [f"replay of {rec.name}: {len(rec.trials)} trials, {len(rec.configurations())} configurations, "
+             f"{rec.epochs} epochs each"]
+    if pruners:
+        lines += ["", f"pruners ({workers} simulated workers, median over {pruners[0].orders} random trial orders):",
+                  markdown_table(pd_frame([{
+                      "pruner": p.pruner, "epochs saved": f"{100 * p.epochs_saved:.0f}%",
+                      "regret (dB)": f"{p.regret:.2f} (max {p.regret_max:.2f})" if math.isfinite(p.regret_max)
+                      else f"{p.regret:.2f} (some orders completed no configuration)",
+                      "best pruned": f"{100 * p.best_pruned:.0f}%",
+                      "ranking changed": f"{100 * p.ranking_changed:.0f}% (top {100 * p.top_changed:.0f}%)"}
+                      for p in pruners]))]
+    if samplers:
+        lines += ["", f"samplers (lookup over the {samplers[0].grid} configurations, median over "
+                      f"{samplers[0].seeds} seeds; random's expectation {random_expectation(rec):.1f} trials):",
+                  markdown_table(pd_frame([{
+                      "sampler": s.sampler, f"trials to within {WITHIN_DB} dB": f"{s.trials_to_within:g}",
+                      "best after 25%": f"{s.best_after_25:.2f}", "best after 50%": f"{s.best_after_50:.2f}"}
+                      for s in samplers]))]
+    return "\n".join(lines)
+
+
+def pd_frame(rows: list[dict[str, Any]]):
+    import pandas as pd
+
+    return pd.DataFrame(rows)

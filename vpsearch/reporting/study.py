@@ -223,12 +223,7 @@ def study_data(study: optuna.Study, storage_url: str, root: Path | None = None) 
         rows.append(row)
     # columns fixed even for a study without trials, so every table and figure can ask for them
     frame = pd.DataFrame(rows, columns=[*COLUMNS, *(f"param:{p}" for p in param_names)])
-    # the order strategies are listed in: KL none < monotonic < cyclical, then TF by schedule
-    for col in ("_kl_order", "_tf_order"):
-        label = col[1:3]
-        keys = dict(zip(frame[label], frame[col].map(_tuple_key)))
-        rank = {lab: i for i, lab in enumerate(sorted(keys, key=lambda lab: (keys[lab], lab)))}
-        frame[col] = frame[label].map(rank)
+    rank_orders(frame)
     frame["strategy"] = frame["kl"] + " | " + frame["tf"]
     frame["replaced"] = frame["replaced"].astype(bool)
     for col in ("number", "seed", "repeat", "epochs", "best_epoch", "configuration"):
@@ -240,6 +235,16 @@ def study_data(study: optuna.Study, storage_url: str, root: Path | None = None) 
         frame_psnr={n: [float(x) for x in r.results.frame_psnr] for n, r in records.items()
                     if r.results and r.results.frame_psnr},
         param_names=param_names)
+
+
+def rank_orders(frame: pd.DataFrame) -> None:
+    """Turn the strategies' order tuples (_kl_order, _tf_order) into ranks: the order strategies are
+    listed in (KL none < monotonic < cyclical, then teacher forcing by schedule)."""
+    for col in ("_kl_order", "_tf_order"):
+        label = col[1:3]
+        keys = dict(zip(frame[label], frame[col].map(_tuple_key)))
+        rank = {lab: i for i, lab in enumerate(sorted(keys, key=lambda lab: (keys[lab], lab)))}
+        frame[col] = frame[label].map(rank)
 
 
 def _tuple_key(t: tuple) -> tuple:

@@ -1,0 +1,134 @@
+"""`vpsearch replay` on a synthetic recording (known curves): pruners on shuffled orders with simulated
+workers that only see what was reported by then, samplers as lookups over the grid."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import optuna
+import pytest
+
+from vpsearch.reporting import replay
+from vpsearch.reporting.recorded import RecordedStudy, RecordedTrial
+from vpsearch.search.plan import plan_from_spec
+from vpsearch.search.spec import parse_spec
+
+EPOCHS = 6
+SPACE = {"schedule.kl_anneal_type": {"type": "categorical", "choices": ["none", "monotonic", "cyclical"]},
+         "optim.lr": {"type": "categorical", "choices": [0.001, 0.002]}}
+LEVEL = {("none", 0.001): 22.0, ("none", 0.002): 21.0, ("monotonic", 0.001): 23.0, ("monotonic", 0.002): 22.5,
+         ("cyclical", 0.001): 24.0, ("cyclical", 0.002): 20.0}
+
+
+def curve(kl: str, level: float, seed: int) -> list[float]:
+    """Rises to `level`; cyclical (2 cycles of 3 epochs) rises slowly, dips at its reset (epoch 3) and
+    ends best: a slow starter."""
+    if kl == "cyclical":
+        out = [level - 8 * math.exp(-e / 2) + 0.1 * seed for e in range(EPOCHS)]
+        out[3] -= 2.0
+        return out
+    return [level - 3 * math.exp(-e / 1.5) + 0.1 * seed for e in range(EPOCHS)]
+
+
+def recording() -> RecordedStudy:
+    spec = {"name": "synthetic", "base": "pushing-small", "sampler": "grid", "pruner": "none", "repeats": 2,
+            "budget": {"epochs": EPOCHS, "steps_per_epoch": 4},
+            "overrides": ["schedule.kl_anneal_cycle=2", "schedule.kl_anneal_ratio=0.5", "eval.every=1",
+                          "schedule.tfr_start_decay_epoch=0"],
+            "search_space": SPACE}
+    plan = plan_from_spec(parse_spec(spec, "synthetic"), "synthetic")
+    trials, n = [], 0
+    for cid, ((kl, lr), level) in enumerate(LEVEL.items()):
+        for seed in (1, 2):
+            trials.append(RecordedTrial(n, {"schedule.kl_anneal_type": kl, "optim.lr": lr}, seed, seed - 1, 2 * cid,
+                                        curve(kl, level, seed), 1.0, 20.0))
+            n += 1
+    return RecordedStudy("synthetic", plan.record()["study_config"], plan.record()["base_config"], trials)
+
+
+def test_recording_round_trips_through_its_file(tmp_path):
+    rec = recording()
+    back = RecordedStudy.load(rec.save(tmp_path / "r.json"))
+    assert back.trials == rec.trials and back.epochs == EPOCHS and len(back.configurations()) == 6
+    assert back.config(back.trials[0]).schedule.kl_anneal_type == "none"
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(Exception, match="not a vpsearch recorded study"):
+        RecordedStudy.load(tmp_path / "bad.json")
+
+
+class Spy(optuna.pruners.BasePruner):
+    """Never prunes; records, at each decision, the furthest epoch any other trial had reported."""
+
+    def __init__(self):
+        self.seen: list[tuple[int, int, int]] = []
+
+    def prune(self, study, trial):
+        others = [max(t.intermediate_values) for t in study.get_trials(deepcopy=False)
+                  if t.number != trial.number and t.intermediate_values]
+        self.seen.append((trial.number, trial.last_step, max(others, default=-1)))
+        return False
+
+
+def test_a_simulated_worker_sees_only_what_was_reported_by_then():
+    rec = recording()
+    spy = Spy()
+    out = replay.simulate_pruning(rec, spy, list(range(len(rec.trials))), workers=2)
+    assert all(state == "COMPLETE" and epochs == EPOCHS for state, epochs in out.values())
+    # two workers in step: at epoch e of trial 0 the other running trial has reported e (or e-1), never more
+    first_two = [(n, step, other) for n, step, other in spy.seen if n in (0, 1)]
+    assert all(other <= step for _, step, other in first_two)
+    # trial 2 starts once trial 0 has finished: it sees all of trial 0's epochs from its first decision on
+    assert [other for n, step, other in spy.seen if n == 2][0] == EPOCHS - 1
+
+
+def test_pruner_replay_measures_savings_regret_and_ranking():
+    rec = recording()
+    results = {r.pruner: r for r in replay.replay_pruners(rec, ["none", "median", "schedule_aware"], orders=4)}
+    assert results["none"].epochs_saved == 0 and results["none"].regret == 0 and results["none"].best_pruned == 0
+    assert results["none"].ranking_changed == 0
+    median = results["median"]
+    assert 0 < median.epochs_saved < 1 and median.orders == 4
+    # the true best (cyclical, lr 1e-3) starts slowly: the median pruner kills it in some orders
+    assert median.best_pruned > 0 and median.regret > 0
+    aware = results["schedule_aware"]
+    assert 0 <= aware.epochs_saved < 1 and 0 <= aware.best_pruned <= 1 and aware.regret >= 0
+
+
+def test_sampler_replay_is_a_lookup_without_repeats():
+    rec = recording()
+    grid = replay.grid_values(rec)
+    assert len(grid) == 6 and max(grid.values()) == pytest.approx(24.0 - 8 * math.exp(-2.5) + 0.15)
+    seen = replay.replay_sampler(rec, "random", seed=0)
+    assert sorted(seen) == sorted(grid.values())  # every configuration once, no repeats
+    results = replay.replay_samplers(rec, ["random", "tpe"], seeds=3)
+    for r in results:
+        assert 1 <= r.trials_to_within <= 6 and r.best_after_50 <= max(grid.values())
+    assert replay.random_expectation(rec) == pytest.approx(7 / 2)  # (N + 1) / (k + 1), N = 6, k = 1
+
+
+def test_replay_command_prints_tables_and_json(tmp_path, capsys):
+    from vpsearch.cli import main
+
+    path = recording().save(tmp_path / "rec.json")
+    assert main(["replay", str(path), "--pruner", "none", "--pruner", "median", "--orders", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "pruners (2 simulated workers, median over 2 random trial orders):" in text and "| median |" in text
+    assert main(["replay", str(path), "--sampler", "random", "--seeds", "2", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["pruners"] == [] and data["samplers"][0]["sampler"] == "random" and data["configurations"] == 6
+    assert json.loads((tmp_path / "rec.replay.json").read_text()) == data
+    assert main(["replay", str(path), "--pruner", "nope"]) == 2
+    assert "--pruner 'nope': expected one of" in capsys.readouterr().err
+
+
+def test_shipped_recording_replays_in_seconds():
+    from pathlib import Path
+    shipped = Path(__file__).resolve().parent.parent / "studies" / "recorded" / "pushing_grid.json"
+    if not shipped.is_file():
+        pytest.skip("the shipped recording is produced by studies/pushing_grid.yaml")
+    rec = RecordedStudy.load(shipped)
+    assert len(rec.configurations()) == 24 and all(len(t.curve) == rec.epochs for t in rec.trials)
+    assert replay.replay_pruners(rec, ["schedule_aware"], orders=2)[0].orders == 2
+    assert len(replay.replay_sampler(rec, "random", 0)) == 24
+
