@@ -2,7 +2,9 @@
 
 Layers that add subcommands (search, tracking, reporting) expose
 ``add_commands(subparsers)`` in their own ``cli`` module, listed in EXTENSIONS.
-User errors (bad config, data, checkpoint, argument) print one line and exit 2.
+Errors of vpsearch's own types (vpsearch.errors: bad config, data, checkpoint, argument)
+print one line and exit 2; any other exception is a bug and shows its traceback.
+VPSEARCH_DEBUG=1 shows the traceback of every error.
 """
 
 from __future__ import annotations
@@ -10,24 +12,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
-from vpsearch.config import ConfigError
+from vpsearch.args import Parser, positive_int
+from vpsearch.errors import UserError, VpsearchError
 
 EXTENSIONS = ["vpsearch.search.cli", "vpsearch.tracking.cli", "vpsearch.reporting.cli"]
-
-
-class UserError(Exception):
-    """An error caused by the user's input; shown as one line, no traceback."""
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    from vpsearch.data.base import DataError
-    from vpsearch.training.checkpoint import CheckpointError
-    from vpsearch.training.engine import NonFiniteLossError
-    return (UserError, ConfigError, DataError, CheckpointError, NonFiniteLossError, ValueError, FileNotFoundError)
+SIGPIPE_STATUS = 141  # 128 + SIGPIPE: what a Unix tool cut off by `head` exits with
 
 
 def add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -121,7 +116,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vpsearch", description=__doc__.splitlines()[0])
+    parser = Parser(prog="vpsearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one config into a run directory")
@@ -140,11 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="seed of the prior samples")
         p.add_argument("--n-future", help="frames to predict, or 'all' (default: the config's eval.n_future)")
         if name == "evaluate":
-            p.add_argument("--samples", type=int, default=1, help="z samples per sequence (best/mean of N)")
-            p.add_argument("--max-sequences", type=int, default=10**9)
+            p.add_argument("--samples", type=positive_int, default=1, help="z samples per sequence (best/mean of N)")
+            p.add_argument("--max-sequences", type=positive_int, default=10**9)
         else:
             p.add_argument("--out", required=True)
-            p.add_argument("--n-sequences", type=int, default=None, help="how many (default: all)")
+            p.add_argument("--n-sequences", type=positive_int, default=None, help="how many (default: all)")
             p.add_argument("--submission", help="also write the Kaggle-style CSV here")
         p.set_defaults(func=func)
 
@@ -180,11 +175,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe must surface here, not at exit
+        return status
     except KeyboardInterrupt:
         print("vpsearch: interrupted", file=sys.stderr)
         return 130
-    except user_error_types() as e:
+    except BrokenPipeError:
+        # the reader went away (`vpsearch ... --json | head`): nothing to say to anyone; point
+        # stdout at /dev/null so the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_STATUS
+    except VpsearchError as e:
+        if os.environ.get("VPSEARCH_DEBUG", "") not in ("", "0"):
+            traceback.print_exc()
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"vpsearch: error: {msg}", file=sys.stderr)
         return 2

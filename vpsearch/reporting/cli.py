@@ -2,8 +2,8 @@
 
 Every one reads the study from --storage (default: VPSEARCH_STORAGE, else the journal
 file under the runs root) and writes under runs/studies/NAME/ unless --out says where.
-User errors (no such study, no completed trial, bad definition) raise ReportError, a
-ValueError the main CLI prints as one line with exit status 2.
+User errors (no such study, no completed trial, bad definition) raise ReportError, which
+the main CLI prints as one line with exit status 2.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from vpsearch.settings import storage_url, study_dir
+from vpsearch.args import port_number
+from vpsearch.errors import UserError
+from vpsearch.settings import listen_notice, storage_url, study_dir
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -70,7 +72,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     try:
         server = DashboardServer(args.name, url, definition, out, args.port, args.poll, args.host).start()
     except OSError as e:  # port in use, most likely
-        raise ValueError(f"cannot serve on {args.host}:{args.port}: {e.strerror or e}") from None
+        raise UserError(f"cannot serve on {args.host}:{args.port}: {e.strerror or e}") from None
+    for line in listen_notice(args.host, server.port):
+        print(line, file=sys.stderr, flush=True)
     print(f"serving the dashboard of study {args.name} at {server.url} (rebuilt as trials finish; Ctrl-C stops)",
           flush=True)
     # `docker compose stop` and service managers send SIGTERM: stop as cleanly as on Ctrl-C
@@ -110,7 +114,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--serve", action="store_true", help="serve on 127.0.0.1 and refresh as trials finish")
     p.add_argument("--host", default="127.0.0.1", help="interface for --serve (default 127.0.0.1: this machine "
                                                        "only; 0.0.0.0 in a container whose port is published)")
-    p.add_argument("--port", type=int, default=8765, help="port for --serve (0: any free port)")
+    p.add_argument("--port", type=port_number, default=8765, help="port for --serve (0: any free port)")
     p.add_argument("--poll", type=float, default=None, help="seconds between study checks (default: the "
                                                             "definition's refresh_seconds)")
     p.set_defaults(func=cmd_dashboard)

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from vpsearch.errors import UserError
 from vpsearch.search import attrs
 
 KL_ORDER = {"none": 0, "monotonic": 1, "cyclical": 2}
@@ -26,7 +27,7 @@ COLUMNS = ["number", "state", "value", "val_psnr", "val_psnr_final", "val_ssim",
 STATES = ["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
 
 
-class ReportError(ValueError):
+class ReportError(UserError):
     """A user-facing problem (no such study, nothing completed); the CLI prints one line."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from vpsearch.args import positive_int
+
 
 def cmd_study_run(args: argparse.Namespace) -> int:
     from vpsearch.search.launcher import RunOptions, run_study
@@ -74,9 +76,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = ssub.add_parser("run", help="create or resume a study and run its trials on local workers")
     p.add_argument("study_file", metavar="STUDY.yaml")
-    p.add_argument("--workers", type=int, help="worker processes (default: the study's workers)")
+    p.add_argument("--workers", type=positive_int, help="worker processes (default: the study's workers)")
     p.add_argument("--devices", help="cpu, auto, cuda, or cuda:0,cuda:1 (one worker per GPU)")
-    p.add_argument("--threads", type=int, help="CPU threads per worker (default: cores / workers)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads per worker (default: cores / workers)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI or 'off' (env MLFLOW_TRACKING_URI)")
     _common(p)
     p.set_defaults(func=cmd_study_run)
@@ -103,12 +105,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study", required=True, help="study name (its YAML is stored in the storage)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, auto, or cuda:free (a GPU of this machine "
                                                     "that no other worker holds; PostgreSQL storage)")
-    p.add_argument("--threads", type=int, help="CPU threads for training")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for training")
     p.add_argument("--tracking-uri", help="MLflow tracking URI or 'off' (default: the study's)")
     _common(p)
     # set by `study run` for the workers it spawns
     p.add_argument("--slot", type=int, help=argparse.SUPPRESS)
     p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     p.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
-    p.add_argument("--max-trials", type=int, help="stop after this many trials")
+    p.add_argument("--max-trials", type=positive_int, help="stop after this many trials")
     p.set_defaults(func=cmd_worker)

@@ -218,7 +218,8 @@ class Launcher:
             for s, h in old.items():
                 signal.signal(s, h)
         print(("\r\033[K" if sys.stdout.isatty() else ""), end="")
-        print(summary(self.plan, self.trials(study), time.time() - t0))
+        trials = self.trials(study)
+        print(summary(self.plan, trials, time.time() - t0))
         if self.interrupts:
             print(f"interrupted: running trials were re-queued; resume with: vpsearch study run {self.opts.study_file}")
             return 130
@@ -227,6 +228,11 @@ class Launcher:
                              f"see the logs in {settings.study_dir(self.plan.name, self.root) / 'logs'}")
         if self.remaining(study):
             print(f"timeout reached; continue with: vpsearch study run {self.opts.study_file}")
+        t = tally(trials)
+        if t.complete == 0:  # scripts and CI must see a study that produced nothing as a failure
+            print(f"vpsearch: error: no trial of study {self.plan.name} completed ({t.failed} failed, {t.pruned} "
+                  f"pruned); the reasons: vpsearch study status {self.plan.name}", file=sys.stderr)
+            return 1
         return 0
 
 

@@ -31,7 +31,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.storages.journal._file import BaseJournalFileLock
 
 from vpsearch.search.spec import Failure, StudyError
-from vpsearch.settings import redact
+from vpsearch.settings import redact, scrub
 
 T = TypeVar("T")
 
@@ -85,7 +85,7 @@ def parse_url(url: str) -> tuple[str, str]:
         return "sqlite", url
     if "://" in url:
         return "rdb", _with_driver(url)
-    raise StudyError(f"storage {url!r}: expected journal:PATH, sqlite:///PATH or postgresql://USER@HOST/DB")
+    raise StudyError(f"storage {redact(url)}: expected journal:PATH, sqlite:///PATH or postgresql://USER@HOST/DB")
 
 
 def _with_driver(url: str) -> str:
@@ -200,7 +200,7 @@ def open_storage(url: str, workers: int = 1, failure: Failure | None = None, wai
     except StorageUnavailable:
         raise
     except Exception as e:  # bad URL, missing driver, wrong password: not worth retrying
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        msg = scrub((str(e).strip().splitlines() or [type(e).__name__])[0], url)
         raise StudyError(f"storage {shown}: cannot open ({msg})") from None
     return StudyStorage(url, kind, rdb, wait, rdb=rdb, failure=failure)
 

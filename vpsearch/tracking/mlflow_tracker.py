@@ -28,7 +28,8 @@ from typing import Any
 import yaml
 
 from vpsearch.config import Config, flatten
-from vpsearch.reporting.provenance import git_commit
+from vpsearch.errors import UserError
+from vpsearch.versions import git_commit
 from vpsearch.settings import artifact_root, redact
 from vpsearch.tracking import names
 from vpsearch.tracking.base import StudyTracker, TrialState, TrialTracker
@@ -121,7 +122,7 @@ class MLflowStudyTracker(StudyTracker):
         else:
             run = self.client.get_run(parent_run_id)  # raises a clear MLflow error if it is not there
             if run.info.experiment_id != exp:
-                raise ValueError(f"MLflow run {parent_run_id} belongs to experiment {run.info.experiment_id}, "
+                raise UserError(f"MLflow run {parent_run_id} belongs to experiment {run.info.experiment_id}, "
                                  f"not to study {self.study_name!r} ({exp}) on {redact(self.uri)}")
         self.parent_run_id = parent_run_id
         if self._created_parent:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import time
 
+from vpsearch.errors import UserError
+
 PROBE_CONNECT_TIMEOUT = 3.0
 PROBE_READ_TIMEOUT = 5.0  # connect + read stays under the 10 s the issue allows
 
@@ -27,11 +29,8 @@ MLFLOW_ENV_DEFAULTS = {
 }
 
 
-class TrackingUnavailable(ValueError):
-    """The tracking server cannot be reached (a one-line user error in the CLI).
-
-    A ValueError so `vpsearch` prints it as one line without a traceback.
-    """
+class TrackingUnavailable(UserError):
+    """The tracking server cannot be reached (a one-line user error in the CLI)."""
 
 
 def apply_env_defaults() -> None:

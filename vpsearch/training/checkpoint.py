@@ -16,12 +16,13 @@ from typing import Any
 import torch
 
 from vpsearch.config import Config, ConfigError, config_from_dict
+from vpsearch.errors import UserError
 from vpsearch.models import DataShape, StepwiseCVAE, build_model
 
 FORMAT = "vpsearch-checkpoint-1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint file is missing, corrupt or not a vpsearch checkpoint."""
 
 
