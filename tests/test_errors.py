@@ -271,6 +271,7 @@ def test_dashboard_on_a_public_host_warns_and_names_the_real_port(tmp_path, monk
         raise KeyboardInterrupt
 
     monkeypatch.setattr(dashboard, "DashboardServer", FakeServer)
+    monkeypatch.setattr("vpsearch.reporting.study.load_study", lambda name, url: None)
     monkeypatch.setattr("time.sleep", interrupted)
     monkeypatch.setattr("signal.signal", lambda *a: None)
     assert cli.main(["dashboard", "s", "--root", str(tmp_path), "--serve", "--host", "0.0.0.0", "--port", "0"]) == 0

@@ -34,9 +34,11 @@ def add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from vpsearch.config import load_config
     from vpsearch.training import fit
+    from vpsearch.training.run_dir import prepare_run_dir
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / "train" / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    prepare_run_dir(out, resume=args.resume, overwrite=args.overwrite)
     result = fit(cfg, out, resume=args.resume)
     print(json.dumps({"run_dir": str(result.run_dir), "best_val_psnr": round(result.best_psnr, 4),
                       "best_epoch": result.best_epoch, "epochs": result.epochs_done,
@@ -123,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--out", help="run directory (default runs/train/NAME-TIME)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (its checkpoints, "
+                                                            "metrics and samples are deleted)")
     p.set_defaults(func=cmd_train)
 
     for name, func, helptext in (("evaluate", cmd_evaluate, "evaluate a checkpoint; prints JSON"),

@@ -24,7 +24,8 @@ class UserError(VpsearchError, ValueError):
     A ValueError too, so code that caught ValueError before keeps working."""
 
 
-def os_error(e: OSError, path: str | Path, doing: str, fix: str = "") -> UserError:
+def os_error(e: OSError, path: str | Path, doing: str, fix: str = "",
+             error: type[UserError] = UserError) -> UserError:
     """One line for a failed file operation: what, where, why, and how to fix it.
 
     e.g. os_error(e, out, "writing checkpoint best.pt", "pass another --out")
@@ -34,15 +35,19 @@ def os_error(e: OSError, path: str | Path, doing: str, fix: str = "") -> UserErr
     code = e.errno
     if code == errno.ENOSPC:
         why = f"no space left on {_device(path)}"
-    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        why = f"{path} is read-only or not writable for this user"
+    elif code == errno.EDQUOT:
+        why = f"disk quota exceeded on {_device(path)}"
+    elif code == errno.EROFS:
+        why = f"{path} is not writable (read-only file system)"
+    elif code in (errno.EACCES, errno.EPERM):
+        why = f"{path} is not writable (permission denied)"
     elif code == errno.ENOTDIR:
         why = f"{_file_on_the_way(path)} is a file, not a folder"
     elif code == errno.EEXIST:
         why = f"{path} already exists and is not a folder"
     else:
         why = f"{path}: {e.strerror or type(e).__name__}"
-    return UserError(f"{why} while {doing}" + (f"; {fix}" if fix else ""))
+    return error(f"{why} while {doing}" + (f"; {fix}" if fix else ""))
 
 
 def _device(path: Path) -> str:
@@ -53,7 +58,7 @@ def _device(path: Path) -> str:
     mount = p
     while not os.path.ismount(mount) and mount != mount.parent:
         mount = mount.parent
-    return f"device {mount} ({path})"
+    return f"device {mount}" + (f" ({path})" if Path(path).resolve() != mount else "")
 
 
 def _file_on_the_way(path: Path) -> Path:

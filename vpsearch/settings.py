@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
+
+from vpsearch.errors import UserError, os_error
 
 
 def runs_root(root: str | Path | None = None) -> Path:
@@ -45,6 +48,21 @@ def artifact_root(root: str | Path | None = None) -> Path:
 def study_dir(name: str, root: str | Path | None = None) -> Path:
     """Trial run directories, logs and reports of one study."""
     return runs_root(root) / "studies" / name
+
+
+def make_dir(path: str | Path, what: str, fix: str, error: type[UserError] = UserError) -> Path:
+    """mkdir -p path and check that files can be created in it; otherwise one error naming
+    the path, the reason (read-only, a file in the way, disk full) and the fix."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        # an existing read-only folder passes mkdir: try what the caller will do next
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".vpsearch-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise os_error(e, path, f"creating {what}", fix, error) from None
+    return path
 
 
 # query parameters that carry a secret (libpq's password=, and tokens of HTTP proxies)

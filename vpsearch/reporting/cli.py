@@ -16,7 +16,7 @@ from pathlib import Path
 
 from vpsearch.args import port_number
 from vpsearch.errors import UserError
-from vpsearch.settings import listen_notice, storage_url, study_dir
+from vpsearch.settings import listen_notice, make_dir, storage_url, study_dir
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -27,6 +27,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default: ROOT/studies/NAME/<kind>)")
 
 
+def _out_dir(args: argparse.Namespace, kind: str) -> Path:
+    """The output folder (created, writable), or one line naming it and --out."""
+    out = Path(args.out) if args.out else study_dir(args.name, args.root) / kind
+    return make_dir(out, f"the {kind} folder", "pass --out a writable folder")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from vpsearch.reporting.report import build_report, log_report
     from vpsearch.reporting.study import open_study_data
@@ -34,7 +40,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     url = storage_url(args.storage, args.root)
     data = open_study_data(args.name, url)
     data.require_completed()  # fail before creating any folder
-    out = Path(args.out) if args.out else study_dir(args.name, args.root) / "report"
+    out = _out_dir(args, "report")
     paths = build_report(data, out)
     print(f"report of study {args.name} ({data.counts_line()}) written to {out}:")
     for p in paths:
@@ -49,7 +55,7 @@ def cmd_export_best(args: argparse.Namespace) -> int:
 
     data = open_study_data(args.name, storage_url(args.storage, args.root))
     data.require_completed()
-    out = Path(args.out) if args.out else study_dir(args.name, args.root) / "best"
+    out = _out_dir(args, "best")
     paths = export_best(data, out, args.by)
     print(f"best configuration of study {args.name} (by {args.by}) exported to {out}:")
     for p in paths:
@@ -64,9 +70,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     url = storage_url(args.storage, args.root)
     definition = load_definition(args.definition)
-    out = Path(args.out) if args.out else study_dir(args.name, args.root) / "dashboard"
+    study = load_study(args.name, url)  # before any folder is made
+    out = _out_dir(args, "dashboard")
     if not args.serve:
-        build_dashboard(load_study(args.name, url), url, definition, out)
+        build_dashboard(study, url, definition, out)
         print(f"dashboard of study {args.name} written to {out / 'index.html'}")
         return 0
     try:

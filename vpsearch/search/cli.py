@@ -9,8 +9,11 @@ from vpsearch.args import positive_int
 
 
 def cmd_study_run(args: argparse.Namespace) -> int:
+    from vpsearch import settings
     from vpsearch.search.launcher import RunOptions, run_study
 
+    settings.make_dir(settings.runs_root(args.root), "the runs root (trial folders, logs, tracking spool)",
+                      "pass --root (or set VPSEARCH_ROOT to) a writable folder")
     return run_study(RunOptions(args.study_file, workers=args.workers, devices=args.devices, storage=args.storage,
                                 tracking_uri=args.tracking_uri, root=args.root, threads=args.threads,
                                 storage_wait=args.storage_wait))
@@ -26,10 +29,12 @@ def cmd_study_create(args: argparse.Namespace) -> int:
 def cmd_study_status(args: argparse.Namespace) -> int:
     from vpsearch import settings
     from vpsearch.search.status import status_json, status_table
-    from vpsearch.search.storage import load_optuna_study
+    from vpsearch.search.storage import load_optuna_study, require_existing
     from vpsearch.search.worker import open_study_storage
 
-    store, plan = open_study_storage(settings.storage_url(args.storage, args.root), args.name, args.storage_wait)
+    url = settings.storage_url(args.storage, args.root)
+    require_existing(url)  # reading a study creates nothing
+    store, plan = open_study_storage(url, args.name, args.storage_wait)
     trials = load_optuna_study(store, args.name).get_trials(deepcopy=False)
     if args.json:
         print(json.dumps(status_json(plan, trials), indent=2, default=str))
@@ -51,9 +56,14 @@ def cmd_study_check(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from vpsearch import settings
+    from vpsearch.search.storage import require_existing
     from vpsearch.search.worker import WorkerOptions, run_worker
 
-    run_worker(WorkerOptions(args.study, settings.storage_url(args.storage, args.root), device=args.device,
+    url = settings.storage_url(args.storage, args.root)
+    require_existing(url)  # a worker joins a study; it never creates the store
+    settings.make_dir(settings.runs_root(args.root), "the runs root (trial folders, tracking spool)",
+                      "pass --root (or set VPSEARCH_ROOT to) a writable folder")
+    run_worker(WorkerOptions(args.study, url, device=args.device,
                              threads=args.threads, tracking_uri=args.tracking_uri, root=args.root, slot=args.slot,
                              deadline=args.deadline, parent_pid=args.parent_pid, storage_wait=args.storage_wait,
                              max_trials=args.max_trials))

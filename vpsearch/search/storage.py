@@ -99,6 +99,21 @@ def _with_driver(url: str) -> str:
     return url
 
 
+def require_existing(url: str) -> None:
+    """For commands that only read: a journal or sqlite file that is not there is an error,
+    never a new empty store (nor the folders leading to it)."""
+    kind, target = parse_url(url)
+    if kind == "journal":
+        path = target
+    elif kind == "sqlite" and target.startswith("sqlite:///"):
+        path = target[len("sqlite:///"):]
+    else:
+        return  # a database server: reading it creates nothing
+    if path != ":memory:" and not Path(path).expanduser().is_file():
+        raise StudyError(f"storage {redact(url)}: no such {kind} file (run a study first, or pass --storage "
+                         "or --root)")
+
+
 @dataclass
 class StudyStorage:
     url: str

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from vpsearch.config import Config, ConfigError, config_from_dict
-from vpsearch.errors import UserError
+from vpsearch.errors import UserError, os_error
 from vpsearch.models import DataShape, StepwiseCVAE, build_model
 
 FORMAT = "vpsearch-checkpoint-1"
@@ -54,8 +54,28 @@ def save_checkpoint(path: Path, *, cfg: Config, shape: DataShape, model: Stepwis
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
+    try:
+        # through our own file object: a full disk then raises OSError(ENOSPC) from write(), where
+        # torch.save(path) reports "[enforce fail at inline_container.cc] unexpected pos"
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)  # the previous checkpoint at `path` is untouched
+        cause = _os_cause(e)
+        if cause is not None:
+            raise os_error(cause, path.parent, f"writing checkpoint {path}", "free space or write elsewhere") from None
+        raise
     os.replace(tmp, path)
+
+
+def _os_cause(e: BaseException | None) -> OSError | None:
+    """The OSError behind e: torch's zip writer raises a RuntimeError while closing after a failed write."""
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, OSError):
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
