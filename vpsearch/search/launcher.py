@@ -188,7 +188,8 @@ class Launcher:
 
     def run(self) -> int:
         t0 = time.time()
-        study = prepare_study(self.plan, self.store, self.tracking, self.root)
+        with self.store.lock(self.plan.name):  # a second `study run` started at once reuses our parent run
+            study = prepare_study(self.plan, self.store, self.tracking, self.root)
         from vpsearch.data.builtin import resolve_root
         resolve_root(self.plan.base.data.root)  # built-in data generated once here, not by every worker
         lost = self.store.call(lambda: reap_dead_local(study, self.retry), "checking for dead workers")
@@ -257,7 +258,8 @@ def create_study(opts: RunOptions) -> int:
     store = open_storage(settings.storage_url(opts.storage, root), failure=plan.spec.failure,
                          wait=opts.storage_wait)
     existed = plan.name in study_names(store)
-    study = prepare_study(plan, store, settings.tracking_uri(opts.tracking_uri, root), root)
+    with store.lock(plan.name):
+        study = prepare_study(plan, store, settings.tracking_uri(opts.tracking_uri, root), root)
     t = tally(study.get_trials(deepcopy=False))
     print(f"study {plan.name} {'found' if existed else 'created'} in {store.shown}: {plan.n_trials} trials "
           f"({t.finished} finished), sampler {plan.spec.sampler.name}, pruner {plan.spec.pruner.name}; "
