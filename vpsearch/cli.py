@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / "train" / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     prepare_run_dir(out, resume=args.resume, overwrite=args.overwrite)
-    result = fit(cfg, out, resume=args.resume)
+    result = fit(cfg, out, resume=args.resume, force=args.force)
     print(json.dumps({"run_dir": str(result.run_dir), "best_val_psnr": round(result.best_psnr, 4),
                       "best_epoch": result.best_epoch, "epochs": result.epochs_done,
                       "seconds": round(result.seconds, 1), "best_checkpoint": str(result.best_checkpoint)}, indent=2))
@@ -49,18 +49,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _load_for_inference(args: argparse.Namespace, split_default: str):
     import torch
 
-    from vpsearch.data import load_split
-    from vpsearch.training.checkpoint import model_from_checkpoint
     from vpsearch.training.device import select_device
+    from vpsearch.training.predict import open_for_inference
 
     device = select_device(args.device)
-    model, cfg, _ = model_from_checkpoint(args.checkpoint, device)
-    if args.data:
-        cfg.data.root = args.data
-    split = {"train": cfg.data.train_split, "val": cfg.data.val_split, "validate": cfg.data.val_split,
-             "test": cfg.data.test_split}.get(args.split or split_default, args.split or split_default)
+    model, cfg, data = open_for_inference(args.checkpoint, device, args.data, args.split or split_default)
     torch.manual_seed(args.seed)
-    return model, cfg, load_split(cfg.data, split), device
+    return model, cfg, data, device
 
 
 def _horizon(value: str | None):
@@ -125,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--out", help="run directory (default runs/train/NAME-TIME)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("--force", action="store_true", help="with --resume: continue although training fields of the "
+                                                        "config changed (the model must stay the same)")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (its checkpoints, "
                                                             "metrics and samples are deleted)")
     p.set_defaults(func=cmd_train)

@@ -25,10 +25,11 @@ from vpsearch.config import Config
 from vpsearch.data import WindowSampler, load_split
 from vpsearch.data.base import VideoSet
 from vpsearch.models import DataShape, build_model
-from vpsearch.training.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from vpsearch.training.checkpoint import rng_state, save_checkpoint
 from vpsearch.training.device import grad_scaler, select_device, set_threads
 from vpsearch.training.engine import Evaluation, StepContext, evaluate, train_epoch
 from vpsearch.training.reporter import Reporter
+from vpsearch.training.resume import resume as resume_run
 from vpsearch.training.schedules import KLAnnealing, TeacherForcing, lr_factor
 from vpsearch.training.visualize import plot_run, write_gif, write_strip
 
@@ -76,8 +77,10 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
     return cls(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
 
 
-def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resume: bool = False) -> FitResult:
-    """Train cfg into run_dir. resume=True continues from checkpoints/last.pt when present."""
+def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resume: bool = False,
+        force: bool = False) -> FitResult:
+    """Train cfg into run_dir. resume=True continues from checkpoints/last.pt when present (a
+    config whose training-relevant fields differ from the run's needs force=True; see resume.py)."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
     reporter = reporter or Reporter()
@@ -101,17 +104,14 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
                       TeacherForcing.from_config(cfg.schedule), KLAnnealing.from_config(cfg))
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
     history: list[dict[str, float]] = []
     best, best_epoch, start_epoch = -math.inf, -1, 0
     last_ckpt = run_dir / "checkpoints" / "last.pt"
     if resume and last_ckpt.is_file():
-        state = load_checkpoint(last_ckpt)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng(state["rng"], sampler_gen, teacher_gen)
+        state = resume_run(last_ckpt, cfg, shape, model, optimizer, ctx.scaler, sampler_gen, teacher_gen, force)
         history, best, best_epoch = list(state["history"]), state["best"], state["best_epoch"]
         start_epoch = state["epoch"] + 1
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())  # after the resume check: a refused resume changes nothing
     reporter.started(run_dir, cfg.to_dict())
 
     progress = _progress(cfg, (cfg.train.epochs - start_epoch) * steps)
@@ -141,7 +141,8 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         history.append(row)
         write_metrics(run_dir / "metrics.csv", history)
         ckpt = dict(cfg=cfg, shape=shape, model=model, optimizer=optimizer, epoch=epoch, best=best,
-                    best_epoch=best_epoch, history=history, rng=rng_state(sampler_gen, teacher_gen), lr=lr)
+                    best_epoch=best_epoch, history=history, rng=rng_state(sampler_gen, teacher_gen), lr=lr,
+                    scaler=ctx.scaler)
         if best_epoch == epoch:
             save_checkpoint(run_dir / "checkpoints" / "best.pt", **ckpt)
         save_checkpoint(last_ckpt, **ckpt)
