@@ -110,7 +110,7 @@ def _unreadable(e: Exception) -> str:
         return "it holds pickled Python objects, refused because loading them could run code"
     # torch's weights-only unpickler buries the cause under advice about weights_only=False
     detail = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text else text
-    first = (detail.strip().splitlines() or [type(e).__name__])[0]
+    first = (detail.strip().splitlines() or [type(e).__name__])[0].split(". ")[0]  # drop miniz's advice
     return f"truncated or corrupt: {first[:160]}"
 
 
