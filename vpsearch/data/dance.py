@@ -39,7 +39,7 @@ def frame_number(path: Path) -> int:
 
 
 def numbered_pngs(folder: Path) -> list[Path]:
-    """PNGs of a folder in numeric order; a missing or empty folder is an error."""
+    """PNGs of a folder in numeric order; a missing or empty folder, or a gap in the numbers, is an error."""
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
     # Dot files (.DS_Store, macOS "._1.png" copies) are not frames.
@@ -51,6 +51,10 @@ def numbered_pngs(folder: Path) -> list[Path]:
     for (a, pa), (b, pb) in zip(numbered, numbered[1:]):
         if a == b:  # e.g. 7.png and frame7.png: their order would be undefined
             raise DataError(f"{pb}: same frame number as {pa.name} (expected one file per frame)")
+        if b != a + 1:  # a video would jump in time there, unseen (frames and labels may lack it alike)
+            missing = f"frame {a + 1}" if b == a + 2 else f"frames {a + 1}..{b - 1}"
+            raise DataError(f"{folder}: {missing} is missing ({pa.name} is followed by {pb.name}; "
+                            "expected consecutive frame numbers)")
     return [p for _, p in numbered]
 
 

@@ -23,7 +23,7 @@ import torch
 
 from vpsearch.config import Config
 from vpsearch.data import WindowSampler, load_split
-from vpsearch.data.base import VideoSet
+from vpsearch.data.base import DataError, VideoSet
 from vpsearch.models import DataShape, build_model
 from vpsearch.training.checkpoint import rng_state, save_checkpoint
 from vpsearch.training.device import grad_scaler, select_device, set_threads
@@ -77,6 +77,24 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
     return cls(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
 
 
+def check_data_serves(cfg: Config, val_set: VideoSet, n_windows: int) -> None:
+    """Refuse before the first epoch what the data cannot serve (instead of failing at the first
+    evaluation, or training on batches that repeat windows): a batch larger than the training
+    windows, or a rollout longer than every validation video."""
+    d = cfg.data
+    if 0 < n_windows < cfg.train.batch_size:
+        raise DataError(f"train.batch_size={cfg.train.batch_size} is larger than the {n_windows} training windows "
+                        f"of {d.root} ({d.window} frames, stride {d.window_stride}); lower train.batch_size or "
+                        "use more or longer videos")
+    h = d.n_future if cfg.eval.n_future is None else cfg.eval.n_future
+    shown = f"eval.n_future={h}" if cfg.eval.n_future is not None else f"data.n_future={h} (eval.n_future unset)"
+    longest = max((val_set.known_frames(i) for i in range(min(len(val_set), cfg.eval.max_sequences))), default=0)
+    need = d.n_past + (1 if h == "all" else int(h))
+    if longest < need:
+        raise DataError(f"{shown} with data.n_past={d.n_past} needs validation videos of {need} frames, but the "
+                        f"longest of split {d.val_split} has {longest} frames; lower eval.n_future")
+
+
 def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resume: bool = False,
         force: bool = False) -> FitResult:
     """Train cfg into run_dir. resume=True continues from checkpoints/last.pt when present (a
@@ -96,6 +114,7 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         model.memory_format = torch.channels_last
     optimizer = make_optimizer(model, cfg)
     windows = train_set.windows(cfg.data.window, cfg.data.window_stride)
+    check_data_serves(cfg, val_set, len(windows))
     sampler_gen = torch.Generator().manual_seed(cfg.train.seed)
     teacher_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
     sampler = WindowSampler(len(windows), cfg.train.batch_size, sampler_gen)
