@@ -100,7 +100,10 @@ def cmd_data_make(args: argparse.Namespace) -> int:
     else:
         from vpsearch.data.generators.dancer import make_dancer as make
     t0 = time.perf_counter()
-    out = make(Path(args.out), **kwargs)
+    try:
+        out = make(Path(args.out), **kwargs)
+    except FileExistsError as e:  # the generator refuses to replace a folder it did not write
+        raise UserError(f"{e}; pass an empty or new --out") from None
     print(f"wrote {args.kind} data to {out} in {time.perf_counter() - t0:.1f}s")
     return 0
 

@@ -39,7 +39,7 @@ def frame_number(path: Path) -> int:
 
 
 def numbered_pngs(folder: Path) -> list[Path]:
-    """PNGs of a folder in numeric order; a missing or empty folder, or a gap in the numbers, is an error."""
+    """PNGs of a folder in numeric order; a missing or empty folder is an error."""
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
     # Dot files (.DS_Store, macOS "._1.png" copies) are not frames.
@@ -51,11 +51,18 @@ def numbered_pngs(folder: Path) -> list[Path]:
     for (a, pa), (b, pb) in zip(numbered, numbered[1:]):
         if a == b:  # e.g. 7.png and frame7.png: their order would be undefined
             raise DataError(f"{pb}: same frame number as {pa.name} (expected one file per frame)")
-        if b != a + 1:  # a video would jump in time there, unseen (frames and labels may lack it alike)
+    return [p for _, p in numbered]
+
+
+def check_consecutive(folder: Path, paths: list[Path]) -> None:
+    """A gap in the numbers (frame 20 missing from frames and labels alike, so pairing passes)
+    would make the video jump in time unseen: an error naming it, as the BAIR loader does."""
+    numbers = [frame_number(p) for p in paths]
+    for (a, pa), (b, pb) in zip(zip(numbers, paths), zip(numbers[1:], paths[1:])):
+        if b != a + 1:
             missing = f"frame {a + 1}" if b == a + 2 else f"frames {a + 1}..{b - 1}"
             raise DataError(f"{folder}: {missing} is missing ({pa.name} is followed by {pb.name}; "
                             "expected consecutive frame numbers)")
-    return [p for _, p in numbered]
 
 
 def paired(img_dir: Path, label_dir: Path) -> tuple[list[Path], list[Path]]:
@@ -69,6 +76,7 @@ def paired(img_dir: Path, label_dir: Path) -> tuple[list[Path], list[Path]]:
     for lb in labels:
         if lb.name not in frame_names:
             raise DataError(f"{lb}: label without its frame (expected {img_dir / lb.name})")
+    check_consecutive(img_dir, frames)
     return frames, labels
 
 
@@ -92,6 +100,7 @@ def test_videos(test_dir: Path, expected_len: int | None = None) -> list[tuple[s
         if not name.isdigit():
             raise DataError(f"{label_root / name}: test video folders are named 0, 1, ...")
         labels = numbered_pngs(label_root / name)
+        check_consecutive(label_root / name, labels)
         want = expected_len or (len(videos[0][2]) if videos else len(labels))
         if len(labels) != want:
             raise DataError(f"{label_root / name}: {len(labels)} labels, expected {want} like the other videos")

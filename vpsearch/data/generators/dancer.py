@@ -216,7 +216,7 @@ def make_dancer(out: Path, *, train_frames: int = 3000, val_frames: int = 630, t
         raise UserError("make_dancer: every count must be at least 1")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "vpsearch-dataset.json").is_file():
-        raise UserError(f"{out}: exists and is not a generated dataset; refusing to overwrite (pass an empty or new --out)")
+        raise FileExistsError(f"{out}: exists and is not a generated dataset; refusing to overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
