@@ -36,8 +36,20 @@ def mlflow_dir(root: str | Path | None = None) -> Path:
 
 
 def tracking_uri(uri: str | None = None, root: str | Path | None = None) -> str:
-    """MLflow tracking URI; 'off' disables tracking."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir(root) / 'mlflow.db'}"
+    """MLflow tracking URI; 'off' disables tracking; postgresql:// gets psycopg2 (with_driver)."""
+    return with_driver(uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir(root) / 'mlflow.db'}")
+
+
+def with_driver(url: str) -> str:
+    """postgresql:// means psycopg2 (what vpsearch depends on), for study storage and tracking alike:
+    SQLAlchemy 2.1 would pick psycopg 3, which is not installed."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            return f"postgresql+psycopg2://{rest}"
+    return url
 
 
 def artifact_root(root: str | Path | None = None) -> Path:

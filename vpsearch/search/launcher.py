@@ -24,6 +24,7 @@ import optuna
 
 from vpsearch import settings
 from vpsearch.search import attrs
+from vpsearch.search.lost import finish_study_tracking
 from vpsearch.search.plan import StudyPlan, load_study
 from vpsearch.search.recovery import RetryStaleTrial, reap_dead_local, reap_worker, tally, worker_id
 from vpsearch.search.spec import StudyError
@@ -218,6 +219,8 @@ class Launcher:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+        if not self.interrupts:
+            self.finish_tracking(study)
         print(("\r\033[K" if sys.stdout.isatty() else ""), end="")
         trials = self.trials(study)
         print(summary(self.plan, trials, time.time() - t0))
@@ -235,6 +238,17 @@ class Launcher:
                   f"pruned); the reasons: vpsearch study status {self.plan.name}", file=sys.stderr)
             return 1
         return 0
+
+
+    def finish_tracking(self, study: optuna.Study) -> None:
+        """End the MLflow runs of trials lost for good, and the parent run if the study is over."""
+        try:
+            tracker = make_study_tracker(self.tracking, self.root, self.plan.name)
+            tracker.ensure_parent(study.user_attrs[attrs.STUDY_CONFIG], self.plan.spec.sampler.name, self.store.shown,
+                                  parent_run_id=study.user_attrs.get(attrs.PARENT_RUN_ID))
+            finish_study_tracking(study, tracker, self.plan.n_trials)
+        except Exception as e:  # tracking trouble must not turn a finished study into an error
+            self.say(f"warning: could not end the study's MLflow runs: {e}")
 
 
 def _last_line(path: Path) -> str:

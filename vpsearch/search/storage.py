@@ -31,7 +31,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.storages.journal._file import BaseJournalFileLock
 
 from vpsearch.search.spec import Failure, StudyError
-from vpsearch.settings import redact, scrub
+from vpsearch.settings import redact, scrub, with_driver
 
 T = TypeVar("T")
 
@@ -84,19 +84,8 @@ def parse_url(url: str) -> tuple[str, str]:
     if url.startswith("sqlite:"):
         return "sqlite", url
     if "://" in url:
-        return "rdb", _with_driver(url)
+        return "rdb", with_driver(url)
     raise StudyError(f"storage {redact(url)}: expected journal:PATH, sqlite:///PATH or postgresql://USER@HOST/DB")
-
-
-def _with_driver(url: str) -> str:
-    """postgresql:// means psycopg2 (what vpsearch depends on); SQLAlchemy 2.1 would pick psycopg 3."""
-    scheme, rest = url.split("://", 1)
-    if scheme in ("postgresql", "postgres"):
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            return f"postgresql+psycopg2://{rest}"
-    return url
 
 
 def require_existing(url: str) -> None:

@@ -59,7 +59,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def cmd_sync(args: argparse.Namespace) -> int:
     from vpsearch.tracking.sync import describe, sync_spool
 
-    report = sync_spool(args.root, args.tracking_uri, force=args.force)
+    report = sync_spool(args.root, args.tracking_uri, force=args.force, rejected=args.rejected)
     print(describe(report), flush=True)
     return 0 if report.ok else 1
 
@@ -78,5 +78,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", help="runs root (default ./runs or VPSEARCH_ROOT)")
     p.add_argument("--tracking-uri", help="send to this server instead of the one each run recorded")
     p.add_argument("--force", action="store_true", help="also replay streams whose process still runs")
+    p.add_argument("--rejected", action="store_true", help="also replay operations MLflow refused before "
+                                                          "(rejected.jsonl), once their cause is fixed")
     p.set_defaults(func=cmd_sync)
 
