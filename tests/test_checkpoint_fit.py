@@ -9,34 +9,17 @@ or incomplete files are "not a vpsearch checkpoint (reason)".
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import TINY_DANCE, TINY_SVG
-from vpsearch.config import load_config
+from conftest import TINY_SVG, one_line, vp
 from vpsearch.models import DataShape, build_model
 from vpsearch.training import fit
 from vpsearch.training.checkpoint import (CheckpointError, load_checkpoint, model_from_checkpoint, rng_state,
                                           save_checkpoint)
 from vpsearch.training.device import grad_scaler
-
-
-def vp(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "vpsearch.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
-
-
-def one_line(proc, *needles):
-    err = proc.stderr.strip()
-    assert proc.returncode == 2, (proc.returncode, err[-3000:])
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err[-3000:]
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 def write_checkpoint(path: Path, cfg, shape: DataShape, scaler=None, **extra) -> Path:

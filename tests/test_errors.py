@@ -7,16 +7,14 @@ keeps its traceback; VPSEARCH_DEBUG=1 shows the traceback of both.
 from __future__ import annotations
 
 import ast
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 import vpsearch
+from conftest import one_line, vp
 from vpsearch import cli, settings
 from vpsearch.config import ConfigError, load_config
 from vpsearch.data.base import DataError
@@ -26,19 +24,6 @@ from vpsearch.search.spec import StudyError
 from vpsearch.tracking import TrackingUnavailable
 from vpsearch.training.checkpoint import CheckpointError
 from vpsearch.training.engine import NonFiniteLossError
-
-
-def vp(*args, cwd=None, env=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "vpsearch.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env={**os.environ, **(env or {})})
-
-
-def one_line(proc: subprocess.CompletedProcess, needle: str) -> str:
-    err = proc.stderr.strip()
-    assert proc.returncode == 2, (proc.returncode, err[-2000:])
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err[-2000:]
-    assert needle in err, err
-    return err
 
 
 # -- which errors are one line --------------------------------------------------------------------
@@ -215,7 +200,7 @@ def test_an_unparsable_storage_url_is_never_echoed_with_its_password(tmp_path):
 
 # -- layering -----------------------------------------------------------------------------------------
 LAYERS = {"data": 0, "models": 0, "training": 1, "search": 2, "tracking": 2, "reporting": 3}
-TOP = {"errors": -1, "settings": -1, "config": -1, "versions": -1, "cli": 4}
+TOP = {"errors": -1, "args": -1, "settings": -1, "config": -1, "versions": -1, "cli": 4}
 
 
 def _imports(path: Path) -> set[str]:

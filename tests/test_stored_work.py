@@ -7,33 +7,19 @@ line naming the path and the fix, and read-only commands create nothing.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import TINY_SVG
+from conftest import TINY_SVG, one_line, vp
 from vpsearch.errors import UserError
 from vpsearch.training import checkpoint
-
-
-def vp(*args, cwd=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "vpsearch.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
-
-
-def one_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    err = proc.stderr.strip()
-    assert proc.returncode == 2, (proc.returncode, err[-3000:])
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err[-3000:]
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def sets(*items: str) -> list[str]:
@@ -44,42 +30,38 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _mount(target: Path, options: str) -> bool:
-    if os.geteuid() != 0:
-        return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
-                          capture_output=True).returncode == 0
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str, why: str):
+    """A tmpfs mounted at path for the test (root only), unmounted after; skips the test otherwise."""
+    path.mkdir(exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({why}; needs root)")
+    try:
+        yield path
+    finally:  # lazily: a failed test may still hold a file open in its traceback
+        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @pytest.fixture()
 def readonly_dir(tmp_path):
     """A folder nobody can write to: chmod 555 for a user, a read-only tmpfs for root."""
     path = tmp_path / "ro"
-    path.mkdir()
     if os.geteuid() != 0:
+        path.mkdir()
         path.chmod(0o555)
         yield path
         path.chmod(0o755)
         return
-    if not _mount(path, "ro,size=1m"):
-        pytest.skip("root without permission to mount a read-only tmpfs")
-    try:
+    with tmpfs(path, "ro,size=1m", "a read-only folder for root"):
         yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @pytest.fixture()
 def small_disk(tmp_path):
-    """A 64 kB file system (tmpfs), for a real 'no space left on device'."""
-    path = tmp_path / "small"
-    path.mkdir()
-    if not _mount(path, "size=64k"):
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    """A 64 kB file system, for a real 'no space left on device'."""
+    with tmpfs(tmp_path / "small", "size=64k", "a small disk") as path:
         yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 # -- train --out EXISTING_RUN ---------------------------------------------------------------------
@@ -229,13 +211,7 @@ def finished_study(tmp_path_factory, pushing_root):
 
 
 def test_a_read_only_dataset_names_data_cache_dir(tmp_path, pushing_root):
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a read-only copy of the dataset")
-    ro = tmp_path / "data"
-    ro.mkdir()
-    if not _mount(ro, "size=30m"):
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with tmpfs(tmp_path / "data", "size=30m", "a read-only copy of the dataset") as ro:
         subprocess.run(["cp", "-r", str(pushing_root), str(ro / "push")], check=True)
         subprocess.run(["rm", "-rf", str(ro / "push" / ".vpsearch-cache")], check=True)
         subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
@@ -245,8 +221,6 @@ def test_a_read_only_dataset_names_data_cache_dir(tmp_path, pushing_root):
         ok = vp("train", "-c", "pushing-small", *tiny, "--set", f"data.cache_dir={tmp_path / 'cache'}",
                 "--out", tmp_path / "run", cwd=tmp_path)
         assert ok.returncode == 0, ok.stderr[-2000:]
-    finally:
-        subprocess.run(["umount", "-l", str(ro)], check=False)
 
 
 # -- read-only commands create nothing -------------------------------------------------------------

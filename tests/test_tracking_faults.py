@@ -8,21 +8,19 @@ unreachable. A trial lost for good ends its run FAILED and the parent run ends w
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from vpsearch.cli import main
 from vpsearch.tracking import TrackingUnavailable, make_tracker, names
-from vpsearch.tracking.journal import pending_streams, spool_root
+from vpsearch.tracking.journal import spool_root
 
 from fault_proxy import FaultProxy
 from mlflow_server import MlflowServer, tiny_config
