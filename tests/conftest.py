@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,19 @@ def tiny_dance_cfg(dancer_root):
     def make(*extra: str):
         return load_config("dancer-small", [*TINY_DANCE, f"data.root={dancer_root}", *extra])
     return make
+
+
+def vp(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """`vpsearch ARGS` through the real entry point, in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-m", "vpsearch.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=None if env is None else {**os.environ, **env})
+
+
+def one_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """A user error: exit status 2, one line on stderr holding every needle, no traceback."""
+    err = proc.stderr.strip()
+    assert proc.returncode == 2, (proc.returncode, err[-3000:])
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err[-3000:]
+    for needle in needles:
+        assert needle in err, err
+    return err

@@ -47,10 +47,10 @@ def test_numeric_order_with_frame_prefix(tmp_path):
     for sub in ("img", "label"):
         d = tmp_path / f"train/train_{sub}"
         d.mkdir(parents=True)
-        for k in (10, 2, 1):
+        for k in (10, 2, 1, 3, 4, 5, 6, 7, 8, 9):  # numbered without gaps (a gap is an error)
             Image.fromarray(np.full((8, 16, 3), k, np.uint8)).save(d / f"frame{k}.png")
     data = load_dance(tmp_path, "train", DataConfig(format="dance", root=str(tmp_path), height=8, width=16))
-    assert [int(data.frames[i, 0, 0, 0]) for i in range(3)] == [1, 2, 10]
+    assert [int(data.frames[i, 0, 0, 0]) for i in range(10)] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
 def damage(kind, root):

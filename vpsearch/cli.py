@@ -2,7 +2,9 @@
 
 Layers that add subcommands (search, tracking, reporting) expose
 ``add_commands(subparsers)`` in their own ``cli`` module, listed in EXTENSIONS.
-User errors (bad config, data, checkpoint, argument) print one line and exit 2.
+Errors of vpsearch's own types (vpsearch.errors: bad config, data, checkpoint, argument)
+print one line and exit 2; any other exception is a bug and shows its traceback.
+VPSEARCH_DEBUG=1 shows the traceback of every error.
 """
 
 from __future__ import annotations
@@ -10,24 +12,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
-from vpsearch.config import ConfigError
+from vpsearch.args import Parser, positive_int
+from vpsearch.errors import UserError, VpsearchError
 
 EXTENSIONS = ["vpsearch.search.cli", "vpsearch.tracking.cli", "vpsearch.reporting.cli"]
-
-
-class UserError(Exception):
-    """An error caused by the user's input; shown as one line, no traceback."""
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    from vpsearch.data.base import DataError
-    from vpsearch.training.checkpoint import CheckpointError
-    from vpsearch.training.engine import NonFiniteLossError
-    return (UserError, ConfigError, DataError, CheckpointError, NonFiniteLossError, ValueError, FileNotFoundError)
+SIGPIPE_STATUS = 141  # 128 + SIGPIPE: what a Unix tool cut off by `head` exits with
 
 
 def add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -39,10 +34,12 @@ def add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from vpsearch.config import load_config
     from vpsearch.training import fit
+    from vpsearch.training.run_dir import prepare_run_dir
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / "train" / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = fit(cfg, out, resume=args.resume)
+    prepare_run_dir(out, resume=args.resume, overwrite=args.overwrite)
+    result = fit(cfg, out, resume=args.resume, force=args.force)
     print(json.dumps({"run_dir": str(result.run_dir), "best_val_psnr": round(result.best_psnr, 4),
                       "best_epoch": result.best_epoch, "epochs": result.epochs_done,
                       "seconds": round(result.seconds, 1), "best_checkpoint": str(result.best_checkpoint)}, indent=2))
@@ -52,18 +49,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _load_for_inference(args: argparse.Namespace, split_default: str):
     import torch
 
-    from vpsearch.data import load_split
-    from vpsearch.training.checkpoint import model_from_checkpoint
     from vpsearch.training.device import select_device
+    from vpsearch.training.predict import open_for_inference
 
     device = select_device(args.device)
-    model, cfg, _ = model_from_checkpoint(args.checkpoint, device)
-    if args.data:
-        cfg.data.root = args.data
-    split = {"train": cfg.data.train_split, "val": cfg.data.val_split, "validate": cfg.data.val_split,
-             "test": cfg.data.test_split}.get(args.split or split_default, args.split or split_default)
+    model, cfg, data = open_for_inference(args.checkpoint, device, args.data, args.split or split_default)
     torch.manual_seed(args.seed)
-    return model, cfg, load_split(cfg.data, split), device
+    return model, cfg, data, device
 
 
 def _horizon(value: str | None):
@@ -108,7 +100,10 @@ def cmd_data_make(args: argparse.Namespace) -> int:
     else:
         from vpsearch.data.generators.dancer import make_dancer as make
     t0 = time.perf_counter()
-    out = make(Path(args.out), **kwargs)
+    try:
+        out = make(Path(args.out), **kwargs)
+    except FileExistsError as e:  # the generator refuses to replace a folder it did not write
+        raise UserError(f"{e}; pass an empty or new --out") from None
     print(f"wrote {args.kind} data to {out} in {time.perf_counter() - t0:.1f}s")
     return 0
 
@@ -121,13 +116,17 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vpsearch", description=__doc__.splitlines()[0])
+    parser = Parser(prog="vpsearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one config into a run directory")
     add_config_args(p)
     p.add_argument("--out", help="run directory (default runs/train/NAME-TIME)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("--force", action="store_true", help="with --resume: continue although training fields of the "
+                                                        "config changed (the model must stay the same)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (its checkpoints, "
+                                                            "metrics and samples are deleted)")
     p.set_defaults(func=cmd_train)
 
     for name, func, helptext in (("evaluate", cmd_evaluate, "evaluate a checkpoint; prints JSON"),
@@ -140,11 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="seed of the prior samples")
         p.add_argument("--n-future", help="frames to predict, or 'all' (default: the config's eval.n_future)")
         if name == "evaluate":
-            p.add_argument("--samples", type=int, default=1, help="z samples per sequence (best/mean of N)")
-            p.add_argument("--max-sequences", type=int, default=10**9)
+            p.add_argument("--samples", type=positive_int, default=1, help="z samples per sequence (best/mean of N)")
+            p.add_argument("--max-sequences", type=positive_int, default=10**9)
         else:
             p.add_argument("--out", required=True)
-            p.add_argument("--n-sequences", type=int, default=None, help="how many (default: all)")
+            p.add_argument("--n-sequences", type=positive_int, default=None, help="how many (default: all)")
             p.add_argument("--submission", help="also write the Kaggle-style CSV here")
         p.set_defaults(func=func)
 
@@ -180,11 +179,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe must surface here, not at exit
+        return status
     except KeyboardInterrupt:
         print("vpsearch: interrupted", file=sys.stderr)
         return 130
-    except user_error_types() as e:
+    except BrokenPipeError:
+        # the reader went away (`vpsearch ... --json | head`): nothing to say to anyone; point
+        # stdout at /dev/null so the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_STATUS
+    except VpsearchError as e:
+        if os.environ.get("VPSEARCH_DEBUG", "") not in ("", "0"):
+            traceback.print_exc()
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"vpsearch: error: {msg}", file=sys.stderr)
         return 2

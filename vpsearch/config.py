@@ -20,10 +20,12 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from vpsearch.errors import UserError
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file or override is malformed; the message names the file and field."""
 
 
@@ -246,6 +248,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}:{where} not valid YAML ({getattr(e, 'problem', e)})") from None
+    except UnicodeDecodeError as e:  # a checkpoint, an image or an archive given as a config
+        raise ConfigError(f"{path}: not a text (UTF-8) YAML file (byte 0x{e.object[e.start]:02x} at offset "
+                          f"{e.start}); expected a YAML config") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
     if data is None:
@@ -278,8 +283,23 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(nxt, dict):
                 raise ConfigError(f"override {item!r}: {p} is a value, not a section")
             node = nxt
-        node[parts[-1]] = value
+        key = parts[-1]
+        old = node.get(key)
+        if isinstance(value, dict) and isinstance(old, dict) and value.get("name", old.get("name")) == old.get("name"):
+            node[key] = merge(node[key], value)  # train={epochs: 2} changes epochs, keeps the rest
+        else:
+            node[key] = value
     return data
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """base with update's keys applied recursively (mappings merge, everything else replaces).
+
+    A section that names another variant (model={name: dance, ...} over an svg model) replaces."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

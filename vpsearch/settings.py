@@ -11,7 +11,11 @@ Command-line flags beat the environment, which beats the defaults.
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from pathlib import Path
+
+from vpsearch.errors import UserError, os_error
 
 
 def runs_root(root: str | Path | None = None) -> Path:
@@ -32,8 +36,20 @@ def mlflow_dir(root: str | Path | None = None) -> Path:
 
 
 def tracking_uri(uri: str | None = None, root: str | Path | None = None) -> str:
-    """MLflow tracking URI; 'off' disables tracking."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir(root) / 'mlflow.db'}"
+    """MLflow tracking URI; 'off' disables tracking; postgresql:// gets psycopg2 (with_driver)."""
+    return with_driver(uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir(root) / 'mlflow.db'}")
+
+
+def with_driver(url: str) -> str:
+    """postgresql:// means psycopg2 (what vpsearch depends on), for study storage and tracking alike:
+    SQLAlchemy 2.1 would pick psycopg 3, which is not installed."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            return f"postgresql+psycopg2://{rest}"
+    return url
 
 
 def study_tracking_uri(explicit: str | None, recorded: str | None, root: str | Path | None = None) -> str:
@@ -70,11 +86,81 @@ def under_root(recorded: str, root: str | Path | None = None) -> Path:
     return p if p.is_absolute() else runs_root(root) / p
 
 
+def make_dir(path: str | Path, what: str, fix: str, error: type[UserError] = UserError) -> Path:
+    """mkdir -p path and check that files can be created in it; otherwise one error naming
+    the path, the reason (read-only, a file in the way, disk full) and the fix."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        # an existing read-only folder passes mkdir: try what the caller will do next
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".vpsearch-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise os_error(e, path, f"creating {what}", fix, error) from None
+    return path
+
+
+# query parameters that carry a secret (libpq's password=, and tokens of HTTP proxies)
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:password|passwd|pwd|secret|token|access_token)=)([^&#]*)")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:/*)(.*)$", re.S)
+
+
+def _userinfo_password(url: str) -> tuple[str, str, str] | None:
+    """(before, password, after) of scheme:[//]user:PASSWORD@host..., or None."""
+    m = _SCHEME.match(url)
+    if not m:
+        return None
+    prefix, rest = m.groups()
+    authority, sep, query = rest.partition("?")
+    if "@" not in authority:
+        return None
+    cred, host = authority.rsplit("@", 1)
+    if ":" not in cred:
+        return None
+    user, password = cred.split(":", 1)
+    return f"{prefix}{user}:", password, f"@{host}{sep}{query}"
+
+
 def redact(url: str) -> str:
-    """Hide the password of a storage/tracking URL (postgresql://user:***@host/db)."""
-    if "://" in url and "@" in url.split("://", 1)[1]:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        user = cred.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in cred else url
-    return url
+    """Hide the passwords of a storage/tracking URL: postgresql://user:***@host/db, ?password=***.
+
+    Works on strings no parser accepts (a missing slash, a bad port), since those end up in
+    error messages too."""
+    url = _SECRET_QUERY.sub(r"\1***", url)
+    parts = _userinfo_password(url)
+    return url if parts is None else f"{parts[0]}***{parts[2]}"
+
+
+def scrub(text: str, url: str) -> str:
+    """text (an error message from a driver) with url and each of its passwords hidden."""
+    secrets = [m.group(2) for m in _SECRET_QUERY.finditer(url)]
+    parts = _userinfo_password(url)
+    if parts is not None:
+        secrets.append(parts[1])
+    text = text.replace(url, redact(url))
+    for secret in sorted(filter(None, set(secrets)), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "ip6-localhost"}
+
+
+def listen_notice(host: str, port: int) -> list[str]:
+    """Lines a server started on host:port prints when other machines can reach it.
+
+    The UI and the dashboard have no authentication: anyone who reaches the port reads
+    every run (and in the MLflow UI may edit or delete it), so binding beyond loopback is
+    said out loud, with the addresses it really answers on."""
+    if host in LOOPBACK or host.startswith("127."):
+        return []
+    if host in ("0.0.0.0", "::", ""):
+        import socket
+        where = (f"listening on {host or '0.0.0.0'}:{port}, every interface of this machine "
+                 f"(e.g. http://{socket.getfqdn()}:{port}, http://127.0.0.1:{port})")
+    else:
+        where = f"listening on {host}:{port} (http://{host}:{port})"
+    return [f"warning: {where}; this server has no authentication: anyone who can reach the port can read "
+            "(and in the MLflow UI change or delete) the runs; bind 127.0.0.1 and use an SSH tunnel, "
+            "or put an authenticating proxy in front"]

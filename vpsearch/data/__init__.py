@@ -23,10 +23,21 @@ def _dance(root: Path, split: str, cfg: DataConfig) -> VideoSet:
 DATASETS: dict[str, Callable[[Path, str, DataConfig], VideoSet]] = {"bair": _bair, "dance": _dance}
 
 
+def guess_format(root: Path) -> str | None:
+    """Which data.format a folder holds, from its layout alone (None: cannot tell)."""
+    root = Path(root)
+    if any((root / a / b).is_dir() for a, b in (("train", "train_img"), ("val", "val_img"), ("test", "test_label"))):
+        return "dance"
+    if any(next((root / split).rglob("0.png"), None) for split in ("train", "validate", "val", "test")
+           if (root / split).is_dir()):
+        return "bair"
+    return None
+
+
 def load_split(cfg: DataConfig, split: str) -> VideoSet:
     """Load one split of the dataset a config names (generating built-in data on first use)."""
     from vpsearch.data.builtin import resolve_root
     return DATASETS[cfg.format](resolve_root(cfg.root), split, cfg)
 
 
-__all__ = ["DATASETS", "DataError", "VideoSet", "WindowSampler", "load_split"]
+__all__ = ["DATASETS", "DataError", "VideoSet", "WindowSampler", "guess_format", "load_split"]

@@ -14,8 +14,10 @@ from typing import Literal
 import numpy as np
 import torch
 
+from vpsearch.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """A dataset on disk is malformed; the message names the file and what was expected."""
 
 

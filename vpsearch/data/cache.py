@@ -6,14 +6,18 @@ decodes every sequence once into ``.npy`` files opened as memory maps afterwards
 epochs never touch PNG again. The cache key is a fingerprint of every source file's
 path, size and mtime plus the decode parameters: edit, add or remove a file and the
 cache is rebuilt. Builds go to a temporary folder renamed into place, so an
-interrupted build never leaves a half-written cache behind.
+interrupted build never leaves a half-written cache behind, and take a lock per key,
+so workers starting at once build once and never remove a cache another one uses.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +27,8 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from vpsearch.data.base import VideoSet
+from vpsearch.data.base import DataError, VideoSet
+from vpsearch.errors import os_error
 
 CACHE_VERSION = 1
 
@@ -45,30 +50,56 @@ class SplitPlan:
 
 
 def fingerprint(plan: SplitPlan) -> str:
+    """'<decode id>-<sources id>': caches of other decode parameters (a searched data.height)
+    live side by side; a change of the files replaces the cache of the same parameters."""
+    params = hashlib.sha1(json.dumps({"v": CACHE_VERSION, "params": plan.params, "shape": plan.frame_shape,
+                                      "cond": plan.cond_shape}, sort_keys=True).encode()).hexdigest()[:8]
     h = hashlib.sha1()
-    h.update(json.dumps({"v": CACHE_VERSION, "params": plan.params, "shape": plan.frame_shape,
-                         "cond": plan.cond_shape}, sort_keys=True).encode())
     for p in sorted(plan.sources):
         st = p.stat()
         h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+    return f"{params}-{h.hexdigest()[:8]}"
 
 
 def load_cached(plan: SplitPlan, cache_dir: Path, key: str, threads: int = 4) -> VideoSet:
-    """Open the cache for ``plan`` (building it first when missing or stale)."""
-    fp = fingerprint(plan)
-    target = Path(cache_dir) / f"{key}-{fp}"
-    if not (target / "meta.json").is_file():
-        if plan.check is not None:
-            plan.check()
-        _build(plan, target, threads)
-        _remove_stale(Path(cache_dir), key, keep=target)
-    return _open(target)
+    """Open the cache for ``plan`` (building it first when missing or stale).
+
+    Builds take a file lock per key, so workers starting together build once and the others
+    wait and open the result; a stale cache is removed under the same lock.
+    """
+    cache_dir = Path(cache_dir)
+    target = cache_dir / f"{key}-{fingerprint(plan)}"
+    if (target / "meta.json").is_file():
+        try:
+            return _open(target)
+        except FileNotFoundError:  # removed as stale by a process that saw newer files: rebuild
+            pass
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(cache_dir / ".build.lock", "w")  # one per folder: its files match no key
+    except OSError as e:
+        raise _unwritable(e, cache_dir) from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "meta.json").is_file():
+            if plan.check is not None:
+                plan.check()
+            _build(plan, target, threads)
+            _remove_stale(cache_dir, key, target)
+        return _open(target)
+
+
+def _unwritable(e: OSError, cache_dir: Path) -> DataError:
+    return os_error(e, cache_dir, "building the frame cache",
+                    "set data.cache_dir to a writable folder (the dataset itself may stay read-only)", DataError)
 
 
 def _build(plan: SplitPlan, target: Path, threads: int) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    """Decode into a temporary folder renamed into place (called under the key's lock)."""
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as e:
+        raise _unwritable(e, target.parent) from None
     try:
         starts = np.concatenate([[0], np.cumsum(plan.lengths)]).astype(np.int64)
         total = int(starts[-1])
@@ -103,12 +134,13 @@ def _build(plan: SplitPlan, target: Path, threads: int) -> None:
         meta = {"names": plan.names, "cond_kind": plan.cond_kind, "version": CACHE_VERSION,
                 "truth_frames": plan.truth_frames}
         (tmp / "meta.json").write_text(json.dumps(meta))
-        if target.exists():  # another process finished the same build first
-            shutil.rmtree(tmp)
-            return
+        if target.exists():  # a half-built leftover of a version without the lock
+            shutil.rmtree(target)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise _unwritable(e, target.parent) from None
         raise
 
 
@@ -126,6 +158,11 @@ def _open(target: Path) -> VideoSet:
 
 
 def _remove_stale(cache_dir: Path, key: str, keep: Path) -> None:
+    """Caches of the same key and decode parameters as keep built from older files, and those
+    of the one-hash naming before decode parameters got their own part (KEY-<16 hex>)."""
+    params = keep.name.rsplit("-", 1)[0]
+    legacy = re.compile(re.escape(key) + r"-[0-9a-f]{16}")
     for old in cache_dir.glob(f"{key}-*"):
-        if old != keep and old.is_dir() and not old.name.startswith("."):
+        stale = old.name.startswith(params + "-") or legacy.fullmatch(old.name)
+        if stale and old != keep and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)

@@ -54,6 +54,17 @@ def numbered_pngs(folder: Path) -> list[Path]:
     return [p for _, p in numbered]
 
 
+def check_consecutive(folder: Path, paths: list[Path]) -> None:
+    """A gap in the numbers (frame 20 missing from frames and labels alike, so pairing passes)
+    would make the video jump in time unseen: an error naming it, as the BAIR loader does."""
+    numbers = [frame_number(p) for p in paths]
+    for (a, pa), (b, pb) in zip(zip(numbers, paths), zip(numbers[1:], paths[1:])):
+        if b != a + 1:
+            missing = f"frame {a + 1}" if b == a + 2 else f"frames {a + 1}..{b - 1}"
+            raise DataError(f"{folder}: {missing} is missing ({pa.name} is followed by {pb.name}; "
+                            "expected consecutive frame numbers)")
+
+
 def paired(img_dir: Path, label_dir: Path) -> tuple[list[Path], list[Path]]:
     """Frames and their labels matched by file name; either one alone is an error."""
     frames, labels = numbered_pngs(img_dir), numbered_pngs(label_dir)
@@ -65,6 +76,7 @@ def paired(img_dir: Path, label_dir: Path) -> tuple[list[Path], list[Path]]:
     for lb in labels:
         if lb.name not in frame_names:
             raise DataError(f"{lb}: label without its frame (expected {img_dir / lb.name})")
+    check_consecutive(img_dir, frames)
     return frames, labels
 
 
@@ -88,6 +100,7 @@ def test_videos(test_dir: Path, expected_len: int | None = None) -> list[tuple[s
         if not name.isdigit():
             raise DataError(f"{label_root / name}: test video folders are named 0, 1, ...")
         labels = numbered_pngs(label_root / name)
+        check_consecutive(label_root / name, labels)
         want = expected_len or (len(videos[0][2]) if videos else len(labels))
         if len(labels) != want:
             raise DataError(f"{label_root / name}: {len(labels)} labels, expected {want} like the other videos")

@@ -28,12 +28,21 @@ def read_rgb(path: Path, hw: tuple[int, int], resample: int = Image.BILINEAR) ->
     """(H, W, 3) uint8, resized to hw = (H, W) only when the file differs."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = _to_8bit(im).convert("RGB")
             if im.size != (hw[1], hw[0]):
                 im = im.resize((hw[1], hw[0]), resample)
             return np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: corrupt or unreadable PNG ({_reason(e, path)})") from None
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit grayscale (mode I;16 or I) scaled to 8 bits: convert("RGB") would clip it at 255.
+    16-bit colour PNGs already open as 8-bit RGB/RGBA."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        values = np.asarray(im, dtype=np.float64)
+        return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), "L")
+    return im
 
 
 def check_same_size(paths: list[Path]) -> tuple[int, int]:

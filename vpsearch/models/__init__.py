@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+from vpsearch.config import ConfigError
 from vpsearch.models.base import Gaussians, StepwiseCVAE
 from vpsearch.models.dance import DanceCVAE
 from vpsearch.models.svg import SVG
@@ -36,7 +37,7 @@ MODELS: dict[str, Callable[..., StepwiseCVAE]] = {
 
 def build_model(model_cfg, shape: DataShape) -> StepwiseCVAE:
     if model_cfg.name == "svg" and (shape.height, shape.width) != (64, 64):
-        raise ValueError(f"model svg ({model_cfg.backbone}) needs 64x64 frames, data are "
+        raise ConfigError(f"model svg ({model_cfg.backbone}) needs 64x64 frames, data are "
                          f"{shape.height}x{shape.width} (set data.height/data.width to 64)")
     return MODELS[model_cfg.name](model_cfg, shape)
 

@@ -2,8 +2,8 @@
 
 Every one reads the study from --storage (default: VPSEARCH_STORAGE, else the journal
 file under the runs root) and writes under runs/studies/NAME/ unless --out says where.
-User errors (no such study, no completed trial, bad definition) raise ReportError, a
-ValueError the main CLI prints as one line with exit status 2.
+User errors (no such study, no completed trial, bad definition) raise ReportError, which
+the main CLI prints as one line with exit status 2.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from vpsearch.settings import runs_root, storage_url, study_dir
+from vpsearch.args import port_number
+from vpsearch.errors import UserError
+from vpsearch.settings import listen_notice, make_dir, runs_root, storage_url, study_dir
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -25,6 +27,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default: ROOT/studies/NAME/<kind>)")
 
 
+def _out_dir(args: argparse.Namespace, kind: str) -> Path:
+    """The output folder (created, writable), or one line naming it and --out."""
+    out = Path(args.out) if args.out else study_dir(args.name, args.root) / kind
+    return make_dir(out, f"the {kind} folder", "pass --out a writable folder")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from vpsearch.reporting.report import build_report, log_report
     from vpsearch.reporting.study import open_study_data
@@ -32,7 +40,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     url = storage_url(args.storage, args.root)
     data = open_study_data(args.name, url, runs_root(args.root))
     data.require_completed()  # fail before creating any folder
-    out = Path(args.out) if args.out else study_dir(args.name, args.root) / "report"
+    out = _out_dir(args, "report")
     paths = build_report(data, out)
     print(f"report of study {args.name} ({data.counts_line()}) written to {out}:")
     for p in paths:
@@ -47,7 +55,7 @@ def cmd_export_best(args: argparse.Namespace) -> int:
 
     data = open_study_data(args.name, storage_url(args.storage, args.root), runs_root(args.root))
     data.require_completed()
-    out = Path(args.out) if args.out else study_dir(args.name, args.root) / "best"
+    out = _out_dir(args, "best")
     paths, choice = export_best(data, out, args.by)
     for why in choice.skipped:
         print(f"skipped {why}: not all its seeds completed")
@@ -64,15 +72,18 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     url = storage_url(args.storage, args.root)
     definition = load_definition(args.definition)
-    out = Path(args.out) if args.out else study_dir(args.name, args.root) / "dashboard"
+    study = load_study(args.name, url)  # before any folder is made
+    out = _out_dir(args, "dashboard")
     if not args.serve:
-        build_dashboard(load_study(args.name, url), url, definition, out)
+        build_dashboard(study, url, definition, out)
         print(f"dashboard of study {args.name} written to {out / 'index.html'}")
         return 0
     try:
         server = DashboardServer(args.name, url, definition, out, args.port, args.poll, args.host).start()
     except OSError as e:  # port in use, most likely
-        raise ValueError(f"cannot serve on {args.host}:{args.port}: {e.strerror or e}") from None
+        raise UserError(f"cannot serve on {args.host}:{args.port}: {e.strerror or e}") from None
+    for line in listen_notice(args.host, server.port):
+        print(line, file=sys.stderr, flush=True)
     print(f"serving the dashboard of study {args.name} at {server.url} (rebuilt as trials finish; Ctrl-C stops)",
           flush=True)
     # `docker compose stop` and service managers send SIGTERM: stop as cleanly as on Ctrl-C
@@ -145,7 +156,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--serve", action="store_true", help="serve on 127.0.0.1 and refresh as trials finish")
     p.add_argument("--host", default="127.0.0.1", help="interface for --serve (default 127.0.0.1: this machine "
                                                        "only; 0.0.0.0 in a container whose port is published)")
-    p.add_argument("--port", type=int, default=8765, help="port for --serve (0: any free port)")
+    p.add_argument("--port", type=port_number, default=8765, help="port for --serve (0: any free port)")
     p.add_argument("--poll", type=float, default=None, help="seconds between study checks (default: the "
                                                             "definition's refresh_seconds)")
     p.set_defaults(func=cmd_dashboard)

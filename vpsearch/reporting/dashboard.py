@@ -184,6 +184,10 @@ class DashboardServer:
                          threading.Thread(target=self._watch, daemon=True)]
 
     @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    @property
     def url(self) -> str:
         host = self.httpd.server_address[0]
         return f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{self.httpd.server_address[1]}/index.html"

@@ -1,4 +1,5 @@
-"""Where a result came from: package versions, the git commit, the dataset and its fingerprint.
+"""Where a result came from: package versions, the git commit (vpsearch/versions.py), the dataset
+and its fingerprint.
 
 An exported config is only reproducible with these next to it; they are cheap to collect
 (no imports of the packages, one `git` call, one directory walk).
@@ -8,41 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
-import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import vpsearch
+from vpsearch.versions import PACKAGES, git_commit, package_versions
 
-PACKAGES = ["vpsearch", "torch", "numpy", "optuna", "mlflow", "scikit-optimize", "pandas", "plotly", "pydantic",
-            "Pillow"]
-
-
-def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = vpsearch.__version__ if name == "vpsearch" else "not installed"
-    return out
-
-
-def git_commit(path: Path | None = None) -> dict[str, Any]:
-    """The commit of the vpsearch checkout (and whether it has uncommitted changes)."""
-    where = path or Path(vpsearch.__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
-        if head.returncode != 0:
-            return {"commit": "unknown (not a git checkout)", "dirty": None}
-        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-        return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": "unknown (git not available)", "dirty": None}
+__all__ = ["PACKAGES", "git_commit", "package_versions", "dataset_dir", "dataset_fingerprint", "dataset_info"]
 
 
 def dataset_dir(root: str) -> Path | None:

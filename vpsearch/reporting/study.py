@@ -19,6 +19,7 @@ import optuna
 import pandas as pd
 
 from vpsearch.config import Config, ConfigError, config_from_dict
+from vpsearch.errors import UserError
 from vpsearch.reporting.strategies import name_strategies
 from vpsearch.search.records import StudyRecord, TrialRecord
 from vpsearch.settings import under_root
@@ -30,7 +31,7 @@ COLUMNS = ["number", "state", "value", "val_psnr", "val_psnr_final", "val_ssim",
 STATES = ["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
 
 
-class ReportError(ValueError):
+class ReportError(UserError):
     """A user-facing problem (no such study, nothing completed); the CLI prints one line."""
 
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from vpsearch.args import positive_int
+
 
 def cmd_study_run(args: argparse.Namespace) -> int:
+    from vpsearch import settings
     from vpsearch.search.launcher import RunOptions, run_study
 
+    settings.make_dir(settings.runs_root(args.root), "the runs root (trial folders, logs, tracking spool)",
+                      "pass --root (or set VPSEARCH_ROOT to) a writable folder")
     return run_study(RunOptions(args.study_file, workers=args.workers, devices=args.devices, storage=args.storage,
                                 tracking_uri=args.tracking_uri, root=args.root, threads=args.threads,
                                 storage_wait=args.storage_wait, trials_per_device=args.trials_per_device))
@@ -37,12 +42,14 @@ def cmd_study_create(args: argparse.Namespace) -> int:
 def cmd_study_status(args: argparse.Namespace) -> int:
     from vpsearch import settings
     from vpsearch.search.status import status_json, status_table
-    from vpsearch.search.storage import load_optuna_study
     from vpsearch.search import slurm_jobs
     from vpsearch.search.records import StudyRecord
+    from vpsearch.search.storage import load_optuna_study, require_existing
     from vpsearch.search.worker import open_study_storage
 
-    store, plan = open_study_storage(settings.storage_url(args.storage, args.root), args.name, args.storage_wait)
+    url = settings.storage_url(args.storage, args.root)
+    require_existing(url)  # reading a study creates nothing
+    store, plan = open_study_storage(url, args.name, args.storage_wait)
     study = load_optuna_study(store, args.name)
     trials = study.get_trials(deepcopy=False)
     jobs = StudyRecord.of(study).slurm_jobs or []
@@ -77,9 +84,14 @@ def cmd_study_check(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from vpsearch import settings
+    from vpsearch.search.storage import require_existing
     from vpsearch.search.worker import WorkerOptions, run_worker
 
-    run_worker(WorkerOptions(args.study, settings.storage_url(args.storage, args.root), device=args.device,
+    url = settings.storage_url(args.storage, args.root)
+    require_existing(url)  # a worker joins a study; it never creates the store
+    settings.make_dir(settings.runs_root(args.root), "the runs root (trial folders, tracking spool)",
+                      "pass --root (or set VPSEARCH_ROOT to) a writable folder")
+    run_worker(WorkerOptions(args.study, url, device=args.device,
                              threads=args.threads, tracking_uri=args.tracking_uri, root=args.root, slot=args.slot,
                              deadline=args.deadline, parent_pid=args.parent_pid, storage_wait=args.storage_wait,
                              max_trials=args.max_trials, trials_per_device=args.trials_per_device or 1))
@@ -114,9 +126,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = ssub.add_parser("run", help="create or resume a study and run its trials on local workers")
     p.add_argument("study_file", metavar="STUDY.yaml")
-    p.add_argument("--workers", type=int, help="worker processes (default: the study's workers)")
+    p.add_argument("--workers", type=positive_int, help="worker processes (default: the study's workers)")
     p.add_argument("--devices", help="cpu, auto, cuda, or cuda:0,cuda:1 (one worker per GPU)")
-    p.add_argument("--threads", type=int, help="CPU threads per worker (default: cores / workers)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads per worker (default: cores / workers)")
     _per_device(p, "K workers on each device (the CPU counts as one), instead of --workers")
     p.add_argument("--tracking-uri", help="MLflow tracking URI or 'off' (env MLFLOW_TRACKING_URI)")
     _common(p)
@@ -165,7 +177,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study", required=True, help="study name (its YAML is stored in the storage)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, auto, or cuda:free (a GPU of this machine "
                                                     "that no other worker holds; PostgreSQL storage)")
-    p.add_argument("--threads", type=int, help="CPU threads for training")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for training")
     _per_device(p, "with --device cuda:free: claim one of K slots of a GPU, so K workers share it")
     p.add_argument("--tracking-uri", help="MLflow tracking URI or 'off' (default: the study's)")
     _common(p)
@@ -173,5 +185,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slot", type=int, help=argparse.SUPPRESS)
     p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     p.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
-    p.add_argument("--max-trials", type=int, help="stop after this many trials")
+    p.add_argument("--max-trials", type=positive_int, help="stop after this many trials")
     p.set_defaults(func=cmd_worker)

@@ -23,6 +23,7 @@ from typing import Any
 import optuna
 
 from vpsearch import settings
+from vpsearch.search.lost import finish_study_tracking
 from vpsearch.search.records import StudyRecord, write_study
 from vpsearch.search.plan import StudyPlan, load_study
 from vpsearch.search.recovery import RetryStaleTrial, reap_dead_local, reap_worker, tally, worker_id
@@ -191,7 +192,8 @@ class Launcher:
 
     def run(self) -> int:
         t0 = time.time()
-        study = prepare_study(self.plan, self.store, self.tracking, self.root)
+        with self.store.lock(self.plan.name):  # a second `study run` started at once reuses our parent run
+            study = prepare_study(self.plan, self.store, self.tracking, self.root)
         from vpsearch.data.builtin import resolve_root
         resolve_root(self.plan.base.data.root)  # built-in data generated once here, not by every worker
         lost = self.store.call(lambda: reap_dead_local(study, self.retry), "checking for dead workers")
@@ -220,8 +222,11 @@ class Launcher:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+        if not self.interrupts:
+            self.finish_tracking(study)
         print(("\r\033[K" if sys.stdout.isatty() else ""), end="")
-        print(summary(self.plan, self.trials(study), time.time() - t0))
+        trials = self.trials(study)
+        print(summary(self.plan, trials, time.time() - t0))
         if self.interrupts:
             print(f"interrupted: running trials were re-queued; resume with: vpsearch study run {self.opts.study_file}")
             return 130
@@ -230,7 +235,24 @@ class Launcher:
                              f"see the logs in {settings.study_dir(self.plan.name, self.root) / 'logs'}")
         if self.remaining(study):
             print(f"timeout reached; continue with: vpsearch study run {self.opts.study_file}")
+        t = tally(trials)
+        if t.complete == 0:  # scripts and CI must see a study that produced nothing as a failure
+            print(f"vpsearch: error: no trial of study {self.plan.name} completed ({t.failed} failed, {t.pruned} "
+                  f"pruned); the reasons: vpsearch study status {self.plan.name}", file=sys.stderr)
+            return 1
         return 0
+
+
+    def finish_tracking(self, study: optuna.Study) -> None:
+        """End the MLflow runs of trials lost for good, and the parent run if the study is over."""
+        try:
+            tracker = make_study_tracker(self.tracking, self.root, self.plan.name)
+            record = StudyRecord.of(study)
+            tracker.ensure_parent(record.study_config or {}, self.plan.spec.sampler.name, self.store.shown,
+                                  parent_run_id=record.mlflow_parent_run_id)
+            finish_study_tracking(study, tracker, self.plan.n_trials)
+        except Exception as e:  # tracking trouble must not turn a finished study into an error
+            self.say(f"warning: could not end the study's MLflow runs: {e}")
 
 
 def _last_line(path: Path) -> str:
@@ -254,7 +276,8 @@ def create_study(opts: RunOptions) -> int:
     store = open_storage(settings.storage_url(opts.storage, root), failure=plan.spec.failure,
                          wait=opts.storage_wait)
     existed = plan.name in study_names(store)
-    study = prepare_study(plan, store, settings.tracking_uri(opts.tracking_uri, root), root)
+    with store.lock(plan.name):
+        study = prepare_study(plan, store, settings.tracking_uri(opts.tracking_uri, root), root)
     t = tally(study.get_trials(deepcopy=False))
     print(f"study {plan.name} {'found' if existed else 'created'} in {store.shown}: {plan.n_trials} trials "
           f"({t.finished} finished), sampler {plan.spec.sampler.name}, pruner {plan.spec.pruner.name}; "

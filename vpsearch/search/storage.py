@@ -30,7 +30,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from vpsearch.search.spec import Failure, StudyError
-from vpsearch.settings import redact
+from vpsearch.settings import redact, scrub, with_driver
 
 T = TypeVar("T")
 
@@ -84,19 +84,23 @@ def parse_url(url: str) -> tuple[str, str]:
     if url.startswith("sqlite:"):
         return "sqlite", url
     if "://" in url:
-        return "rdb", _with_driver(url)
-    raise StudyError(f"storage {url!r}: expected journal:PATH, sqlite:///PATH or postgresql://USER@HOST/DB")
+        return "rdb", with_driver(url)
+    raise StudyError(f"storage {redact(url)}: expected journal:PATH, sqlite:///PATH or postgresql://USER@HOST/DB")
 
 
-def _with_driver(url: str) -> str:
-    """postgresql:// means psycopg2 (what vpsearch depends on); SQLAlchemy 2.1 would pick psycopg 3."""
-    scheme, rest = url.split("://", 1)
-    if scheme in ("postgresql", "postgres"):
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            return f"postgresql+psycopg2://{rest}"
-    return url
+def require_existing(url: str) -> None:
+    """For commands that only read: a journal or sqlite file that is not there is an error,
+    never a new empty store (nor the folders leading to it)."""
+    kind, target = parse_url(url)
+    if kind == "journal":
+        path = target
+    elif kind == "sqlite" and target.startswith("sqlite:///"):
+        path = target[len("sqlite:///"):]
+    else:
+        return  # a database server: reading it creates nothing
+    if path != ":memory:" and not Path(path).expanduser().is_file():
+        raise StudyError(f"storage {redact(url)}: no such {kind} file (run a study first, or pass --storage "
+                         "or --root)")
 
 
 @dataclass
@@ -200,7 +204,7 @@ def open_storage(url: str, workers: int = 1, failure: Failure | None = None, wai
     except StorageUnavailable:
         raise
     except Exception as e:  # bad URL, missing driver, wrong password: not worth retrying
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        msg = scrub((str(e).strip().splitlines() or [type(e).__name__])[0], url)
         raise StudyError(f"storage {shown}: cannot open ({msg})") from None
     return StudyStorage(url, kind, rdb, wait, rdb=rdb, failure=failure)
 

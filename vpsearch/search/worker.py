@@ -24,6 +24,7 @@ import optuna
 from vpsearch import settings
 from vpsearch.config import config_from_dict
 from vpsearch.search.gpus import FREE, claim_gpu, gpu_uuids
+from vpsearch.search.lost import end_lost_runs
 from vpsearch.search.objective import Heartbeat, TrialReporter
 from vpsearch.search.plan import StudyPlan
 from vpsearch.search.pruners import make_pruner
@@ -148,6 +149,7 @@ class Worker:
                         time.sleep(min(5.0, self.store.rdb.heartbeat_interval))
                         continue
                     log("no trials left")
+                    self._end_lost_runs()
                     break
                 with Heartbeat(self.store, trial_id(got[0])):  # from now until told, even if tracking stalls
                     self.run_trial(*got)
@@ -219,6 +221,13 @@ class Worker:
         except Exception as e:  # a tracking outage must not stop the search: train untracked
             log(f"warning: tracking could not start a run for trial {number}: {e}")
             return TrialTracker()
+
+    def _end_lost_runs(self) -> None:
+        """Runs of trials lost for good (no re-run will end them): see search/lost.py."""
+        try:
+            end_lost_runs(self.tracker, self.study.get_trials(deepcopy=False))
+        except Exception as e:  # tracking trouble must not fail a worker that is done
+            log(f"warning: could not end the MLflow runs of lost trials: {e}")
 
     def _end_lost_attempt(self, number: int) -> None:
         """The attempt this trial re-runs lost its worker (killed, cut off), which could not end

@@ -29,12 +29,29 @@ def make_tracker(uri: str | None, root: Path | str | None, study_name: str,
     if resolved == "off":
         return StudyTracker()
     if resolved.startswith("sqlite:///"):
-        # sqlite:////abs/path.db (or the embedded default): its folder must exist
-        Path(resolved[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        create_sqlite_store(resolved)
     check_reachable(resolved)
     from vpsearch.tracking.mlflow_tracker import MLflowStudyTracker
 
     return MLflowStudyTracker(resolved, runs_root(root), study_name, keep_checkpoints=keep_checkpoints)
+
+
+def create_sqlite_store(uri: str) -> None:
+    """Create (and migrate) an sqlite tracking store once, under a file lock.
+
+    MLflow builds its tables on the first client call; two processes doing that at once
+    (two `study run` on a fresh root) break each other's migration ("duplicate column name").
+    """
+    import fcntl
+
+    from vpsearch.settings import make_dir
+
+    db = Path(uri[len("sqlite:///"):])
+    make_dir(db.parent, "the MLflow store folder", "pass --root a writable folder or --tracking-uri")
+    with open(db.parent / f".{db.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        from mlflow import MlflowClient
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # builds the tables
 
 
 __all__ = ["StudyTracker", "TrialTracker", "TrackingUnavailable", "make_tracker", "DEFAULT_KEEP_CHECKPOINTS"]

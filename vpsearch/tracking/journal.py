@@ -151,6 +151,21 @@ class Stream:
         with (self.folder / "rejected.jsonl").open("a") as f:
             f.write(json.dumps({"index": index, "op": self.ops[index], "error": error}) + "\n")
 
+    def rejected(self) -> list[dict[str, Any]]:
+        """The refused operations recorded so far ({index, op, error}), in order."""
+        path = self.folder / "rejected.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def set_rejected(self, records: list[dict[str, Any]]) -> None:
+        """Keep only these refused operations (after a replay delivered the others)."""
+        path = self.folder / "rejected.jsonl"
+        if records:
+            _write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+        else:
+            path.unlink(missing_ok=True)
+
     def discard(self) -> None:
         if (self.folder / "rejected.jsonl").is_file():
             return  # keep the evidence of refused operations for the user

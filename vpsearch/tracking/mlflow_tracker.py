@@ -28,13 +28,14 @@ from typing import Any
 import yaml
 
 from vpsearch.config import Config, flatten
-from vpsearch.reporting.provenance import git_commit
+from vpsearch.errors import UserError
+from vpsearch.versions import git_commit
 from vpsearch.settings import artifact_root, redact
 from vpsearch.tracking import names
 from vpsearch.tracking.base import StudyTracker, TrialState, TrialTracker
 from vpsearch.tracking.journal import Stream, spool_root
 from vpsearch.tracking.probe import is_remote
-from vpsearch.tracking.sender import Sender
+from vpsearch.tracking.sender import STALL, Sender
 
 # run-dir file -> artifact folder ("" = the run's artifact root)
 RUN_ARTIFACTS = [
@@ -44,7 +45,9 @@ RUN_ARTIFACTS = [
 ]
 BEST_CHECKPOINT = "checkpoints/best.pt"
 CREATE_WAIT = 10.0  # seconds trial() waits for its run id while the server answers
-CLOSE_WAIT = 120.0  # seconds close() waits for a trial's uploads while the server answers
+# seconds close() waits for a trial's uploads while they progress; STALL s without a delivery (a
+# frozen server) end the wait: the rest stays in the spool, sent in the background or by `vpsearch sync`
+CLOSE_WAIT = 120.0
 
 
 def _safe_name(name: str) -> str:
@@ -121,7 +124,7 @@ class MLflowStudyTracker(StudyTracker):
         else:
             run = self.client.get_run(parent_run_id)  # raises a clear MLflow error if it is not there
             if run.info.experiment_id != exp:
-                raise ValueError(f"MLflow run {parent_run_id} belongs to experiment {run.info.experiment_id}, "
+                raise UserError(f"MLflow run {parent_run_id} belongs to experiment {run.info.experiment_id}, "
                                  f"not to study {self.study_name!r} ({exp}) on {redact(self.uri)}")
         self.parent_run_id = parent_run_id
         if self._created_parent:
@@ -177,7 +180,7 @@ class MLflowStudyTracker(StudyTracker):
         for p in paths:
             self.sender.submit(stream, {"op": "artifact", "path": str(Path(p).resolve()),
                                         "artifact_path": artifact_path})
-        self.sender.wait(stream, self.close_wait)
+        self.sender.wait(stream, self.close_wait, stall=6 * STALL)
 
     def close(self, end_parent: bool | None = None, timeout: float | None = None) -> None:
         """Flush and stop the sender.
@@ -222,7 +225,7 @@ class MLflowTrialTracker(TrialTracker):
                    "tags": names.clean_tags(run_tags), "start_time": names.now_ms()})
         self.send({"op": "log_batch", "params": names.params_from_flat(config.flat())})
         # the search layer may want the run id at once (trial user attrs); a few ms while online
-        study.sender.wait(self.stream, CREATE_WAIT)
+        study.sender.wait(self.stream, CREATE_WAIT, stall=STALL)
 
     @property
     def run_id(self) -> str | None:  # type: ignore[override]
@@ -263,7 +266,8 @@ class MLflowTrialTracker(TrialTracker):
     # -- end of the trial ----------------------------------------------------------------
     def close(self, state: TrialState, reason: str | None = None, wait: float | None = None) -> None:
         """End the run (COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED) after its
-        artifacts; waits up to `wait` s (default CLOSE_WAIT) for delivery while the server answers."""
+        artifacts; waits up to `wait` s (default CLOSE_WAIT) for delivery while the server answers
+        and deliveries progress (STALL s without one end the wait)."""
         if self.closed:
             return
         self.closed = True
@@ -288,4 +292,4 @@ class MLflowTrialTracker(TrialTracker):
                            "keep": self.study.keep_checkpoints, "experiment_id": self.study.experiment(),
                            "parent_run_id": self.study.parent_run_id})
         self.send({"op": "terminate", "status": names.RUN_STATUS.get(state, "FAILED"), "end_time": names.now_ms()})
-        self.study.sender.wait(self.stream, self.study.close_wait if wait is None else wait)
+        self.study.sender.wait(self.stream, self.study.close_wait if wait is None else wait, stall=STALL)

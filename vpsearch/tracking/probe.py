@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import time
 
+from vpsearch.errors import UserError
+
 PROBE_CONNECT_TIMEOUT = 3.0
 PROBE_READ_TIMEOUT = 5.0  # connect + read stays under the 10 s the issue allows
 
@@ -27,11 +29,8 @@ MLFLOW_ENV_DEFAULTS = {
 }
 
 
-class TrackingUnavailable(ValueError):
-    """The tracking server cannot be reached (a one-line user error in the CLI).
-
-    A ValueError so `vpsearch` prints it as one line without a traceback.
-    """
+class TrackingUnavailable(UserError):
+    """The tracking server cannot be reached (a one-line user error in the CLI)."""
 
 
 def apply_env_defaults() -> None:
@@ -69,17 +68,46 @@ def probe(uri: str, connect_timeout: float = PROBE_CONNECT_TIMEOUT,
     return None
 
 
+def is_database(uri: str) -> bool:
+    """A database server as the tracking store (postgresql://, mysql://, ...), not a local sqlite file."""
+    scheme = uri.partition("://")[0]
+    return bool(scheme) and "://" in uri and not is_remote(uri) and not scheme.startswith(("sqlite", "file"))
+
+
+def probe_database(uri: str, timeout: float = PROBE_CONNECT_TIMEOUT + 2) -> str | None:
+    """None when a connection opens within timeout, else why not (password hidden)."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    from vpsearch.settings import scrub
+
+    # libpq / MySQL connect timeouts: without them an unroutable host hangs for minutes
+    args = {"connect_timeout": max(2, int(timeout))} if uri.startswith(("postgres", "mysql")) else {}
+    engine = None
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=args, poolclass=NullPool)
+        with engine.connect():
+            return None
+    except Exception as e:  # noqa: BLE001 - any failure is the answer, said in one line
+        err = getattr(e, "orig", None) or e
+        return scrub((str(err).strip().splitlines() or [type(err).__name__])[0][:200], uri)
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
 def check_reachable(uri: str) -> None:
-    """Raise TrackingUnavailable (within ~8 s) if a remote tracking server does not answer."""
-    if not is_remote(uri):
+    """Raise TrackingUnavailable (within ~8 s) if a remote tracking server or database does not answer."""
+    if not (is_remote(uri) or is_database(uri)):
         return
     t0 = time.monotonic()
-    problem = probe(uri)
+    problem = probe(uri) if is_remote(uri) else probe_database(uri)
     if problem is not None:
         from vpsearch.settings import redact
 
+        what = "server" if is_remote(uri) else "database"
         raise TrackingUnavailable(
-            f"MLflow tracking server {redact(uri)} is unreachable ({problem}, {time.monotonic() - t0:.1f} s): "
+            f"MLflow tracking {what} {redact(uri)} is unreachable ({problem}, {time.monotonic() - t0:.1f} s): "
             f"start it, fix --tracking-uri / MLFLOW_TRACKING_URI, or pass --tracking-uri off")
 
 

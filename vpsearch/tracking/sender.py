@@ -2,11 +2,15 @@
 
 The training thread only journals (journal.Stream.append) and enqueues; one Sender
 thread per process sends in order, merging consecutive metric batches of a run into
-``log_batch`` calls of at most 1000 metrics. When the server is down the sender goes
-offline: it warns once, keeps everything queued (and journaled), probes ``/health``
-with a growing pause, and flushes when the server answers again. Operations the store
-refuses for good (a bad value, a missing file) are recorded next to the journal and
-skipped, so one bad value never blocks a study's logging.
+``log_batch`` calls of at most 1000 metrics. When the server is down, or answers with a
+server-side error (HTTP 5xx: INTERNAL_ERROR, TEMPORARILY_UNAVAILABLE, a proxy's 502), the
+sender goes offline: it warns once, keeps everything queued (and journaled), retries with
+a growing pause for as long as that lasts, and flushes when the server works again.
+Operations the store refuses as a client error (HTTP 4xx: a bad value; or a local file
+that is gone) are recorded next to the journal and skipped, so one bad value never blocks
+a study's logging; `vpsearch sync --rejected` replays them after a fix. Waits for delivery
+(a trial's close) give up after a few seconds without progress, so a frozen server never
+holds training: what is unsent stays in the spool.
 """
 
 from __future__ import annotations
@@ -26,12 +30,12 @@ from vpsearch.tracking.probe import is_remote, probe
 
 log = logging.getLogger("vpsearch.tracking")
 
-# MLflow error codes that no retry will fix
-PERMANENT_CODES = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST", "INVALID_STATE"}
-MAX_ATTEMPTS = 5  # failures of one operation on a healthy server before it is refused
-# seconds between retries; while offline the last repeats (a refused /health probe is cheap,
-# and the queue should drain within a couple of seconds of the server's return)
+# seconds between retries while the server is unreachable: the last repeats (a refused /health
+# probe is cheap, and the queue should drain within a couple of seconds of the server's return)
 BACKOFF = (0.5, 1.0, 2.0, 2.0, 2.0)
+# while it answers but fails (5xx): back off further, a struggling server needs room
+SERVER_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+STALL = 5.0  # a wait gives up after this many seconds in which nothing was delivered
 
 
 class Refused(Exception):
@@ -39,9 +43,23 @@ class Refused(Exception):
 
 
 def is_permanent(err: BaseException) -> bool:
-    if isinstance(err, (Refused, FileNotFoundError, IsADirectoryError)):
+    """A client error no retry fixes: HTTP 4xx from MLflow (not 429), a local file that is gone,
+    or a bug on our side. Server errors (5xx) and network errors are retried."""
+    if isinstance(err, (Refused, FileNotFoundError, IsADirectoryError, NotADirectoryError)):
         return True
-    return getattr(err, "error_code", None) in PERMANENT_CODES
+    from mlflow.exceptions import MlflowException
+    if isinstance(err, MlflowException):
+        status = err.get_http_status_code()
+        return 400 <= status < 500 and status != 429
+    return not isinstance(err, (OSError, TimeoutError)) and not _is_transient_io(err)
+
+
+def _is_transient_io(err: BaseException) -> bool:
+    """A network or database connection error from below MLflow (a DB store's lost connection)."""
+    import requests
+    import sqlalchemy.exc
+    return isinstance(err, (requests.exceptions.RequestException, sqlalchemy.exc.OperationalError,
+                            sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError))
 
 
 class Delivery:
@@ -164,8 +182,8 @@ class Sender:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._failures = 0  # failures of the head operation while the server answers
         self._offline_tries = 0
+        self._progress_at = 0.0  # monotonic time of the last delivery
         self._single = False  # after a refused merged batch, retry its operations one by one
         self._offline_since = 0.0
         self.streams: list[Stream] = []
@@ -186,16 +204,20 @@ class Sender:
         return index
 
     def wait(self, stream: Stream | None = None, timeout: float | None = None,
-             offline_grace: float = 0.0) -> bool:
-        """Block until stream (or everything) is delivered. False on timeout, or once the server
-        has been unreachable for offline_grace seconds of this wait (0: give up at once)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+             offline_grace: float = 0.0, stall: float | None = None) -> bool:
+        """Block until stream (or everything) is delivered. False on timeout, once the server
+        has been unreachable for offline_grace seconds of this wait (0: give up at once), or
+        after `stall` seconds in which nothing was delivered (a frozen server)."""
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
         offline_from: float | None = None
         with self._cond:
             while True:
                 if (stream.pending == 0) if stream is not None else not self._items:
                     return True
                 now = time.monotonic()
+                if stall is not None and now - max(start, self._progress_at) >= stall:
+                    return False
                 if self.online:
                     offline_from = None
                 else:
@@ -210,13 +232,14 @@ class Sender:
     def queued(self) -> int:
         return len(self._items)
 
-    def stop(self, timeout: float, offline_grace: float = 15.0) -> int:
-        """Flush for at most timeout seconds (offline_grace of them while the server is down),
-        stop the thread; returns the number of undelivered operations.
+    def stop(self, timeout: float, offline_grace: float = 15.0, stall: float = 30.0) -> int:
+        """Flush for at most timeout seconds (offline_grace of them while the server is down,
+        stall of them without any delivery), stop the thread; returns the number of undelivered
+        operations.
 
         Leftover streams are released to `vpsearch sync` (their journals stay on disk).
         """
-        self.wait(None, timeout, offline_grace=min(offline_grace, timeout))
+        self.wait(None, timeout, offline_grace=min(offline_grace, timeout), stall=stall)
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -277,7 +300,8 @@ class Sender:
         with self._cond:
             for _ in group:
                 self._items.popleft()
-            self._failures, self._offline_tries, self._single = 0, 0, False
+            self._offline_tries, self._single = 0, False
+            self._progress_at = time.monotonic()
             self._cond.notify_all()
         if stream.complete:
             stream.discard()
@@ -291,21 +315,20 @@ class Sender:
             self._single = True  # find the one bad operation of the merged batch
             return True
         if not is_permanent(err):
+            # an outage, or a server that answers /health but fails requests (5xx): retry for as
+            # long as it lasts; the journal holds everything meanwhile
             down = self.probe(self.uri) if self.remote else None
-            if down is not None:  # an outage: retry for as long as it lasts (the journal holds it all)
-                self._go_offline(down)
-                self._offline_tries += 1
-                self._pause(BACKOFF[min(self._offline_tries, len(BACKOFF)) - 1])
-                return True
-            self._failures += 1  # the server answers but this operation fails: a few more tries
-            if self._failures < MAX_ATTEMPTS:
-                self._pause(BACKOFF[self._failures - 1])
-                return True
+            self._go_offline(down if down is not None else f"it answers but failed {stream.ops[group[0]]['op']}: "
+                             f"{_first_line(err)}")
+            self._offline_tries += 1
+            pauses = BACKOFF if down is not None else SERVER_BACKOFF
+            self._pause(pauses[min(self._offline_tries, len(pauses)) - 1])
+            return True
         for i in group:
             stream.reject(i, f"{type(err).__name__}: {err}")
-        log.warning("vpsearch: MLflow refused %s for run %s (%s: %s); recorded in %s",
-                    stream.ops[group[0]]["op"], stream.meta.get("run_name"), type(err).__name__,
-                    str(err).splitlines()[0][:300] if str(err) else "", stream.folder / "rejected.jsonl")
+        log.warning("vpsearch: MLflow refused %s for run %s (%s: %s); recorded in %s, replay it after a fix "
+                    "with `%s --rejected`", stream.ops[group[0]]["op"], stream.meta.get("run_name"),
+                    type(err).__name__, _first_line(err), stream.folder / "rejected.jsonl", self.spool_hint)
         return False
 
     def _go_offline(self, why: str) -> None:
@@ -314,7 +337,7 @@ class Sender:
                 self.online = False
                 self._offline_since = time.monotonic()
                 self._cond.notify_all()
-                log.warning("vpsearch: MLflow tracking server %s unreachable (%s); training continues, "
+                log.warning("vpsearch: MLflow tracking server %s unreachable or failing (%s); training continues, "
                             "%d tracking operations are queued and journaled, and are sent when it "
                             "returns (or by `%s`)", self.label, why, len(self._items), self.spool_hint)
 
@@ -322,3 +345,7 @@ class Sender:
         with self._cond:
             if not self._stopping:
                 self._cond.wait(seconds)
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__

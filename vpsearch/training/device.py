@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from vpsearch.config import ConfigError
+
 
 def select_device(spec: str = "auto") -> torch.device:
     """auto -> the first CUDA device if any, else CPU; cuda[:N] must exist."""
@@ -15,14 +17,14 @@ def select_device(spec: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"train.device={spec}: CUDA is not available on this machine (use cpu or auto)")
+            raise ConfigError(f"train.device={spec}: CUDA is not available on this machine (use cpu or auto)")
         dev = torch.device(spec)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"train.device={spec}: only {torch.cuda.device_count()} CUDA device(s) here")
+            raise ConfigError(f"train.device={spec}: only {torch.cuda.device_count()} CUDA device(s) here")
         return dev
     if spec == "cpu":
         return torch.device("cpu")
-    raise ValueError(f"train.device={spec!r}: expected auto, cpu, cuda or cuda:N")
+    raise ConfigError(f"train.device={spec!r}: expected auto, cpu, cuda or cuda:N")
 
 
 def autocast(device: torch.device, amp: str):
@@ -30,7 +32,7 @@ def autocast(device: torch.device, amp: str):
     if amp == "none":
         return contextlib.nullcontext()
     if amp == "fp16" and device.type != "cuda":
-        raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
+        raise ConfigError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
@@ -57,10 +59,10 @@ def split_devices(devices: str, workers: int | None, per_device: int | None = No
     if items == ["cuda"]:
         items = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         if not items:
-            raise ValueError("devices=cuda: no CUDA device is visible")
+            raise ConfigError("devices=cuda: no CUDA device is visible")
     if per_device is not None:
         if per_device < 1:
-            raise ValueError(f"trials per device: expected 1 or more, got {per_device}")
+            raise ConfigError(f"trials per device: expected 1 or more, got {per_device}")
         return [d for _ in range(per_device) for d in (items or ["cpu"])]
     if items == ["cpu"] or not items:
         return ["cpu"] * max(1, workers or 1)

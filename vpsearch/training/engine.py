@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 
 from vpsearch.config import Config
-from vpsearch.data.base import VideoSet, to_uint8_video
+from vpsearch.data.base import DataError, VideoSet, to_uint8_video
+from vpsearch.errors import VpsearchError
 from vpsearch.models.base import StepwiseCVAE
 from vpsearch.training.device import autocast
 from vpsearch.training.losses import kl_gaussian
@@ -20,7 +21,7 @@ from vpsearch.training.schedules import KLAnnealing, TeacherForcing
 from vpsearch.training.step_log import StepLog, read_every
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(VpsearchError, RuntimeError):
     """Loss or gradient became NaN/inf; the message says where and which term."""
 
 
@@ -149,9 +150,9 @@ def evaluation_plan(data: VideoSet, cfg: Config, horizon: int | str | None, max_
             plan.append((i, want))
     if not plan:
         if data.truth_frames is not None and max(data.truth_frames) <= n_past:
-            raise ValueError("the split holds no true frames after the context (the real dance test set "
+            raise DataError("the split holds no true frames after the context (the real dance test set "
                              "gives only the first frame): score it on val, or roll it out with vpsearch predict")
-        raise ValueError(f"no evaluation sequence is long enough for n_past={n_past} + horizon {h}")
+        raise DataError(f"no evaluation sequence is long enough for n_past={n_past} + horizon {h}")
     return plan
 
 

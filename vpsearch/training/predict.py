@@ -21,6 +21,28 @@ from vpsearch.training.visualize import GifStream, write_strip
 STRIP_FRAMES = 16
 
 
+def open_for_inference(checkpoint: str | Path, device: torch.device, data_root: str | None = None,
+                       split: str = "test") -> tuple[StepwiseCVAE, Config, VideoSet]:
+    """The checkpoint's model and a split of its data (or of data_root), checked to fit each
+    other before any frame is predicted (resume.check_format_fits / check_data_fits)."""
+    from vpsearch.data import guess_format, load_split
+    from vpsearch.data.builtin import resolve_root
+    from vpsearch.training.checkpoint import model_from_checkpoint
+    from vpsearch.training.resume import check_data_fits, check_format_fits
+    from vpsearch.training.trainer import data_shape
+
+    model, cfg, payload = model_from_checkpoint(checkpoint, device)
+    if data_root:
+        cfg.data.root = str(data_root)
+    root = resolve_root(cfg.data.root)
+    check_format_fits(checkpoint, cfg, guess_format(root), str(root))
+    name = {"train": cfg.data.train_split, "val": cfg.data.val_split, "validate": cfg.data.val_split,
+            "test": cfg.data.test_split}.get(split, split)
+    data = load_split(cfg.data, name)
+    check_data_fits(checkpoint, payload, data_shape(data), f"{root}, split {name}")
+    return model, cfg, data
+
+
 def evaluation_json(model: StepwiseCVAE, cfg: Config, data: VideoSet, device: torch.device, samples: int,
                     horizon, max_sequences: int) -> dict:
     ev = evaluate(model, data, cfg, device, samples=samples, horizon=horizon, max_sequences=max_sequences)

@@ -105,7 +105,9 @@ class KLAnnealing:
         total = cfg.train.epochs
         if s.kl_anneal_unit == "iteration":
             if cfg.train.steps_per_epoch is None:
-                raise ValueError("schedule.kl_anneal_unit=iteration needs train.steps_per_epoch set")
+                from vpsearch.config import ConfigError
+
+                raise ConfigError("schedule.kl_anneal_unit=iteration needs train.steps_per_epoch set")
             total *= cfg.train.steps_per_epoch
         return cls(s.kl_anneal_type, s.kl_anneal_cycle, s.kl_anneal_ratio, total, s.kl_anneal_unit)
 

@@ -23,13 +23,14 @@ import torch
 
 from vpsearch.config import Config
 from vpsearch.data import WindowSampler, load_split
-from vpsearch.data.base import VideoSet
+from vpsearch.data.base import DataError, VideoSet
 from vpsearch.models import DataShape, build_model
-from vpsearch.training.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from vpsearch.training.checkpoint import rng_state, save_checkpoint
 from vpsearch.training.device import grad_scaler, select_device, set_threads
 from vpsearch.training.engine import Evaluation, StepContext, evaluate, train_epoch
 from vpsearch.training.history import write_metrics
 from vpsearch.training.reporter import Reporter
+from vpsearch.training.resume import resume as resume_run
 from vpsearch.training.schedules import KLAnnealing, TeacherForcing, lr_factor
 from vpsearch.training.visualize import plot_run, write_gif, write_strip
 
@@ -74,8 +75,28 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
     return cls(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
 
 
-def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resume: bool = False) -> FitResult:
-    """Train cfg into run_dir. resume=True continues from checkpoints/last.pt when present."""
+def check_data_serves(cfg: Config, val_set: VideoSet, n_windows: int) -> None:
+    """Refuse before the first epoch what the data cannot serve (instead of failing at the first
+    evaluation, or training on batches that repeat windows): a batch larger than the training
+    windows, or a rollout longer than every validation video."""
+    d = cfg.data
+    if 0 < n_windows < cfg.train.batch_size:
+        raise DataError(f"train.batch_size={cfg.train.batch_size} is larger than the {n_windows} training windows "
+                        f"of {d.root} ({d.window} frames, stride {d.window_stride}); lower train.batch_size or "
+                        "use more or longer videos")
+    h = d.n_future if cfg.eval.n_future is None else cfg.eval.n_future
+    shown = f"eval.n_future={h}" if cfg.eval.n_future is not None else f"data.n_future={h} (eval.n_future unset)"
+    longest = max((val_set.known_frames(i) for i in range(min(len(val_set), cfg.eval.max_sequences))), default=0)
+    need = d.n_past + (1 if h == "all" else int(h))
+    if longest < need:
+        raise DataError(f"{shown} with data.n_past={d.n_past} needs validation videos of {need} frames, but the "
+                        f"longest of split {d.val_split} has {longest} frames; lower eval.n_future")
+
+
+def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resume: bool = False,
+        force: bool = False) -> FitResult:
+    """Train cfg into run_dir. resume=True continues from checkpoints/last.pt when present (a
+    config whose training-relevant fields differ from the run's needs force=True; see resume.py)."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
     reporter = reporter or Reporter()
@@ -91,6 +112,7 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         model.memory_format = torch.channels_last
     optimizer = make_optimizer(model, cfg)
     windows = train_set.windows(cfg.data.window, cfg.data.window_stride)
+    check_data_serves(cfg, val_set, len(windows))
     sampler_gen = torch.Generator().manual_seed(cfg.train.seed)
     teacher_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
     sampler = WindowSampler(len(windows), cfg.train.batch_size, sampler_gen)
@@ -99,17 +121,14 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
                       TeacherForcing.from_config(cfg.schedule), KLAnnealing.from_config(cfg))
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
     history: list[dict[str, float]] = []
     best, best_epoch, start_epoch = -math.inf, -1, 0
     last_ckpt = run_dir / "checkpoints" / "last.pt"
     if resume and last_ckpt.is_file():
-        state = load_checkpoint(last_ckpt)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng(state["rng"], sampler_gen, teacher_gen)
+        state = resume_run(last_ckpt, cfg, shape, model, optimizer, ctx.scaler, sampler_gen, teacher_gen, force)
         history, best, best_epoch = list(state["history"]), state["best"], state["best_epoch"]
         start_epoch = state["epoch"] + 1
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())  # after the resume check: a refused resume changes nothing
     reporter.started(run_dir, cfg.to_dict())
 
     progress = _progress(cfg, (cfg.train.epochs - start_epoch) * steps)
@@ -139,7 +158,8 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         history.append(row)
         write_metrics(run_dir / "metrics.csv", history)
         ckpt = dict(cfg=cfg, shape=shape, model=model, optimizer=optimizer, epoch=epoch, best=best,
-                    best_epoch=best_epoch, history=history, rng=rng_state(sampler_gen, teacher_gen), lr=lr)
+                    best_epoch=best_epoch, history=history, rng=rng_state(sampler_gen, teacher_gen), lr=lr,
+                    scaler=ctx.scaler)
         if best_epoch == epoch:
             save_checkpoint(run_dir / "checkpoints" / "best.pt", **ckpt)
         save_checkpoint(last_ckpt, **ckpt)

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vpsearch.errors import UserError
+
 VERSION = 1
 SEGMENT = 320  # training frames per style; a multiple of 16 (see module docstring)
 FPS = 30.0  # nominal frame rate the tempi below are expressed in
@@ -211,7 +213,7 @@ def make_dancer(out: Path, *, train_frames: int = 3000, val_frames: int = 630, t
     output (it holds ``vpsearch-dataset.json``).
     """
     if min(train_frames, val_frames, test_videos, test_frames) < 1:
-        raise ValueError("make_dancer: every count must be at least 1")
+        raise UserError("make_dancer: every count must be at least 1")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "vpsearch-dataset.json").is_file():
         raise FileExistsError(f"{out}: exists and is not a generated dataset; refusing to overwrite")

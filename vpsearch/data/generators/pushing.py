@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vpsearch.errors import UserError
+
 GENERATOR = "pushing"
 VERSION = 2  # 2: faster drawing, quicker gripper, bigger objects (more pushing)
 GROUP = 256  # sequences per traj_<a>_to_<b>.tfrecords folder, as in the real set
@@ -65,7 +67,7 @@ def make_pushing(out: Path, *, train: int = 2000, validate: int = 64, test: int 
     Existing files of the same names are overwritten; nothing else in ``out`` is removed.
     """
     if seed < 0 or frames < 1 or size < 8 or min(train, validate, test) < 0:
-        raise ValueError(f"make_pushing: need seed >= 0, frames >= 1, size >= 8 and counts >= 0 "
+        raise UserError(f"make_pushing: need seed >= 0, frames >= 1, size >= 8 and counts >= 0 "
                          f"(got seed={seed}, frames={frames}, size={size})")
     out = Path(out)
     counts = {"train": train, "validate": validate, "test": test}
