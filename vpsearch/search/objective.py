@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import math
 import threading
+from pathlib import Path
 from typing import Any
 
 import optuna
 
-from vpsearch.search.records import TrialResults
+from vpsearch.search.records import TrialResults, write_trial
 from vpsearch.search.spec import Objective
 from vpsearch.search.storage import StudyStorage
 from vpsearch.training.reporter import Reporter
+from vpsearch.training.history import read_frame_psnr
 
 
 def _finite(v: Any) -> bool:
@@ -31,6 +33,26 @@ class TrialReporter(Reporter):
         self.rows: list[dict[str, Any]] = []
         self.frames: dict[int, dict[str, list[float]]] = {}
         self.pruned_epoch: int | None = None
+        self.resumed_from: int | None = None  # the epoch a re-run continued its dead attempt at
+        self.run_dir: Path | None = None
+
+    def started(self, run_dir: Path, config: dict[str, Any]) -> None:
+        self.run_dir = Path(run_dir)
+
+    def resumed(self, start_epoch: int, history: list[dict[str, float]]) -> None:
+        """A re-run continues its dead attempt's run: the epochs before become this trial's
+        intermediate values too (no pruning decision: they were judged, or not, when they ran)."""
+        self.resumed_from = start_epoch
+        write_trial_record(self, resumed_from_epoch=start_epoch)
+        for row in history:
+            self.rows.append(dict(row))
+            v = row.get(self.objective.metric)
+            if _finite(v) and self.objective.secondary is None:
+                self.store.call(lambda: self.trial.report(float(v), int(row["epoch"])), "reporting an epoch")
+        best = self.best_row("val_psnr")
+        frames = read_frame_psnr(self.run_dir / "frame_psnr.csv") if self.run_dir else None
+        if best is not None and frames:  # the run's per-frame curve is its best evaluation's
+            self.frames[int(best["epoch"])] = {"psnr": frames["psnr"], "baseline_psnr": frames["baseline"]}
 
     def report(self, epoch: int, metrics: dict[str, float]) -> bool:
         self.rows.append({"epoch": epoch, **metrics})
@@ -88,6 +110,10 @@ class TrialReporter(Reporter):
             val_ssim_best=at_best("val_ssim"), baseline_psnr=at_best("baseline_psnr"),
             frame_psnr=frames.get("psnr"), baseline_frame_psnr=frames.get("baseline_psnr"),
             train_seconds=round(float(train_seconds), 3))
+
+
+def write_trial_record(r: TrialReporter, **fields: Any) -> None:
+    r.store.call(lambda: write_trial(r.trial.study, r.trial, **fields), "writing the trial record")
 
 
 class Heartbeat:

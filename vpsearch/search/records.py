@@ -95,7 +95,8 @@ class TrialRecord(_Record):
     device: str | None = None
     threads: int | None = None
     retry_of: int | None = None  # the trial this one re-runs (its worker died or was interrupted)
-    resumed_from_epoch: int | None = None  # a re-run that continued a dead attempt's last.pt
+    resumed_from_epoch: int | None = None  # a re-run that continued a dead attempt's last.pt at this epoch
+    resume_note: str | None = None  # a re-run: whose run it continues, or why it started over
     skopt_point: list[Any] | None = None  # the full scikit-optimize point (sampler skopt)
     mlflow_run_id: str | None = None
     provenance: dict[str, Any] | None = None  # git commit, packages, dataset fingerprint (at training)

@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 import warnings
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -28,8 +29,9 @@ from vpsearch.search.lost import end_lost_runs
 from vpsearch.search.objective import Heartbeat, TrialReporter
 from vpsearch.search.plan import StudyPlan
 from vpsearch.search.pruners import make_pruner
-from vpsearch.search.records import StudyRecord, TrialRecord, get_trial, trial_id, write_study, write_trial
-from vpsearch.search.recovery import RetryStaleTrial, fail_and_requeue, reap_stale, tally, worker_id
+from vpsearch.search.records import (StudyRecord, TrialRecord, get_trial, trial_by_number, trial_id, write_study,
+                                      write_trial)
+from vpsearch.search.recovery import HOST, RetryStaleTrial, fail_and_requeue, reap_stale, tally, worker_id
 from vpsearch.search.samplers import ConfigSampler, SpaceExhausted
 from vpsearch.search.space import suggest, trial_config
 from vpsearch.search.spec import StudyError
@@ -161,13 +163,14 @@ class Worker:
     # --- running one
     def run_trial(self, trial: optuna.trial.Trial, params: dict[str, Any], repeat: int) -> str:
         number, seed, spec = trial.number, self.plan.seed_for(repeat), self.plan.spec
-        run_dir = settings.study_dir(self.plan.name, self.opts.root) / "trials" / str(number)
+        run_dir, resume_note = self._run_dir(trial)
         reporter = TrialReporter(trial, self.store, spec.objective, prune=spec.pruner.name != "none")
         tt, state, reason, outcome, t0 = TrialTracker(), "COMPLETE", None, None, time.perf_counter()
         try:  # from here on a Ctrl-C re-queues the trial (below), wherever it lands
             self._record(trial, seed=seed, repeat=repeat, run_dir=settings.relative_to_root(run_dir, self.opts.root),
                          worker=self.id, device=self.opts.device, threads=self.opts.threads, fail_reason=None,
-                         outcome=None, config=None, config_hash=None, mlflow_run_id=None)
+                         outcome=None, config=None, config_hash=None, mlflow_run_id=None, resume_note=resume_note,
+                         resumed_from_epoch=None)
             # params that are valid one by one can still clash (tfr below its lower bound): FAIL, not crash
             cfg = trial_config(self.plan.base, self.plan.space, params, seed, f"{self.plan.name}-{number}")
             run = cfg.to_dict()
@@ -181,8 +184,11 @@ class Worker:
             if retry_of is not None:
                 self._end_lost_attempt(retry_of)
             self._record(trial, config=cfg.to_dict(), config_hash=chash, mlflow_run_id=tt.run_id)
-            log(f"trial {number} started (repeat {repeat}, seed {seed}): {params}")
-            fit(run_cfg, run_dir, reporter=Reporters(reporter, tt))
+            log(f"trial {number} started (repeat {repeat}, seed {seed}): {params}"
+                + (f"; {resume_note}" if resume_note else ""))
+            fit(run_cfg, run_dir, reporter=Reporters(reporter, tt), resume=resume_note.startswith("resumes"))
+            if reporter.resumed_from is not None:
+                log(f"trial {number} continued at epoch {reporter.resumed_from}")
             if reporter.pruned_epoch is not None:
                 state, reason = "PRUNED", (f"pruned at epoch {reporter.pruned_epoch} by the {spec.pruner.name} "
                                            f"pruner ({spec.objective.metric} below the other trials)")
@@ -214,6 +220,21 @@ class Worker:
         shown = f" {spec.objective.metric}={values[0]:.3f}" if values and state == "COMPLETE" else ""
         log(f"trial {number} {state}{shown} in {seconds:.1f}s" + (f": {reason}" if reason else ""))
         return state
+
+    def _run_dir(self, trial: optuna.trial.Trial) -> tuple[Path, str]:
+        """(run folder, note). A re-run continues the run of the attempt it re-runs when that
+        attempt's last checkpoint is reachable from here (this host, or a shared file system):
+        its folder, seed and schedules; otherwise it starts over in a folder of its own, and says why."""
+        own = settings.study_dir(self.plan.name, self.opts.root) / "trials" / str(trial.number)
+        retry_of = TrialRecord.of(trial).retry_of
+        if retry_of is None:
+            return own, ""
+        old = TrialRecord.of(self.store.call(lambda: trial_by_number(self.study, retry_of), "reading trials"))
+        folder = settings.under_root(old.run_dir, self.opts.root) if old.run_dir else None
+        if folder is not None and (folder / "checkpoints" / "last.pt").is_file():
+            return folder, f"resumes trial {retry_of}'s run in {folder} from its last checkpoint"
+        where = folder / "checkpoints" / "last.pt" if folder else "(no run folder was recorded)"
+        return own, f"started over: trial {retry_of}'s last checkpoint {where} is not reachable from {HOST}"
 
     def _start_tracking(self, number: int, cfg: Any, tags: dict[str, str]) -> TrialTracker:
         try:

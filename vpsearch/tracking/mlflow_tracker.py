@@ -243,6 +243,12 @@ class MLflowTrialTracker(TrialTracker):
         self.run_dir = Path(run_dir)
         self._artifact(self.run_dir / "config.yaml")
 
+    def resumed(self, start_epoch: int, history: list[dict[str, float]]) -> None:
+        """A run continued from its last checkpoint (a re-run of a lost trial): this run gets the
+        curves of the epochs before too."""
+        for row in history:
+            self.report(int(row["epoch"]), {k: v for k, v in row.items() if k != "epoch"})
+
     def report(self, epoch: int, metrics: dict[str, float]) -> bool:
         self.send({"op": "log_batch", "metrics": names.epoch_metrics(epoch, metrics, names.now_ms())})
         return False

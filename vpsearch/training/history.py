@@ -65,3 +65,12 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
     with path.open() as f:
         rows = list(csv.DictReader(f))
     return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if v not in ("", None)} for r in rows]
+
+
+def read_frame_psnr(path: Path) -> dict[str, list[float]] | None:
+    """frame_psnr.csv (the best evaluation, per predicted frame): {'psnr': [...], 'baseline': [...]}."""
+    if not path.is_file():
+        return None
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    return {"psnr": [float(r["psnr"]) for r in rows], "baseline": [float(r["baseline_psnr"]) for r in rows]}

@@ -17,6 +17,10 @@ class Reporter:
     def started(self, run_dir: Path, config: dict[str, Any]) -> None:
         """The run directory exists and holds config.yaml."""
 
+    def resumed(self, start_epoch: int, history: list[dict[str, float]]) -> None:
+        """Training continues a run from its last checkpoint at start_epoch; history holds the
+        rows of the epochs before (as report() received them), for reporters that start afresh."""
+
     def report(self, epoch: int, metrics: dict[str, float]) -> bool:
         """Per-epoch metrics (keys of training/history.py EPOCH_METRICS). Return True to stop training now."""
         return False
@@ -36,6 +40,10 @@ class Reporters(Reporter):
     def started(self, run_dir, config):
         for r in self.items:
             r.started(run_dir, config)
+
+    def resumed(self, start_epoch, history):
+        for r in self.items:
+            r.resumed(start_epoch, history)
 
     def report(self, epoch, metrics):
         stop = False

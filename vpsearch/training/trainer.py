@@ -28,7 +28,7 @@ from vpsearch.models import DataShape, build_model
 from vpsearch.training.checkpoint import rng_state, save_checkpoint
 from vpsearch.training.device import grad_scaler, select_device, set_threads
 from vpsearch.training.engine import Evaluation, StepContext, evaluate, train_epoch
-from vpsearch.training.history import write_metrics
+from vpsearch.training.history import read_frame_psnr, write_metrics
 from vpsearch.training.reporter import Reporter
 from vpsearch.training.resume import resume as resume_run
 from vpsearch.training.schedules import KLAnnealing, TeacherForcing, lr_factor
@@ -130,6 +130,8 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         start_epoch = state["epoch"] + 1
     (run_dir / "config.yaml").write_text(cfg.to_yaml())  # after the resume check: a refused resume changes nothing
     reporter.started(run_dir, cfg.to_dict())
+    if start_epoch:
+        reporter.resumed(start_epoch, history)
 
     progress = _progress(cfg, (cfg.train.epochs - start_epoch) * steps)
     stopped = False
@@ -184,14 +186,6 @@ def write_best_outputs(run_dir: Path, ev: Evaluation) -> None:
     if ev.predictions:
         write_gif(run_dir / "samples" / "best.gif", ev.truths, ev.predictions)
         write_strip(run_dir / "samples" / "best_strip.png", ev.truths, ev.predictions)
-
-
-def read_frame_psnr(path: Path) -> dict[str, list[float]] | None:
-    if not path.is_file():
-        return None
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    return {"psnr": [float(r["psnr"]) for r in rows], "baseline": [float(r["baseline_psnr"]) for r in rows]}
 
 
 class _progress:
