@@ -85,14 +85,19 @@ def test_best_yaml_loads_as_the_trials_config(study):
     assert main(["export-best", "ex", "--storage", url, "--out", str(out)]) == 0
     loaded = load_config(out / "best.yaml")
     assert loaded.name == "ex-best"
-    assert loaded.hash(exclude_seed=False) == cfg_a.hash(exclude_seed=False)  # every field but the name
+    # every field but the name, with the device the trial trained on (its record says cpu)
+    assert loaded.train.device == "cpu" and Path(loaded.data.root).is_absolute()
+    trained = cfg_a.model_copy(deep=True)
+    trained.train.device = "cpu"
+    assert loaded.hash(exclude_seed=False) == trained.hash(exclude_seed=False)
     assert (out / "best.yaml").read_text().startswith("# vpsearch export-best: study ex, trial 0 (by mean-over-seeds")
 
 
 def test_export_single_best_trial_without_its_run(study):
     url, tmp, v, _ = study
     out = tmp / "single"
-    assert main(["export-best", "ex", "--storage", url, "--out", str(out), "--by", "single"]) == 0
+    assert main(["export-best", "ex", "--storage", url, "--out", str(out), "--by", "single"]) == 2  # promised files
+    assert main(["export-best", "ex", "--storage", url, "--out", str(out), "--by", "single", "--without-run"]) == 0
     env = json.loads((out / "environment.json").read_text())
     assert env["trial"] == 2 and env["seeds_of_config"] == [2, 3] and env["checkpoint"] is None
     assert load_config(out / "best.yaml").schedule.kl_anneal_type == "monotonic"

@@ -56,7 +56,7 @@ def cmd_export_best(args: argparse.Namespace) -> int:
     data = open_study_data(args.name, storage_url(args.storage, args.root), runs_root(args.root))
     data.require_completed()
     out = _out_dir(args, "best")
-    paths, choice = export_best(data, out, args.by)
+    paths, choice = export_best(data, out, args.by, test=not args.no_test, without_run=args.without_run)
     for why in choice.skipped:
         print(f"skipped {why}: not all its seeds completed")
     print(f"best configuration of study {args.name} (by {args.by}) exported to {out}:")
@@ -147,6 +147,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--by", choices=["mean-over-seeds", "single"], default="mean-over-seeds",
                    help="best configuration by its mean over seeds (default), or the single best trial")
+    p.add_argument("--no-test", action="store_true", help="do not evaluate the exported checkpoint on the test "
+                                                          "split (default: evaluate it, with its baseline)")
+    p.add_argument("--without-run", action="store_true", help="export the config and metrics even when the "
+                   "trial's run folder is not here (trained on another machine); default: that is an error")
     p.set_defaults(func=cmd_export_best)
 
     p = sub.add_parser("dashboard", help="HTML dashboard of a study from a definition in dashboards/")

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import optuna
 
 from vpsearch import settings
+from vpsearch.provenance import trial_provenance
 from vpsearch.config import config_from_dict
 from vpsearch.search.gpus import FREE, claim_gpu, gpu_uuids
 from vpsearch.search.lost import end_lost_runs
@@ -183,7 +184,8 @@ class Worker:
             retry_of = TrialRecord.of(trial).retry_of
             if retry_of is not None:
                 self._end_lost_attempt(retry_of)
-            self._record(trial, config=cfg.to_dict(), config_hash=chash, mlflow_run_id=tt.run_id)
+            self._record(trial, config=cfg.to_dict(), config_hash=chash, mlflow_run_id=tt.run_id,
+                         provenance=trial_provenance(cfg.data.root, self.opts.device, self.opts.threads))
             log(f"trial {number} started (repeat {repeat}, seed {seed}): {params}"
                 + (f"; {resume_note}" if resume_note else ""))
             fit(run_cfg, run_dir, reporter=Reporters(reporter, tt), resume=resume_note.startswith("resumes"))

@@ -29,7 +29,7 @@ import yaml
 
 from vpsearch.config import Config, flatten
 from vpsearch.errors import UserError
-from vpsearch.versions import git_commit
+from vpsearch.provenance import git_commit
 from vpsearch.settings import artifact_root, redact
 from vpsearch.tracking import names
 from vpsearch.tracking.base import StudyTracker, TrialState, TrialTracker
