@@ -108,6 +108,16 @@ def cmd_data_make(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_verify(args: argparse.Namespace) -> int:
+    from vpsearch.config import load_config
+    from vpsearch.data.verify import verify_data
+
+    cfg = load_config(args.config, args.overrides)
+    report = verify_data(cfg.data, rebuild=not args.check_only, prune=args.prune)
+    print("\n".join(report.lines))
+    return 0 if report.all_fresh else 1
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     from vpsearch.config import load_config
 
@@ -147,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--submission", help="also write the Kaggle-style CSV here")
         p.set_defaults(func=func)
 
-    data = sub.add_parser("data", help="built-in datasets").add_subparsers(dest="data_cmd", required=True)
+    data = sub.add_parser("data", help="built-in datasets, frame caches").add_subparsers(dest="data_cmd", required=True)
     make = data.add_parser("make", help="generate a built-in dataset on disk")
     make_sub = make.add_subparsers(dest="kind", required=True)
     gens = {"pushing": ["train", "validate", "test", "seed"],
@@ -158,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
         for k in keys:
             p.add_argument("--" + k.replace("_", "-"), dest=k, type=int)
         p.set_defaults(func=cmd_data_make, gen_keys=keys)
+    p = data.add_parser("verify", help="check every file of a dataset against its frame caches; rebuild stale ones",
+                        description="Loading checks folder mtimes and a sample of the files; this stats every file "
+                                    "of the config's train, validation and test splits.")
+    add_config_args(p, required=False)
+    p.add_argument("--check-only", action="store_true", help="report only; exit 1 when a cache is stale or missing")
+    p.add_argument("--prune", action="store_true", help="remove caches of older vpsearch formats")
+    p.set_defaults(func=cmd_data_verify)
 
     cfg = sub.add_parser("config", help="shipped configs").add_subparsers(dest="config_cmd", required=True)
     p = cfg.add_parser("show", help="print a resolved config")

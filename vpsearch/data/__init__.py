@@ -19,8 +19,20 @@ def _dance(root: Path, split: str, cfg: DataConfig) -> VideoSet:
     return load_dance(root, split, cfg)
 
 
+def _bair_source(root: Path, split: str, cfg: DataConfig):
+    from vpsearch.data.bair import bair_source
+    return bair_source(root, split, cfg)
+
+
+def _dance_source(root: Path, split: str, cfg: DataConfig):
+    from vpsearch.data.dance import dance_source
+    return dance_source(root, split, cfg)
+
+
 # data.format -> loader(root, split, cfg) -> VideoSet
 DATASETS: dict[str, Callable[[Path, str, DataConfig], VideoSet]] = {"bair": _bair, "dance": _dance}
+# data.format -> (root, split, cfg) -> cache.SplitSource: the split's cache, for `vpsearch data verify`
+SOURCES: dict[str, Callable] = {"bair": _bair_source, "dance": _dance_source}
 
 
 def guess_format(root: Path) -> str | None:

@@ -3,8 +3,9 @@
 ROOT/<split>/**/<seq>/ is a sequence when it holds 0.png; frames 0.png .. (n-1).png,
 optional actions.csv (n x 4) and endeffector_positions.csv (n x 3), comma separated,
 no header. The per-frame condition is [action, position] (7 dims), whichever of the two
-exists, or nothing (the unconditional SVG format). Planning reads only directory entries
-and PNG headers; pixels are decoded once, into the cache (vpsearch.data.cache).
+exists, or nothing (the unconditional SVG format). Listing reads only directory entries
+and PNG headers, and happens only when the cache is missing or stale; pixels are decoded
+once, into the cache (vpsearch.data.cache).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from vpsearch.config import DataConfig
 from vpsearch.data.base import DataError, VideoSet
-from vpsearch.data.cache import SplitPlan, load_cached
+from vpsearch.data.cache import SplitPlan, SplitSource, load_cached
 from vpsearch.data.images import check_same_size, read_rgb
 
 CSV_COLUMNS = {"actions.csv": 4, "endeffector_positions.csv": 3}
@@ -28,11 +29,14 @@ def natural_key(s: str) -> list:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s)]
 
 
-def find_sequences(split_dir: Path) -> list[Path]:
-    """Every directory under split_dir holding 0.png, in natural order."""
+def find_sequences(split_dir: Path, walked: list[Path] | None = None) -> list[Path]:
+    """Every directory under split_dir holding 0.png, in natural order (every folder read is
+    appended to walked)."""
     found = []
     for dirpath, dirnames, filenames in os.walk(split_dir):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # skip the cache
+        if walked is not None:
+            walked.append(Path(dirpath))
         if "0.png" in filenames:
             found.append(Path(dirpath))
     return sorted(found, key=lambda p: natural_key(p.relative_to(split_dir).as_posix()))
@@ -72,10 +76,22 @@ def read_csv(path: Path, columns: int, rows: int) -> np.ndarray:
 
 
 def load_bair(root: Path, split: str, cfg: DataConfig) -> VideoSet:
+    return load_cached(bair_source(root, split, cfg))
+
+
+def bair_source(root: Path, split: str, cfg: DataConfig) -> SplitSource:
     split_dir = Path(root) / split
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: split directory not found (expected ROOT/{split}/.../<seq>/0.png)")
-    seqs = find_sequences(split_dir)
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(root) / ".vpsearch-cache"
+    return SplitSource(key=f"bair-{split}", root=split_dir, cache_dir=cache_dir,
+                       params={"format": "bair", "height": cfg.height, "width": cfg.width},
+                       plan=lambda: plan_bair(split_dir, cfg))
+
+
+def plan_bair(split_dir: Path, cfg: DataConfig) -> SplitPlan:
+    walked: list[Path] = []
+    seqs = find_sequences(split_dir, walked)
     if not seqs:
         raise DataError(f"{split_dir}: no sequence folder holding 0.png was found (empty split)")
     csvs = [name for name in CSV_COLUMNS if (seqs[0] / name).is_file()]
@@ -101,11 +117,8 @@ def load_bair(root: Path, split: str, cfg: DataConfig) -> VideoSet:
         for seq, n in zip(seqs, lengths):
             check_same_size([seq / f"{t}.png" for t in range(n)])
 
-    plan = SplitPlan(
+    return SplitPlan(
         names=[s.relative_to(split_dir).as_posix() for s in seqs], lengths=lengths,
         frame_shape=(cfg.height, cfg.width, 3), sources=sources, decode=decode,
         cond_shape=(cond_dim,) if cond_dim else None, cond_kind="vector" if cond_dim else None,
-        params={"format": "bair", "height": cfg.height, "width": cfg.width, "csv": csvs}, check=check)
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(root) / ".vpsearch-cache"
-    return load_cached(plan, cache_dir, key=f"bair-{split}")
-
+        dirs=walked, check=check)

@@ -1,13 +1,19 @@
 """Decode-once frame cache.
 
-A loader describes a split as a :class:`SplitPlan` (sequence names and lengths, frame
-shape, the files it reads and a function decoding one sequence). ``load_cached``
-decodes every sequence once into ``.npy`` files opened as memory maps afterwards, so
-epochs never touch PNG again. The cache key is a fingerprint of every source file's
-path, size and mtime plus the decode parameters: edit, add or remove a file and the
-cache is rebuilt. Builds go to a temporary folder renamed into place, so an
-interrupted build never leaves a half-written cache behind, and take a lock per key,
-so workers starting at once build once and never remove a cache another one uses.
+A loader describes a split as a :class:`SplitSource`: its cache key, folder and decode
+parameters, and a function listing it as a :class:`SplitPlan` (sequence names and lengths,
+frame shape, the files and folders it reads, and a function decoding one sequence).
+``load_cached`` decodes every sequence once into ``.npy`` files opened as memory maps
+afterwards, so epochs never touch PNG again.
+
+A cache is named ``KEY-<decode id>-<files id>``: caches of other decode parameters (a
+searched data.height) live side by side, and it records the manifest of the files it
+decoded (manifest.py). Opening one lists nothing: it checks the recorded folders' mtimes
+and a sample of the files, and only a cache that fails that check is listed, rebuilt and
+replaced. ``verify`` is the full check (every file) behind ``vpsearch data verify``.
+Builds go to a temporary folder renamed into place, so an interrupted build never leaves a
+half-written cache behind, and take a lock per folder, so workers starting at once build
+once and never remove a cache another one uses.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +35,10 @@ from typing import Callable, Literal
 import numpy as np
 
 from vpsearch.data.base import DataError, VideoSet
+from vpsearch.data.manifest import Diff, Manifest, diff, stale_reason
 from vpsearch.errors import os_error
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the manifest (files.npy, stats.npy, dirs.json) replaced the fingerprint of every file
 
 
 @dataclass
@@ -43,37 +51,55 @@ class SplitPlan:
     decode: Callable[[int], tuple[np.ndarray, np.ndarray | None]]
     cond_shape: tuple[int, ...] | None = None  # per frame: (D,) or (H, W, C)
     cond_kind: Literal["vector", "image"] | None = None
-    params: dict = field(default_factory=dict)  # decode parameters that change the bytes
+    # every folder the listing read: a file added to any of them must change the listing
+    dirs: list[Path] = field(default_factory=list)
     # validation that needs more than directory listings (PNG headers): run on a cache miss only
     check: Callable[[], None] | None = None
     truth_frames: list[int] | None = None  # per sequence: leading frames that are real (see VideoSet)
 
 
-def fingerprint(plan: SplitPlan) -> str:
-    """'<decode id>-<sources id>': caches of other decode parameters (a searched data.height)
-    live side by side; a change of the files replaces the cache of the same parameters."""
-    params = hashlib.sha1(json.dumps({"v": CACHE_VERSION, "params": plan.params, "shape": plan.frame_shape,
-                                      "cond": plan.cond_shape}, sort_keys=True).encode()).hexdigest()[:8]
-    h = hashlib.sha1()
-    for p in sorted(plan.sources):
-        st = p.stat()
-        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return f"{params}-{h.hexdigest()[:8]}"
+@dataclass
+class SplitSource:
+    """What opening a split's cache needs before anything is listed."""
+
+    key: str  # e.g. bair-train
+    root: Path  # the split's folder: the manifest's paths are relative to it
+    cache_dir: Path
+    params: dict  # decode parameters that change the bytes (not derived from the files)
+    plan: Callable[[], SplitPlan]  # lists and validates the split (a cache miss, verify)
+
+    def prefix(self) -> str:
+        params = json.dumps({"v": CACHE_VERSION, "params": self.params}, sort_keys=True)
+        return f"{self.key}-{hashlib.sha1(params.encode()).hexdigest()[:8]}"
 
 
-def load_cached(plan: SplitPlan, cache_dir: Path, key: str, threads: int = 4) -> VideoSet:
-    """Open the cache for ``plan`` (building it first when missing or stale).
+def load_cached(src: SplitSource, threads: int = 4) -> VideoSet:
+    """Open the cache of ``src`` (listing and building it first when missing or stale)."""
+    for target in _candidates(src):
+        if stale_reason(target, src.root) is None:
+            try:
+                return _open(target)
+            except FileNotFoundError:  # removed as stale by a process that saw newer files
+                pass
+    return _rebuild(src, threads)
 
-    Builds take a file lock per key, so workers starting together build once and the others
-    wait and open the result; a stale cache is removed under the same lock.
-    """
-    cache_dir = Path(cache_dir)
-    target = cache_dir / f"{key}-{fingerprint(plan)}"
-    if (target / "meta.json").is_file():
+
+def _candidates(src: SplitSource) -> list[Path]:
+    """Built caches of these decode parameters, newest first (normally one)."""
+    found = []
+    for p in Path(src.cache_dir).glob(src.prefix() + "-*"):
         try:
-            return _open(target)
-        except FileNotFoundError:  # removed as stale by a process that saw newer files: rebuild
+            found.append(((p / "meta.json").stat().st_mtime_ns, p))
+        except OSError:  # not a cache, or one being removed
             pass
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def _rebuild(src: SplitSource, threads: int, listed: tuple[SplitPlan, Manifest] | None = None) -> VideoSet:
+    """List the split, then open the cache of exactly these files or build it, under the folder's
+    lock (workers starting together build once; the others wait and open the result). A stale
+    cache of the same parameters is removed under the same lock. ``listed``: already done (verify)."""
+    cache_dir = Path(src.cache_dir)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         lock = open(cache_dir / ".build.lock", "w")  # one per folder: its files match no key
@@ -81,12 +107,84 @@ def load_cached(plan: SplitPlan, cache_dir: Path, key: str, threads: int = 4) ->
         raise _unwritable(e, cache_dir) from None
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "meta.json").is_file():
+        if listed is None:
+            for target in _candidates(src):  # another process built it while we waited
+                if stale_reason(target, src.root) is None:
+                    return _open(target)
+        plan, manifest = listed or _list(src)
+        target = cache_dir / f"{src.prefix()}-{manifest.id()}"
+        if (target / "meta.json").is_file():
+            # these very files, whose folders' mtimes moved (a file added and removed again)
+            manifest.save(target)
+        else:
             if plan.check is not None:
                 plan.check()
-            _build(plan, target, threads)
-            _remove_stale(cache_dir, key, target)
+            _build(plan, manifest, target, threads)
+        _remove_stale(cache_dir, src, target)
         return _open(target)
+
+
+def _list(src: SplitSource) -> tuple[SplitPlan, Manifest]:
+    plan = src.plan()
+    dirs = plan.dirs or sorted({p.parent for p in plan.sources})
+    return plan, Manifest.of(src.root, plan.sources, dirs)
+
+
+@dataclass
+class Verdict:
+    """The full check of one split's cache (``verify``)."""
+
+    key: str
+    files: int
+    state: Literal["fresh", "stale", "missing"]
+    cache: Path | None  # the cache checked (fresh or stale)
+    diff: Diff | None = None  # stale: what differs from the cache
+    rebuilt: Path | None = None
+    seconds: float = 0.0
+
+
+def verify(src: SplitSource, rebuild: bool = True, threads: int = 4) -> Verdict:
+    """Compare every file of the split with the newest cache of these decode parameters, and
+    rebuild it when stale or missing (rebuild=False: report only)."""
+    t0 = time.perf_counter()
+    plan, manifest = _list(src)
+    target = Path(src.cache_dir) / f"{src.prefix()}-{manifest.id()}"
+    candidates = _candidates(src)
+    if (target / "meta.json").is_file():
+        verdict = Verdict(src.key, len(manifest.files), "fresh", target)
+        if rebuild:
+            try:
+                manifest.save(target)  # the folders' mtimes as they are now: the quick check passes again
+            except OSError as e:
+                raise _unwritable(e, target) from None
+    elif candidates:
+        verdict = Verdict(src.key, len(manifest.files), "stale", candidates[0],
+                          diff(Manifest.load(candidates[0]), manifest))
+    else:
+        verdict = Verdict(src.key, len(manifest.files), "missing", None)
+    if rebuild and verdict.state != "fresh":
+        _rebuild(src, threads, (plan, manifest))
+        verdict.rebuilt = target
+    verdict.seconds = time.perf_counter() - t0
+    return verdict
+
+
+def unused_caches(cache_dir: Path) -> list[Path]:
+    """Caches this version never opens: older formats (no manifest) and half-built leftovers of
+    versions without the lock. Temporary folders of builds under way (.KEY-...) are not listed."""
+    if not Path(cache_dir).is_dir():
+        return []
+    out = []
+    for p in sorted(Path(cache_dir).iterdir()):
+        if not p.is_dir() or p.name.startswith("."):
+            continue
+        try:
+            version = json.loads((p / "meta.json").read_text()).get("version")
+        except (OSError, ValueError):
+            version = None
+        if version != CACHE_VERSION:
+            out.append(p)
+    return out
 
 
 def _unwritable(e: OSError, cache_dir: Path) -> DataError:
@@ -94,7 +192,7 @@ def _unwritable(e: OSError, cache_dir: Path) -> DataError:
                     "set data.cache_dir to a writable folder (the dataset itself may stay read-only)", DataError)
 
 
-def _build(plan: SplitPlan, target: Path, threads: int) -> None:
+def _build(plan: SplitPlan, manifest: Manifest, target: Path, threads: int) -> None:
     """Decode into a temporary folder renamed into place (called under the key's lock)."""
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
@@ -133,7 +231,8 @@ def _build(plan: SplitPlan, target: Path, threads: int) -> None:
         np.save(tmp / "starts.npy", starts)
         meta = {"names": plan.names, "cond_kind": plan.cond_kind, "version": CACHE_VERSION,
                 "truth_frames": plan.truth_frames}
-        (tmp / "meta.json").write_text(json.dumps(meta))
+        manifest.save(tmp)
+        (tmp / "meta.json").write_text(json.dumps(meta))  # last: a cache with meta.json is complete
         if target.exists():  # a half-built leftover of a version without the lock
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -157,12 +256,11 @@ def _open(target: Path) -> VideoSet:
     )
 
 
-def _remove_stale(cache_dir: Path, key: str, keep: Path) -> None:
+def _remove_stale(cache_dir: Path, src: SplitSource, keep: Path) -> None:
     """Caches of the same key and decode parameters as keep built from older files, and those
-    of the one-hash naming before decode parameters got their own part (KEY-<16 hex>)."""
-    params = keep.name.rsplit("-", 1)[0]
-    legacy = re.compile(re.escape(key) + r"-[0-9a-f]{16}")
-    for old in cache_dir.glob(f"{key}-*"):
-        stale = old.name.startswith(params + "-") or legacy.fullmatch(old.name)
+    of the one-hash naming of version 0 (KEY-<16 hex>)."""
+    legacy = re.compile(re.escape(src.key) + r"-[0-9a-f]{16}")
+    for old in cache_dir.glob(f"{src.key}-*"):
+        stale = old.name.startswith(src.prefix() + "-") or legacy.fullmatch(old.name)
         if stale and old != keep and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from vpsearch.config import DataConfig
 from vpsearch.data.base import DataError, VideoSet
-from vpsearch.data.cache import SplitPlan, load_cached
+from vpsearch.data.cache import SplitPlan, SplitSource, load_cached
 from vpsearch.data.images import check_same_size, read_rgb
 
 _NUMBER = re.compile(r"^(?:frame)?[_-]?(\d+)$", re.IGNORECASE)
@@ -121,15 +121,36 @@ def _read_all(paths: list[Path], hw: tuple[int, int], resample: int) -> np.ndarr
 
 
 def load_dance(root: Path, split: str, cfg: DataConfig, expected_test_len: int | None = None) -> VideoSet:
+    data = load_cached(dance_source(root, split, cfg, expected_test_len))
+    if expected_test_len is not None and SPLIT_DIRS[split] == "test":  # the listing checks this on a miss
+        for name, n in zip(data.names, data.lengths):
+            if n != expected_test_len:
+                raise DataError(f"{Path(root) / 'test' / 'test_label' / name}: {n} labels, expected "
+                                f"{expected_test_len} like the other videos")
+    return data
+
+
+def dance_source(root: Path, split: str, cfg: DataConfig, expected_test_len: int | None = None) -> SplitSource:
     root = Path(root)
     if split not in SPLIT_DIRS:
         raise DataError(f"dance split {split!r}: expected train, val (or validate) or test")
     sub = SPLIT_DIRS[split]
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else root / ".vpsearch-cache"
+    return SplitSource(key=f"dance-{sub}", root=root / sub, cache_dir=cache_dir,
+                       params={"format": "dance", "height": cfg.height, "width": cfg.width},
+                       plan=lambda: plan_dance(root, sub, cfg, expected_test_len))
+
+
+def plan_dance(root: Path, sub: str, cfg: DataConfig, expected_test_len: int | None = None) -> SplitPlan:
     if sub == "test":
         videos = test_videos(root / "test", expected_test_len)
+        test = root / "test"
+        dirs = [test] + [test / d for d in ("test_label", "test_img", "test_gt") if (test / d).is_dir()]
+        dirs += [p for v in videos for p in (v[1][0].parent, v[2][0].parent)]
     else:
         frames, labels = paired(root / sub / f"{sub}_img", root / sub / f"{sub}_label")
         videos = [(sub, frames, labels, len(frames))]
+        dirs = [root / sub, root / sub / f"{sub}_img", root / sub / f"{sub}_label"]
     hw = (cfg.height, cfg.width)
 
     def decode(i: int):
@@ -143,10 +164,7 @@ def load_dance(root: Path, split: str, cfg: DataConfig, expected_test_len: int |
             check_same_size(given)
             check_same_size(labels)
 
-    plan = SplitPlan(
+    return SplitPlan(
         names=[v[0] for v in videos], lengths=[len(v[2]) for v in videos], frame_shape=(*hw, 3),
         sources=[p for v in videos for p in (*v[1], *v[2])], decode=decode, cond_shape=(*hw, 3),
-        cond_kind="image", params={"format": "dance", "height": cfg.height, "width": cfg.width},
-        check=check, truth_frames=[v[3] for v in videos])
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else root / ".vpsearch-cache"
-    return load_cached(plan, cache_dir, key=f"dance-{sub}")
+        cond_kind="image", dirs=dirs, check=check, truth_frames=[v[3] for v in videos])
