@@ -41,7 +41,9 @@ TARGETS: dict[str, list[tuple[str, str]]] = {
                                 ("vpsearch.training.trainer", "make_optimizer")],
     "checkpoint writes": [("vpsearch.training.trainer", "save_checkpoint")],
     "GIF + strip + frame CSV": [("vpsearch.training.trainer", "write_best_outputs")],
-    "end-of-run plots": [("vpsearch.training.trainer", "plot_run")],
+    "end-of-run plots": [("vpsearch.training.trainer", "plot_run"),  # before: drawn on the training thread
+                         ("vpsearch.training.outputs", "RunPictures.plots"),  # after: handed to a thread
+                         ("vpsearch.training.outputs", "RunPictures.wait")],
     "metrics.csv": [("vpsearch.training.trainer", "write_metrics")],
     "fit set-up + rest": [("vpsearch.training.trainer", "fit")],
     "Optuna storage + sampler": [
@@ -62,6 +64,13 @@ TARGETS: dict[str, list[tuple[str, str]]] = {
     "tracker flush at exit": [("vpsearch.search.worker", "StudyTracker.close"),
                               ("vpsearch.tracking.mlflow_tracker", "MLflowStudyTracker.close")],
 }
+# work done by background threads (off the trial's path, but on the same CPUs): wall and CPU seconds
+BACKGROUND: dict[str, list[tuple[str, str]]] = {
+    "drawing thread: GIF + strip": [("vpsearch.training.outputs", "write_gif"),
+                                    ("vpsearch.training.outputs", "write_strip")],
+    "drawing thread: plots": [("vpsearch.training.outputs", "plot_run")],
+    "MLflow sender thread": [("vpsearch.tracking.sender", "Delivery.execute")],
+}
 WORK = ("train epochs", "evaluation")
 STARTUP = "process start + imports"
 __doc__ += "".join(f"  {name}: {'WORK' if name in WORK else 'overhead'}\n" for name in TARGETS)
@@ -77,7 +86,24 @@ class Recorder:
         self.bucket_t0 = self.start
         self.startup: dict[str, float] | None = None
         self.trials: list[dict[str, Any]] = []
+        self.background: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # wall, CPU
+        self.missing: list[str] = []  # targets this checkout does not have (an older or newer layout)
         self.main = threading.main_thread()
+
+    def wrap_background(self, phase: str, fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread() is self.main:
+                return fn(*args, **kwargs)
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                acc = self.background[phase]
+                acc[0] += time.perf_counter() - t0
+                acc[1] += time.thread_time() - c0
+        timed.__wrapped_phase__ = phase  # type: ignore[attr-defined]
+        return timed
 
     def wrap(self, phase: str, fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -112,7 +138,8 @@ class Recorder:
         shutdown = dict(self.bucket)
         shutdown["wall"] = now - self.bucket_t0
         out = {"pid": os.getpid(), "process_start": self.start, "exit": now, "startup": self.startup,
-               "trials": self.trials, "shutdown": shutdown}
+               "trials": self.trials, "shutdown": shutdown, "background": dict(self.background),
+               "missing": self.missing}
         (folder / f"worker-{os.getpid()}.json").write_text(json.dumps(out, indent=1))
 
 
@@ -129,17 +156,18 @@ def process_start() -> float:
 
 
 def _patch(recorder: Recorder, module: Any) -> None:
-    for phase, targets in TARGETS.items():
-        for mod_name, attr in targets:
-            if mod_name != module.__name__:
-                continue
-            owner_name, _, name = attr.rpartition(".")
-            owner = getattr(module, owner_name) if owner_name else module
-            fn = owner.__dict__.get(name) if owner_name else getattr(module, name, None)
-            if fn is None:
-                raise SystemExit(f"phase_probe: {mod_name}.{attr} not found; update benchmarks/phase_probe.py TARGETS")
-            if getattr(fn, "__wrapped_phase__", None) is None:
-                setattr(owner, name, recorder.wrap(phase, fn))
+    for table, wrap in ((TARGETS, recorder.wrap), (BACKGROUND, recorder.wrap_background)):
+        for phase, targets in table.items():
+            for mod_name, attr in targets:
+                if mod_name != module.__name__:
+                    continue
+                owner_name, _, name = attr.rpartition(".")
+                owner = getattr(module, owner_name, None) if owner_name else module
+                fn = (owner.__dict__.get(name) if owner_name else getattr(module, name, None)) if owner else None
+                if fn is None:
+                    recorder.missing.append(f"{mod_name}.{attr}")
+                elif getattr(fn, "__wrapped_phase__", None) is None:
+                    setattr(owner, name, wrap(phase, fn))
 
 
 class _Finder(importlib.abc.MetaPathFinder):
@@ -147,7 +175,7 @@ class _Finder(importlib.abc.MetaPathFinder):
 
     def __init__(self, recorder: Recorder):
         self.recorder = recorder
-        self.modules = {m for targets in TARGETS.values() for m, _ in targets}
+        self.modules = {m for table in (TARGETS, BACKGROUND) for targets in table.values() for m, _ in targets}
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
         if fullname not in self.modules:
@@ -209,17 +237,23 @@ def summarize(workers: list[dict[str, Any]]) -> dict[str, Any]:
         for k, v in shut.items():
             edges[k] += v
         edges["shut-down other"] += wall - sum(shut.values())
+    background: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for w in workers:
+        for k, (wall, cpu) in w.get("background", {}).items():
+            background[k][0] += wall
+            background[k][1] += cpu
     process_wall = sum(w["exit"] - w["process_start"] for w in workers)
     work = sum(trial_phases.get(k, 0.0) for k in WORK)
     return {"trials": n, "trial_wall": trial_wall, "trial_phases": dict(trial_phases), "edges": dict(edges),
-            "process_wall": process_wall, "work": work,
+            "process_wall": process_wall, "work": work, "background": dict(background),
+            "missing": sorted({m for w in workers for m in w.get("missing", [])}),
             "in_trial_overhead": 1 - work / trial_wall if trial_wall else float("nan"),
             "overhead_with_startup": 1 - work / process_wall if process_wall else float("nan")}
 
 
 def table(before: dict[str, Any], after: dict[str, Any] | None = None) -> str:
     """Markdown: seconds per trial and share of the trial's wall time, per phase."""
-    cols = [("before", before)] + ([("after", after)] if after else [])
+    cols = [("before", before), ("after", after)] if after else [("measured", before)]
     head = "| phase | kind |" + "".join(f" {c} s/trial | {c} share |" for c, _ in cols)
     rows = [head, "|" + " --- |" * (2 + 2 * len(cols))]
     phases = [p for p in TARGETS if p != "worker set-up" and p != "tracker flush at exit"]
@@ -237,4 +271,8 @@ def table(before: dict[str, Any], after: dict[str, Any] | None = None) -> str:
     rows.append("| **overhead incl. start-up/shut-down** | |" + "".join(
         f" {(s['process_wall'] - s['work']) / s['trials']:.3f} | **{100 * s['overhead_with_startup']:.2f}%** |"
         for _, s in cols))
+    for p in BACKGROUND:  # CPU seconds of background threads, against the trials' wall time
+        rows.append(f"| {p} (CPU, off the trial's path) | background |" + "".join(
+            f" {s['background'].get(p, [0, 0])[1] / s['trials']:.3f} | "
+            f"{100 * s['background'].get(p, [0, 0])[1] / s['trial_wall']:.2f}% |" for _, s in cols))
     return "\n".join(rows)

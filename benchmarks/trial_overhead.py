@@ -88,20 +88,25 @@ def run_study(repo: Path, study: Path, root: Path, workers: int, threads: int) -
 
 def merge(runs: list[dict]) -> dict:
     """Several runs of the same part: seconds added up, shares recomputed."""
-    out = {"trials": 0, "trial_wall": 0.0, "trial_phases": {}, "edges": {}, "process_wall": 0.0, "work": 0.0}
+    out = {"trials": 0, "trial_wall": 0.0, "trial_phases": {}, "edges": {}, "process_wall": 0.0, "work": 0.0,
+           "background": {}, "missing": sorted({m for s in runs for m in s["missing"]}), "wall": 0.0}
     for s in runs:
-        for k in ("trials", "trial_wall", "process_wall", "work"):
+        for k in ("trials", "trial_wall", "process_wall", "work", "wall"):
             out[k] += s[k]
         for part in ("trial_phases", "edges"):
             for k, v in s[part].items():
                 out[part][k] = out[part].get(k, 0.0) + v
+        for k, (wall, cpu) in s["background"].items():
+            acc = out["background"].setdefault(k, [0.0, 0.0])
+            acc[0] += wall
+            acc[1] += cpu
     out["in_trial_overhead"] = 1 - out["work"] / out["trial_wall"]
     out["overhead_with_startup"] = 1 - out["work"] / out["process_wall"]
     return out
 
 
 def line(name: str, s: dict) -> str:
-    return (f"{name}: {s['trials']} trials, trial {s['trial_wall'] / s['trials']:.2f}s of which work "
+    return (f"{name}: {s['trials']} trials in {s['wall']:.1f}s (study run wall time), trial {s['trial_wall'] / s['trials']:.2f}s of which work "
             f"{s['work'] / s['trials']:.2f}s; overhead in the trial {100 * s['in_trial_overhead']:.2f}%, with "
             f"the worker's start-up and shut-down {100 * s['overhead_with_startup']:.2f}%")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -64,16 +65,30 @@ def dataset_dir(root: str) -> Path | None:
     return path if path.is_dir() else None
 
 
+METHOD = "sha256 of relative path + size of every file, and vpsearch-dataset.json"
+MEMO = Path(".vpsearch-cache") / "dataset-fingerprint.json"  # under the dataset, next to its frame caches
+
+
 def dataset_fingerprint(path: Path) -> dict[str, Any]:
     """sha256 over every file's relative path and size, plus the dataset marker's content.
 
     Sizes, not contents: hashing 1.3M BAIR frames would take minutes, while a changed,
     added or removed file almost always changes the listing. Hidden folders (the frame
-    cache) are left out because they are derived from the rest.
+    cache) are left out because they are derived from the rest. The result is kept in MEMO
+    with every folder's mtime, and reused while no folder's mtime and not the marker changed
+    (a file added, removed or renamed changes its folder's mtime): a stat per folder instead of
+    one per file. A file rewritten in place to another size keeps the old value until then.
     """
+    marker = path / "vpsearch-dataset.json"
+    marker_sha = hashlib.sha256(marker.read_bytes()).hexdigest() if marker.is_file() else None
+    memo = _memo(path, marker_sha)
+    if memo is not None:
+        return memo
     h = hashlib.sha256()
     files = size = 0
+    folders = []
     for dirpath, dirnames, filenames in os.walk(path):
+        folders.append([os.path.relpath(dirpath, path), os.stat(dirpath).st_mtime_ns])
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):
@@ -83,11 +98,30 @@ def dataset_fingerprint(path: Path) -> dict[str, Any]:
             h.update(f"{p.relative_to(path).as_posix()}\0{st.st_size}\n".encode())
             files += 1
             size += st.st_size
-    marker = path / "vpsearch-dataset.json"
     if marker.is_file():
         h.update(marker.read_bytes())
-    return {"sha256": h.hexdigest(), "files": files, "bytes": size,
-            "method": "sha256 of relative path + size of every file, and vpsearch-dataset.json"}
+    result = {"sha256": h.hexdigest(), "files": files, "bytes": size, "method": METHOD}
+    try:  # a read-only dataset: computed once per process instead
+        (path / MEMO).parent.mkdir(exist_ok=True)
+        tmp = path / MEMO.with_name(f".{MEMO.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"fingerprint": result, "marker_sha256": marker_sha, "folders": folders}))
+        os.replace(tmp, path / MEMO)
+    except OSError:
+        pass
+    return result
+
+
+def _memo(path: Path, marker_sha: str | None) -> dict[str, Any] | None:
+    try:
+        memo = json.loads((path / MEMO).read_text())
+        if memo["marker_sha256"] != marker_sha or memo["fingerprint"]["method"] != METHOD:
+            return None
+        for rel, mtime in memo["folders"]:
+            if os.stat(os.path.join(path, rel)).st_mtime_ns != mtime:
+                return None
+        return memo["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @functools.cache

@@ -78,22 +78,23 @@ class Manifest:
 def stale_reason(folder: Path, root: Path) -> str | None:
     """Why the cache in folder no longer matches the files under root (None: it matches), from
     the quick check described in the module docstring."""
-    root = Path(root)
     try:
         dirs = json.loads((folder / DIRS).read_text())
         files = np.load(folder / FILES, mmap_mode="r")
         stats = np.load(folder / STATS, mmap_mode="r")
     except (OSError, ValueError) as e:
         return f"no readable manifest ({e})"
-    for rel, mtime in dirs:
+    base = os.fspath(root)
+    for rel, mtime in dirs:  # plain strings: a Path per folder costs more than its stat
+        path = os.path.join(base, rel)
         try:
-            if os.stat(root / rel).st_mtime_ns != mtime:
-                return f"{root / rel}: folder changed"
+            if os.stat(path).st_mtime_ns != mtime:
+                return f"{os.path.normpath(path)}: folder changed"
         except FileNotFoundError:
-            return f"{root / rel}: folder removed"
+            return f"{os.path.normpath(path)}: folder removed"
     n = len(files)
     for i in range(n) if n <= max(FULL_CHECK_MAX, SAMPLE) else random.sample(range(n), SAMPLE):
-        path = root / files[i].decode()
+        path = os.path.join(base, files[i].decode())
         try:
             st = os.stat(path)
         except FileNotFoundError:

@@ -188,7 +188,9 @@ class Worker:
                          provenance=trial_provenance(cfg.data.root, self.opts.device, self.opts.threads))
             log(f"trial {number} started (repeat {repeat}, seed {seed}): {params}"
                 + (f"; {resume_note}" if resume_note else ""))
-            fit(run_cfg, run_dir, reporter=Reporters(reporter, tt), resume=resume_note.startswith("resumes"))
+            # pictures are drawn while the next trial trains (training/outputs.py)
+            fit(run_cfg, run_dir, reporter=Reporters(reporter, tt), resume=resume_note.startswith("resumes"),
+                wait_pictures=False)
             if reporter.resumed_from is not None:
                 log(f"trial {number} continued at epoch {reporter.resumed_from}")
             if reporter.pruned_epoch is not None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vpsearch.config import Config
+from vpsearch.training.outputs import DRAWER
 from vpsearch.training.reporter import Reporter
 
 TrialState = Literal["COMPLETE", "PRUNED", "FAIL"]
@@ -57,4 +58,5 @@ class StudyTracker:
         and count that worker out of the study's parent run."""
 
     def close(self) -> None:
-        pass
+        """Wait for the pictures of this process's trials that are still being drawn (outputs.py)."""
+        DRAWER.drain()

@@ -36,6 +36,7 @@ from vpsearch.tracking.base import StudyTracker, TrialState, TrialTracker
 from vpsearch.tracking.journal import Stream, spool_root
 from vpsearch.tracking.probe import is_remote
 from vpsearch.tracking.sender import STALL, Sender
+from vpsearch.training.outputs import DRAWER
 
 # run-dir file -> artifact folder ("" = the run's artifact root)
 RUN_ARTIFACTS = [
@@ -183,12 +184,14 @@ class MLflowStudyTracker(StudyTracker):
         self.sender.wait(stream, self.close_wait, stall=6 * STALL)
 
     def close(self, end_parent: bool | None = None, timeout: float | None = None) -> None:
-        """Flush and stop the sender.
+        """Wait for pictures still being drawn (their trial runs end from the drawing thread),
+        flush and stop the sender.
 
         The parent run ends FINISHED when the last process that trained trials closes (the
         launcher that only created it leaves it RUNNING for its workers); end_parent=True
         ends it now, end_parent=False never.
         """
+        DRAWER.drain(self.close_wait if timeout is None else timeout)
         if self.parent_run_id is not None:
             if end_parent:
                 self.sender.submit(self.parent_stream(), {"op": "terminate", "status": "FINISHED",
@@ -273,10 +276,19 @@ class MLflowTrialTracker(TrialTracker):
     def close(self, state: TrialState, reason: str | None = None, wait: float | None = None) -> None:
         """End the run (COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED) after its
         artifacts; waits up to `wait` s (default CLOSE_WAIT) for delivery while the server answers
-        and deliveries progress (STALL s without one end the wait)."""
+        and deliveries progress (STALL s without one end the wait). While the run's pictures are
+        still being drawn (fit(wait_pictures=False)), returns at once: the drawing thread sends
+        all of it once they are on disk, and the sender delivers it during the next trial."""
         if self.closed:
             return
         self.closed = True
+        pictures = getattr(self.result, "pictures", None)
+        if pictures is not None and not pictures.done():
+            pictures.then(lambda: self._end(state, reason, 0.0))
+            return
+        self._end(state, reason, wait)
+
+    def _end(self, state: TrialState, reason: str | None, wait: float | None) -> None:
         now = names.now_ms()
         batch: dict[str, Any] = {"op": "log_batch", "metrics": [],
                                  "tags": names.clean_tags({names.TAG_STATE: state, names.TAG_REASON: reason})}

@@ -29,10 +29,10 @@ from vpsearch.training.checkpoint import rng_state, save_checkpoint
 from vpsearch.training.device import grad_scaler, select_device, set_threads
 from vpsearch.training.engine import Evaluation, StepContext, evaluate, train_epoch
 from vpsearch.training.history import read_frame_psnr, write_metrics
+from vpsearch.training.outputs import RunPictures
 from vpsearch.training.reporter import Reporter
 from vpsearch.training.resume import resume as resume_run
 from vpsearch.training.schedules import KLAnnealing, TeacherForcing, lr_factor
-from vpsearch.training.visualize import plot_run, write_gif, write_strip
 
 
 @dataclass
@@ -44,6 +44,7 @@ class FitResult:
     stopped_early: bool
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list, repr=False)
+    pictures: RunPictures | None = field(default=None, repr=False)  # GIF, strip, plots: see outputs.py
 
     @property
     def best_checkpoint(self) -> Path:
@@ -94,9 +95,11 @@ def check_data_serves(cfg: Config, val_set: VideoSet, n_windows: int) -> None:
 
 
 def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resume: bool = False,
-        force: bool = False) -> FitResult:
+        force: bool = False, wait_pictures: bool = True) -> FitResult:
     """Train cfg into run_dir. resume=True continues from checkpoints/last.pt when present (a
-    config whose training-relevant fields differ from the run's needs force=True; see resume.py)."""
+    config whose training-relevant fields differ from the run's needs force=True; see resume.py).
+    The GIF, strip and plots are drawn off the training thread (outputs.py); wait_pictures=False
+    returns before they are on disk (result.pictures says when)."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
     reporter = reporter or Reporter()
@@ -121,6 +124,7 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
                       TeacherForcing.from_config(cfg.schedule), KLAnnealing.from_config(cfg))
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    pictures = RunPictures(run_dir)
     history: list[dict[str, float]] = []
     best, best_epoch, start_epoch = -math.inf, -1, 0
     last_ckpt = run_dir / "checkpoints" / "last.pt"
@@ -155,7 +159,7 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
                                        "baseline_psnr": ev.baseline_per_frame})
             if ev.psnr > best:
                 best, best_epoch = ev.psnr, epoch
-                write_best_outputs(run_dir, ev)
+                write_best_outputs(run_dir, ev, pictures)
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         write_metrics(run_dir / "metrics.csv", history)
@@ -170,13 +174,16 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
             stopped = True
             break
     progress.close()
-    plot_run(run_dir, history, read_frame_psnr(run_dir / "frame_psnr.csv"))
-    result = FitResult(run_dir, best, best_epoch, len(history), stopped, time.perf_counter() - started, history)
+    pictures.plots(history, read_frame_psnr(run_dir / "frame_psnr.csv"))
+    if wait_pictures:
+        pictures.wait()
+    result = FitResult(run_dir, best, best_epoch, len(history), stopped, time.perf_counter() - started, history,
+                       pictures)
     reporter.finished(result)
     return result
 
 
-def write_best_outputs(run_dir: Path, ev: Evaluation) -> None:
+def write_best_outputs(run_dir: Path, ev: Evaluation, pictures: RunPictures) -> None:
     with (run_dir / "frame_psnr.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["frame", "psnr", "ssim", "psnr_best_of_n", "baseline_psnr"])
@@ -184,8 +191,7 @@ def write_best_outputs(run_dir: Path, ev: Evaluation) -> None:
                                     ev.baseline_per_frame)):
             w.writerow([i + 1, *(f"{v:.4f}" for v in row)])
     if ev.predictions:
-        write_gif(run_dir / "samples" / "best.gif", ev.truths, ev.predictions)
-        write_strip(run_dir / "samples" / "best_strip.png", ev.truths, ev.predictions)
+        pictures.best(ev.truths, ev.predictions)
 
 
 class _progress:
