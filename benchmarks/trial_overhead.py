@@ -82,7 +82,8 @@ def run_study(repo: Path, study: Path, root: Path, workers: int, threads: int) -
     if not workers_data:
         raise SystemExit(f"no phase files in {probe_out}: was the probe loaded? {r.stderr[-2000:]}")
     s = phase_probe.summarize(workers_data)
-    s.update(workers=workers, threads=threads, wall=wall, trials_per_hour=s["trials"] / wall * 3600)
+    s.update(workers=workers, threads=threads, wall=wall, trials_per_hour=s["trials"] / wall * 3600,
+             raw=workers_data)
     return s
 
 
@@ -93,6 +94,7 @@ def merge(runs: list[dict]) -> dict:
     for s in runs:
         for k in ("trials", "trial_wall", "process_wall", "work", "wall"):
             out[k] += s[k]
+        out.setdefault("raw", []).extend(s["raw"])
         for part in ("trial_phases", "edges"):
             for k, v in s[part].items():
                 out[part][k] = out[part].get(k, 0.0) + v
@@ -116,6 +118,8 @@ def main() -> None:
     ap.add_argument("--part", action="append", choices=["phases", "full", "throughput"],
                     help="what to run (repeatable; default: phases and throughput)")
     ap.add_argument("--before", type=Path, help="another checkout whose phases to measure alongside")
+    ap.add_argument("--study", type=Path, default=REPO / "studies" / "quickstart.yaml",
+                    help="the study of the phases part (default studies/quickstart.yaml)")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each phase measurement (alternating)")
     ap.add_argument("--trials", type=int, default=4, help="throughput: trials per layout")
     ap.add_argument("--epochs", type=int, default=2, help="throughput: epochs per trial")
@@ -133,7 +137,7 @@ def main() -> None:
     checkouts = [("after", REPO)] + ([("before", args.before.resolve())] if args.before else [])
     with tempfile.TemporaryDirectory(prefix="vpsearch-overhead-") as tmp:
         tmp = Path(tmp)
-        studies = {"phases": REPO / "studies" / "quickstart.yaml", "full": full_yaml(tmp / "full.yaml")}
+        studies = {"phases": args.study.resolve(), "full": full_yaml(tmp / "full.yaml")}
         for part in [p for p in parts if p in studies]:
             runs: dict[str, list[dict]] = {name: [] for name, _ in checkouts}
             for i in range(args.repeats):

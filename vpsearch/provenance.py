@@ -84,6 +84,10 @@ def dataset_fingerprint(path: Path) -> dict[str, Any]:
     memo = _memo(path, marker_sha)
     if memo is not None:
         return memo
+    try:  # before the walk: making it changes the dataset folder's mtime
+        (path / MEMO).parent.mkdir(exist_ok=True)
+    except OSError:
+        pass
     h = hashlib.sha256()
     files = size = 0
     folders = []
@@ -102,7 +106,6 @@ def dataset_fingerprint(path: Path) -> dict[str, Any]:
         h.update(marker.read_bytes())
     result = {"sha256": h.hexdigest(), "files": files, "bytes": size, "method": METHOD}
     try:  # a read-only dataset: computed once per process instead
-        (path / MEMO).parent.mkdir(exist_ok=True)
         tmp = path / MEMO.with_name(f".{MEMO.name}.{os.getpid()}")
         tmp.write_text(json.dumps({"fingerprint": result, "marker_sha256": marker_sha, "folders": folders}))
         os.replace(tmp, path / MEMO)

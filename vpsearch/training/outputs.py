@@ -6,8 +6,10 @@ training thread draws them. fit() hands them to the process's one drawing thread
 through a :class:`RunPictures`, then waits for them (``vpsearch train``) or, in a study
 worker, leaves them drawing while the worker takes its next trial.
 
-- A new best evaluation replaces the drawing of an earlier best of the same run that has not
-  started yet (only the last one is kept on disk).
+- A best evaluation is drawn once it stands: when a later evaluation does not beat it
+  (``confirm``), or at the end of the run. A run that improves at every evaluation draws its
+  GIF once, not once per evaluation; a new best removes the pictures of the one before, so
+  the folder never shows another epoch's pictures as the best's.
 - Files are written under a temporary name and renamed: a reader (an MLflow upload, a report)
   sees a whole picture or none.
 - ``RunPictures.then(fn)`` runs fn on the drawing thread once the run's pictures are on disk:
@@ -109,9 +111,24 @@ class RunPictures:
         self.run_dir = Path(run_dir)
         self.drawer = drawer
         self._pending = 0  # jobs queued or running (guarded by the drawer's lock)
+        self._held: tuple[list, list] | None = None  # the best evaluation not drawn yet
 
     def best(self, truths: list, predictions: list) -> None:
-        """samples/best.gif and samples/best_strip.png of a new best evaluation ((T, H, W, C) uint8 each)."""
+        """A new best evaluation ((T, H, W, C) uint8 per sequence): samples/best.gif and
+        samples/best_strip.png once it stands (confirm(), plots())."""
+        samples = self.run_dir / "samples"
+        self._held = (truths, predictions)
+
+        def remove() -> None:  # in order after a drawing of the previous best still under way
+            for name in ("best.gif", "best_strip.png"):
+                (samples / name).unlink(missing_ok=True)
+        self.drawer.submit(remove, key=(str(self.run_dir), "best"), run=self)
+
+    def confirm(self) -> None:
+        """An evaluation did not beat the held best: draw it now."""
+        if self._held is None:
+            return
+        (truths, predictions), self._held = self._held, None
         samples = self.run_dir / "samples"
 
         def draw() -> None:
@@ -123,7 +140,9 @@ class RunPictures:
         self.drawer.submit(draw, key=(str(self.run_dir), "best"), run=self)
 
     def plots(self, history: list[dict[str, float]], frame_psnr: dict[str, list[float]] | None) -> None:
-        """curves.png, schedules.png, frame_psnr.png (visualize.plot_run) at the end of the run."""
+        """The end of the run: the held best, and curves.png, schedules.png, frame_psnr.png
+        (visualize.plot_run)."""
+        self.confirm()
         rows = [dict(r) for r in history]
 
         def draw() -> None:

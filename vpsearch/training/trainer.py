@@ -160,6 +160,8 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
             if ev.psnr > best:
                 best, best_epoch = ev.psnr, epoch
                 write_best_outputs(run_dir, ev, pictures)
+            else:
+                pictures.confirm()  # the held best stood: draw it now
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         write_metrics(run_dir / "metrics.csv", history)
