@@ -18,7 +18,7 @@ Parts (each in fresh runs roots under one temporary folder, built-in pushing dat
   throughput  trials/hour of 2 workers x 1 thread vs 1 worker x 2 threads: the same small study
               (random learning rates, no pruning, one evaluation at the end) in both layouts
 
---before DIR runs the phases of that checkout too (e.g. `git archive BASE | tar -x -C DIR`),
+--before DIR runs the same parts with that checkout too (e.g. `git archive BASE | tar -x -C DIR`),
 alternating with this one `--repeats` times, so both columns come from one session under the
 same load. On shared cores quote the ratios, not the seconds.
 """
@@ -152,16 +152,22 @@ def main() -> None:
                   else phase_probe.table(merged["after"]))
         if "throughput" in parts:
             study = throughput_yaml(tmp / "throughput.yaml", args.trials, args.epochs, args.steps)
-            layouts = [run_study(REPO, study, tmp / "tp-one", 1, args.cores),
-                       run_study(REPO, study, tmp / "tp-many", args.cores, 1)]
-            results["throughput"] = layouts
-            for s in layouts:
-                print(f"{s['workers']} worker(s) x {s['threads']} thread(s): {s['trials']} trials in {s['wall']:.1f}s"
-                      f" = {s['trials_per_hour']:.1f} trials/hour; overhead in the trial "
-                      f"{100 * s['in_trial_overhead']:.2f}%, with start-up {100 * s['overhead_with_startup']:.2f}%")
-            one, many = layouts
-            print(f"throughput ratio {many['workers']}x1 / 1x{one['threads']}: "
-                  f"{many['trials_per_hour'] / one['trials_per_hour']:.2f}")
+            results["throughput"] = {}
+            for name, repo in checkouts:
+                layouts = [run_study(repo, study, tmp / f"tp-{name}-one", 1, args.cores),
+                           run_study(repo, study, tmp / f"tp-{name}-many", args.cores, 1)]
+                results["throughput"][name] = layouts
+                for s in layouts:
+                    print(f"throughput [{name}] {s['workers']} worker(s) x {s['threads']} thread(s): {s['trials']} "
+                          f"trials in {s['wall']:.1f}s = {s['trials_per_hour']:.1f} trials/hour; overhead in the "
+                          f"trial {100 * s['in_trial_overhead']:.2f}%, with start-up {100 * s['overhead_with_startup']:.2f}%")
+                one, many = layouts
+                print(f"throughput [{name}] ratio {many['workers']}x1 / 1x{one['threads']}: "
+                      f"{many['trials_per_hour'] / one['trials_per_hour']:.2f}")
+            if args.before:
+                for i, layout in enumerate(("1 x {}".format(args.cores), f"{args.cores} x 1")):
+                    a, b = results["throughput"]["after"][i], results["throughput"]["before"][i]
+                    print(f"throughput after / before, {layout}: {a['trials_per_hour'] / b['trials_per_hour']:.2f}")
     results["load_after"] = os.getloadavg()
     print(f"load average before {load[0]:.2f}, after {results['load_after'][0]:.2f} "
           f"({os.cpu_count()} cores)")
