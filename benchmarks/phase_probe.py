@@ -37,8 +37,8 @@ TARGETS: dict[str, list[tuple[str, str]]] = {
     "train epochs": [("vpsearch.training.trainer", "train_epoch")],
     "evaluation": [("vpsearch.training.trainer", "evaluate")],
     "data open + cache check": [("vpsearch.training.trainer", "load_split")],
-    "model + optimizer build": [("vpsearch.training.trainer", "build_model"),
-                                ("vpsearch.training.trainer", "make_optimizer")],
+    "model build": [("vpsearch.training.trainer", "build_model")],
+    "optimizer build": [("vpsearch.training.trainer", "make_optimizer")],
     "checkpoint writes": [("vpsearch.training.trainer", "save_checkpoint")],
     "GIF + strip + frame CSV": [("vpsearch.training.trainer", "write_best_outputs")],
     "end-of-run plots": [("vpsearch.training.trainer", "plot_run"),  # before: drawn on the training thread
@@ -73,6 +73,9 @@ BACKGROUND: dict[str, list[tuple[str, str]]] = {
 }
 WORK = ("train epochs", "evaluation")
 STARTUP = "process start + imports"
+# the first torch optimizer of a process imports torch._dynamo (about 1.4 s, 800 modules; then
+# 0.3 ms): a cost of the process, counted with its start-up instead of its first trial
+FIRST_CALL_IMPORTS = {"optimizer build": "lazy import on first use (torch._dynamo by torch.optim)"}
 __doc__ += "".join(f"  {name}: {'WORK' if name in WORK else 'overhead'}\n" for name in TARGETS)
 
 
@@ -88,6 +91,9 @@ class Recorder:
         self.trials: list[dict[str, Any]] = []
         self.background: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # wall, CPU
         self.missing: list[str] = []  # targets this checkout does not have (an older or newer layout)
+        self.calls: dict[str, int] = defaultdict(int)  # per trial: calls of each phase (epochs, checkpoints)
+        self.first_calls: dict[str, float] = {}  # FIRST_CALL_IMPORTS phase -> seconds of its first call
+        self._first_in_bucket = 0.0
         self.main = threading.main_thread()
 
     def wrap_background(self, phase: str, fn: Callable) -> Callable:
@@ -117,7 +123,12 @@ class Recorder:
             finally:
                 self.stack.pop()
                 elapsed = time.perf_counter() - frame[1]
-                self.bucket[phase] += elapsed - frame[2]
+                self.calls[phase] += 1
+                if phase in FIRST_CALL_IMPORTS and phase not in self.first_calls:
+                    self.first_calls[phase] = elapsed - frame[2]
+                    self._first_in_bucket += elapsed - frame[2]
+                else:
+                    self.bucket[phase] += elapsed - frame[2]
                 if self.stack:
                     self.stack[-1][2] += elapsed
                 self._boundary(phase, fn, args)
@@ -130,8 +141,9 @@ class Recorder:
             self.bucket[STARTUP] = (now - self.start) - sum(self.bucket.values())
             self.startup, self.bucket, self.bucket_t0 = dict(self.bucket), defaultdict(float), now
         elif fn.__name__ == "run_trial":
-            self.trials.append({"number": args[1].number, "wall": now - self.bucket_t0, "phases": dict(self.bucket)})
-            self.bucket, self.bucket_t0 = defaultdict(float), now
+            self.trials.append({"number": args[1].number, "wall": now - self.bucket_t0 - self._first_in_bucket,
+                                "phases": dict(self.bucket), "calls": dict(self.calls)})
+            self.bucket, self.bucket_t0, self.calls, self._first_in_bucket = defaultdict(float), now, defaultdict(int), 0.0
 
     def dump(self, folder: Path) -> None:
         now = time.time()
@@ -139,7 +151,7 @@ class Recorder:
         shutdown["wall"] = now - self.bucket_t0
         out = {"pid": os.getpid(), "process_start": self.start, "exit": now, "startup": self.startup,
                "trials": self.trials, "shutdown": shutdown, "background": dict(self.background),
-               "missing": self.missing}
+               "missing": self.missing, "first_calls": self.first_calls}
         (folder / f"worker-{os.getpid()}.json").write_text(json.dumps(out, indent=1))
 
 
@@ -237,6 +249,8 @@ def summarize(workers: list[dict[str, Any]]) -> dict[str, Any]:
         for k, v in shut.items():
             edges[k] += v
         edges["shut-down other"] += wall - sum(shut.values())
+        for phase, seconds in w.get("first_calls", {}).items():
+            edges[FIRST_CALL_IMPORTS[phase]] += seconds
     background: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for w in workers:
         for k, (wall, cpu) in w.get("background", {}).items():
@@ -244,7 +258,12 @@ def summarize(workers: list[dict[str, Any]]) -> dict[str, Any]:
             background[k][1] += cpu
     process_wall = sum(w["exit"] - w["process_start"] for w in workers)
     work = sum(trial_phases.get(k, 0.0) for k in WORK)
-    return {"trials": n, "trial_wall": trial_wall, "trial_phases": dict(trial_phases), "edges": dict(edges),
+    calls: dict[str, int] = defaultdict(int)
+    for w in workers:
+        for t in w["trials"]:
+            for k, v in t.get("calls", {}).items():
+                calls[k] += v
+    return {"trials": n, "trial_wall": trial_wall, "calls": dict(calls), "trial_phases": dict(trial_phases), "edges": dict(edges),
             "process_wall": process_wall, "work": work, "background": dict(background),
             "missing": sorted({m for w in workers for m in w.get("missing", [])}),
             "in_trial_overhead": 1 - work / trial_wall if trial_wall else float("nan"),

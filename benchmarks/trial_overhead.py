@@ -98,6 +98,8 @@ def merge(runs: list[dict]) -> dict:
         for part in ("trial_phases", "edges"):
             for k, v in s[part].items():
                 out[part][k] = out[part].get(k, 0.0) + v
+        for k, v in s["calls"].items():
+            out.setdefault("calls", {})[k] = out.get("calls", {}).get(k, 0) + v
         for k, (wall, cpu) in s["background"].items():
             acc = out["background"].setdefault(k, [0.0, 0.0])
             acc[0] += wall
@@ -110,7 +112,10 @@ def merge(runs: list[dict]) -> dict:
 def line(name: str, s: dict) -> str:
     return (f"{name}: {s['trials']} trials in {s['wall']:.1f}s (study run wall time), trial {s['trial_wall'] / s['trials']:.2f}s of which work "
             f"{s['work'] / s['trials']:.2f}s; overhead in the trial {100 * s['in_trial_overhead']:.2f}%, with "
-            f"the worker's start-up and shut-down {100 * s['overhead_with_startup']:.2f}%")
+            f"the worker's start-up and shut-down {100 * s['overhead_with_startup']:.2f}%; per trial "
+            f"{s['calls'].get('train epochs', 0) / s['trials']:.2f} epochs "
+            f"({s['trial_phases'].get('train epochs', 0) / max(1, s['calls'].get('train epochs', 0)):.2f}s each), "
+            f"{s['calls'].get('checkpoint writes', 0) / s['trials']:.2f} checkpoint writes")
 
 
 def main() -> None:

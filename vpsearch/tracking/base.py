@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vpsearch.config import Config
-from vpsearch.training.outputs import DRAWER
 from vpsearch.training.reporter import Reporter
 
 TrialState = Literal["COMPLETE", "PRUNED", "FAIL"]
@@ -59,4 +58,5 @@ class StudyTracker:
 
     def close(self) -> None:
         """Wait for the pictures of this process's trials that are still being drawn (outputs.py)."""
-        DRAWER.drain()
+        from vpsearch.training.outputs import DRAWER  # here: this module stays light to import
+        DRAWER.drain(timeout=300)
