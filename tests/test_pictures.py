@@ -15,7 +15,7 @@ from PIL import Image
 
 from mlflow_server import tiny_config
 from vpsearch import provenance
-from vpsearch.tracking import make_tracker
+from vpsearch.tracking import StudyTracker, make_tracker
 from vpsearch.training import Reporters, fit
 from vpsearch.training.outputs import DRAWER, Drawer, RunPictures
 
@@ -78,6 +78,18 @@ def test_fit_waits_for_its_pictures_unless_told_not_to(tiny_cfg, tmp_path):
     finally:
         gate.set()
     assert quick.pictures.wait(60) and (tmp_path / "b" / "curves.png").is_file()
+
+
+def test_a_worker_closing_its_tracker_waits_for_the_pictures(tmp_path):
+    gate = blocked(DRAWER)
+    RunPictures(tmp_path / "run").plots([{"epoch": 0, "loss": 1.0}], None)
+    closer = threading.Thread(target=StudyTracker().close)  # tracking off: the no-op tracker
+    closer.start()
+    closer.join(0.5)
+    assert closer.is_alive()
+    gate.set()
+    closer.join(30)
+    assert not closer.is_alive() and (tmp_path / "run" / "curves.png").is_file()
 
 
 @pytest.mark.slow
