@@ -23,6 +23,7 @@ from typing import Any
 import optuna
 
 from vpsearch import settings
+from vpsearch.search.checkpoints import check_disk
 from vpsearch.search.lost import finish_study_tracking
 from vpsearch.search.records import StudyRecord, write_study
 from vpsearch.search.plan import StudyPlan, load_study
@@ -77,7 +78,8 @@ def prepare_study(plan: StudyPlan, store: StudyStorage, tracking: str, root: str
     parent = tracker.ensure_parent(plan.record()["study_config"], plan.spec.sampler.name, store.shown,
                                    parent_run_id=record.mlflow_parent_run_id)
     store.call(lambda: write_study(study, mlflow_parent_run_id=parent or record.mlflow_parent_run_id,
-                                   mlflow_tracking_uri=settings.redact(tracking)), "writing the study record")
+                                   mlflow_tracking_uri=settings.recorded_tracking_uri(tracking, root)),
+               "writing the study record")
     tracker.close()
     return study
 
@@ -192,6 +194,7 @@ class Launcher:
 
     def run(self) -> int:
         t0 = time.time()
+        disk = check_disk(self.plan, self.root, len(self.devices))  # refuses before anything is created
         with self.store.lock(self.plan.name):  # a second `study run` started at once reuses our parent run
             study = prepare_study(self.plan, self.store, self.tracking, self.root)
         from vpsearch.data.builtin import resolve_root
@@ -203,6 +206,7 @@ class Launcher:
               f"pruner {self.plan.spec.pruner.name}, storage {self.store.shown}; "
               f"{len(self.devices)} worker(s) on {','.join(sorted(set(self.devices)))} x {self.threads} thread(s); "
               f"logs in {settings.study_dir(self.plan.name, self.root) / 'logs'}", flush=True)
+        print(disk, flush=True)
         old = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         idle_rounds = 0
         try:
@@ -276,11 +280,13 @@ def create_study(opts: RunOptions) -> int:
     store = open_storage(settings.storage_url(opts.storage, root), failure=plan.spec.failure,
                          wait=opts.storage_wait)
     existed = plan.name in study_names(store)
+    disk = check_disk(plan, root, plan.spec.workers)
     with store.lock(plan.name):
         study = prepare_study(plan, store, settings.tracking_uri(opts.tracking_uri, root), root)
     t = tally(study.get_trials(deepcopy=False))
     print(f"study {plan.name} {'found' if existed else 'created'} in {store.shown}: {plan.n_trials} trials "
           f"({t.finished} finished), sampler {plan.spec.sampler.name}, pruner {plan.spec.pruner.name}; "
           f"tracking {StudyRecord.of(study).mlflow_tracking_uri or 'off'}")
+    print(disk)
     print(f"join it from any machine: vpsearch worker --study {plan.name} --storage URL (or VPSEARCH_STORAGE)")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vpsearch.settings import runs_root, tracking_uri
+from vpsearch.settings import artifact_root, runs_root, tracking_uri
 from vpsearch.tracking.base import StudyTracker, TrialTracker
 from vpsearch.tracking.probe import TrackingUnavailable
 
@@ -29,22 +29,23 @@ def make_tracker(uri: str | None, root: Path | str | None, study_name: str,
     if resolved == "off":
         return StudyTracker()
     if resolved.startswith("sqlite:///"):
-        create_sqlite_store(resolved)
+        create_sqlite_store(resolved, root)
     check_reachable(resolved)
     from vpsearch.tracking.mlflow_tracker import MLflowStudyTracker
 
     return MLflowStudyTracker(resolved, runs_root(root), study_name, keep_checkpoints=keep_checkpoints)
 
 
-def create_sqlite_store(uri: str) -> None:
-    """Create (and migrate) an sqlite tracking store once, under a file lock.
+def create_sqlite_store(uri: str, root: Path | str | None = None) -> None:
+    """Create (and migrate) an sqlite tracking store once, under a file lock; for the runs root's
+    own store, also point its artifact locations at this root (embedded.relocate).
 
     MLflow builds its tables on the first client call; two processes doing that at once
     (two `study run` on a fresh root) break each other's migration ("duplicate column name").
     """
     import fcntl
 
-    from vpsearch.settings import make_dir
+    from vpsearch.settings import embedded_uri, make_dir
 
     db = Path(uri[len("sqlite:///"):])
     make_dir(db.parent, "the MLflow store folder", "pass --root a writable folder or --tracking-uri")
@@ -52,6 +53,9 @@ def create_sqlite_store(uri: str) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         from mlflow import MlflowClient
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # builds the tables
+        if uri == embedded_uri(root):
+            from vpsearch.tracking.embedded import relocate
+            relocate(db, artifact_root(root))
 
 
 __all__ = ["StudyTracker", "TrialTracker", "TrackingUnavailable", "make_tracker", "DEFAULT_KEEP_CHECKPOINTS"]

@@ -6,7 +6,6 @@ import argparse
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from types import FrameType
 
 from vpsearch.args import port_number
@@ -29,7 +28,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if not ui.port_free(args.host, args.port):
         raise UserError(f"port {args.port} on {args.host} is in use (another MLflow UI?); pass --port N")
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        from vpsearch.tracking import create_sqlite_store
+        create_sqlite_store(uri, args.root)  # tables, and artifact locations of a moved runs folder
     arts = artifact_root(args.root)
     arts.mkdir(parents=True, exist_ok=True)
     # a wildcard bind answers on loopback too: probe and show that

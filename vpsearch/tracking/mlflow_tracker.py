@@ -30,7 +30,7 @@ import yaml
 from vpsearch.config import Config, flatten
 from vpsearch.errors import UserError
 from vpsearch.provenance import git_commit
-from vpsearch.settings import artifact_root, redact
+from vpsearch.settings import EMBEDDED, artifact_root, embedded_uri, redact
 from vpsearch.tracking import names
 from vpsearch.tracking.base import StudyTracker, TrialState, TrialTracker
 from vpsearch.tracking.journal import Stream, spool_root
@@ -148,7 +148,9 @@ class MLflowStudyTracker(StudyTracker):
 
     def _stream(self, label: str, run_name: str, run_id: str | None = None) -> Stream:
         stream = Stream.create(self.spool, _safe_name(label), {
-            "tracking_uri": self.uri, "study": self.study_name, "run_name": run_name,
+            # the root's own store as 'embedded': `vpsearch sync` of a moved runs folder uses its copy
+            "tracking_uri": EMBEDDED if self.uri == embedded_uri(self.root) else self.uri,
+            "study": self.study_name, "run_name": run_name,
             "experiment_id": self.experiment()})
         if run_id:
             stream.set_run_id(run_id)

@@ -6,7 +6,8 @@ Run directory layout:
   frame_psnr.csv     per-frame PSNR/SSIM of the best evaluation (+ copy-last baseline)
   curves.png schedules.png frame_psnr.png
   samples/best.gif samples/best_strip.png   prediction vs truth at the best epoch
-  checkpoints/best.pt checkpoints/last.pt
+  checkpoints/best.pt   weights of the best epoch (no optimizer state: for evaluate, predict, export)
+  checkpoints/last.pt   everything to resume exactly (optimizer, RNG, scaler)
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
                     best_epoch=best_epoch, history=history, rng=rng_state(sampler_gen, teacher_gen), lr=lr,
                     scaler=ctx.scaler)
         if best_epoch == epoch:
-            save_checkpoint(run_dir / "checkpoints" / "best.pt", **ckpt)
+            save_checkpoint(run_dir / "checkpoints" / "best.pt", **ckpt, weights_only=True)
         save_checkpoint(last_ckpt, **ckpt)
         progress.epoch_done(epoch, row)
         if reporter.report(epoch, {k: v for k, v in row.items() if k != "epoch"}):
