@@ -38,7 +38,8 @@ def test_killed_remote_worker_is_detected_by_heartbeat_and_its_trial_rerun(tmp_p
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             me = f":{remote.pid}"
             victim = wait_for(lambda: next((t for t in open_study(url, "tiny").get_trials(states=(TrialState.RUNNING,))
-                                            if str((TrialRecord.of(t).worker or "")).endswith(me)), None),
+                                            if str((TrialRecord.of(t).worker or "")).endswith(me)
+                                            and TrialRecord.of(t).config), None),  # training: params are set
                               what="a trial on the remote worker")
             remote.send_signal(signal.SIGKILL)  # no launcher watches it: only its heartbeat can tell
             remote.wait(timeout=30)

@@ -123,7 +123,7 @@ class RecordingTracker(StudyTracker):
 
 def test_worker_follows_the_tracking_lifecycle(tmp_path, pushing_root, monkeypatch):
     log: list = []
-    monkeypatch.setattr("vpsearch.search.worker.make_tracker", lambda uri, root, name: RecordingTracker(log))
+    monkeypatch.setattr("vpsearch.search.worker.make_tracker", lambda uri, root, name, **kw: RecordingTracker(log))
     monkeypatch.setattr("vpsearch.search.launcher.make_study_tracker", lambda uri, root, name: RecordingTracker(log))
     plan, url, study = create(tmp_path, pushing_root, repeats=2, budget={"n_trials": 2, **ONE_EPOCH})
     record = StudyRecord.of(study)

@@ -28,7 +28,11 @@ def test_checkpoint_round_trip_rebuilds_the_model(tiny_cfg, tmp_path):
     result = fit(tiny_cfg(), tmp_path / "run")
     model, cfg, payload = model_from_checkpoint(result.best_checkpoint)
     assert cfg == tiny_cfg()
-    assert payload["epoch"] == result.best_epoch and "optimizer" in payload and "rng" in payload
+    # best.pt: weights, config and history only; last.pt: everything a resume needs
+    assert payload["epoch"] == result.best_epoch and "optimizer" not in payload and "rng" not in payload
+    last = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert "optimizer" in last and "rng" in last and last["epoch"] == 1
+    assert result.best_checkpoint.stat().st_size < 0.6 * (result.run_dir / "checkpoints" / "last.pt").stat().st_size
     sd = torch.load(result.best_checkpoint, weights_only=True)["model"]
     for k, v in model.state_dict().items():
         assert torch.equal(v, sd[k])

@@ -56,7 +56,8 @@ def sweep(study: optuna.Study, policy: CheckpointPolicy, root: str | Path | None
     """
     trials = study.get_trials(deepcopy=False)
     rerun = {TrialRecord.of(t).retry_of for t in trials}
-    top = top_trials(trials, policy.top_k, study.direction == optuna.study.StudyDirection.MAXIMIZE)
+    # ranked by the first objective (a multi-objective study puts val PSNR or its like first)
+    top = top_trials(trials, policy.top_k, study.directions[0] == optuna.study.StudyDirection.MAXIMIZE)
     latest: dict[str, FrozenTrial] = {}
     for t in sorted(trials, key=lambda t: t.number):
         rec = TrialRecord.of(t)

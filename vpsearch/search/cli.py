@@ -9,11 +9,8 @@ from vpsearch.args import positive_int
 
 
 def cmd_study_run(args: argparse.Namespace) -> int:
-    from vpsearch import settings
     from vpsearch.search.launcher import RunOptions, run_study
 
-    settings.make_dir(settings.runs_root(args.root), "the runs root (trial folders, logs, tracking spool)",
-                      "pass --root (or set VPSEARCH_ROOT to) a writable folder")
     return run_study(RunOptions(args.study_file, workers=args.workers, devices=args.devices, storage=args.storage,
                                 tracking_uri=args.tracking_uri, root=args.root, threads=args.threads,
                                 storage_wait=args.storage_wait, trials_per_device=args.trials_per_device))
@@ -85,8 +82,9 @@ def cmd_study_check(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from vpsearch import settings
     from vpsearch.search.storage import require_existing
-    from vpsearch.search.worker import WorkerOptions, run_worker
+    from vpsearch.search.worker import WorkerOptions, check_sharing, run_worker
 
+    check_sharing(args.device, args.trials_per_device or 1)  # before the storage: the argument is wrong anyway
     url = settings.storage_url(args.storage, args.root)
     require_existing(url)  # a worker joins a study; it never creates the store
     settings.make_dir(settings.runs_root(args.root), "the runs root (trial folders, tracking spool)",

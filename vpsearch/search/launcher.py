@@ -110,6 +110,8 @@ class Launcher:
         cpu_workers = sum(d == "cpu" for d in self.devices) or len(self.devices)
         self.threads = opts.threads or spec.threads_per_worker or threads_per_worker(cpu_workers)
         self.root = str(settings.runs_root(opts.root))
+        settings.make_dir(self.root, "the runs root (trial folders, logs, tracking spool)",  # a valid study only
+                          "pass --root (or set VPSEARCH_ROOT to) a writable folder")
         self.url = settings.storage_url(opts.storage, self.root)
         self.tracking = settings.tracking_uri(opts.tracking_uri, self.root)
         self.store = open_storage(self.url, workers=len(self.devices), failure=spec.failure, wait=opts.storage_wait)

@@ -74,6 +74,13 @@ def open_study_storage(url: str, name: str, wait: float) -> tuple[StudyStorage, 
     return store, plan
 
 
+def check_sharing(device: str, trials_per_device: int) -> None:
+    """Several workers share a device only through --device cuda:free's claims."""
+    if trials_per_device != 1 and device != FREE:
+        raise StudyError(f"--trials-per-device needs --device {FREE} (with --device {device} the "
+                         "device is fixed: start as many workers on it as you like)")
+
+
 def make_study_tracker(uri: str | None, root: str | None, name: str, policy: CheckpointPolicy | None = None
                        ) -> StudyTracker:
     """The tracker, or none (with a warning) while the configured backend is not available.
@@ -94,9 +101,7 @@ class Worker:
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.opts = opts
-        if opts.trials_per_device != 1 and opts.device != FREE:
-            raise StudyError(f"--trials-per-device needs --device {FREE} (with --device {opts.device} the "
-                             "device is fixed: start as many workers on it as you like)")
+        check_sharing(opts.device, opts.trials_per_device)
         self.store, self.plan = open_study_storage(opts.storage, opts.study, opts.storage_wait)
         self.gpu_claim = None  # --device cuda:free: the connection that holds this worker's GPU
         if opts.device == FREE:
