@@ -60,13 +60,6 @@ def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
             w.writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
 
 
-def read_metrics(path: Path) -> list[dict[str, float]]:
-    """metrics.csv back into rows; empty cells are left out of their row."""
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if v not in ("", None)} for r in rows]
-
-
 def read_frame_psnr(path: Path) -> dict[str, list[float]] | None:
     """frame_psnr.csv (the best evaluation, per predicted frame): {'psnr': [...], 'baseline': [...]}."""
     if not path.is_file():
