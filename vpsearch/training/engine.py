@@ -127,13 +127,15 @@ class Evaluation:
     n_sequences: int
     samples: int
     horizon: int
-    # first sequences, sample 0: predicted and true future frames, (S, T, H, W, C) uint8
+    # first sequences, sample 0: predicted and true future frames, (S, T, H, W, C) uint8, and
+    # the context frames they were rolled out from, (S, n_past, H, W, C): the pictures show all three
     predictions: list[np.ndarray] = field(default_factory=list, repr=False)
     truths: list[np.ndarray] = field(default_factory=list, repr=False)
+    contexts: list[np.ndarray] = field(default_factory=list, repr=False)
     seconds: float = 0.0
 
     def summary(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("predictions", "truths")}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("predictions", "truths", "contexts")}
         d["psnr_reduction"] = f"mean over {self.samples} sample(s); best_of_n picks each sequence's best sample"
         return d
 
@@ -159,12 +161,13 @@ def evaluation_plan(data: VideoSet, cfg: Config, horizon: int | str | None, max_
 @torch.no_grad()
 def evaluate(model: StepwiseCVAE, data: VideoSet, cfg: Config, device: torch.device, *,
              samples: int = 1, horizon: int | str | None = None, max_sequences: int = 64,
-             keep: int = 0) -> Evaluation:
+             keep: int = 0, on_batch: Callable[[int, int], None] | None = None) -> Evaluation:
     """Roll out from the context frames with z from the prior; PSNR/SSIM per frame per sample.
 
     BatchNorm runs in eval mode. N samples per sequence run as one batch; the reported
     psnr is the mean over samples, psnr_best_of_n takes each sequence's best sample (by
-    its mean PSNR over frames).
+    its mean PSNR over frames). keep: how many sequences' frames (context, truth, sample 0's
+    prediction) to return for pictures. on_batch(done, total) after each batch (progress).
     """
     start = time.perf_counter()
     was_training = model.training
@@ -178,7 +181,8 @@ def evaluate(model: StepwiseCVAE, data: VideoSet, cfg: Config, device: torch.dev
     sums = {k: np.zeros(max_h) for k in ("psnr", "ssim", "best", "base")}
     counts = np.zeros(max_h)
     seq_psnr, seq_ssim, seq_best, seq_best_ssim = [], [], [], []
-    predictions, truths = [], []
+    predictions, truths, contexts = [], [], []
+    n_batches, done = sum(-(-len(s) // cfg.eval.batch_size) for s in groups.values()), 0
     for h, seqs in groups.items():
         for b0 in range(0, len(seqs), cfg.eval.batch_size):
             chunk = np.array(seqs[b0:b0 + cfg.eval.batch_size])
@@ -206,6 +210,10 @@ def evaluate(model: StepwiseCVAE, data: VideoSet, cfg: Config, device: torch.dev
                         kept_true[j].append(to_uint8_video(truth[j]))
             predictions += [np.stack(x) for x in kept_pred]
             truths += [np.stack(x) for x in kept_true]
+            contexts += [to_uint8_video(batch["frames"][j]) for j in range(n_keep)]
+            done += 1
+            if on_batch:
+                on_batch(done, n_batches)
             best = p_all.mean(0).argmax(0)  # (b,) best sample per sequence
             cols = np.arange(b)
             sums["psnr"][:h] += p_all.mean(1).sum(1)
@@ -225,5 +233,5 @@ def evaluate(model: StepwiseCVAE, data: VideoSet, cfg: Config, device: torch.dev
         psnr_per_frame=per["psnr"], ssim_per_frame=per["ssim"],
         psnr_best_of_n_per_frame=per["best"], baseline_per_frame=per["base"],
         n_sequences=len(plan), samples=samples, horizon=max_h,
-        predictions=predictions, truths=truths, seconds=time.perf_counter() - start)
+        predictions=predictions, truths=truths, contexts=contexts, seconds=time.perf_counter() - start)
 
