@@ -137,13 +137,10 @@ GENERATORS = {  # kind -> (count options with their defaults' meaning, the confi
 
 
 def _counts(counts: dict[str, int]) -> str:
-    """The manifest's counts in words: train 2000, validate 64, test 256 sequences."""
-    words = {"frames": "frames", "videos": "videos"}
-    parts = []
-    for key, n in counts.items():
-        split, _, unit = key.partition("_")
-        parts.append(f"{split} {n} {words.get(unit, 'sequences')}" if unit else f"{split} {n} sequences")
-    return ", ".join(parts)
+    """The manifest's counts in words: 'train 2000, validate 64, test 256 sequences'."""
+    if all("_" not in k for k in counts):
+        return ", ".join(f"{k} {n}" for k, n in counts.items()) + " sequences"
+    return ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in counts.items())  # train frames 3000, ...
 
 
 def cmd_data_make(args: argparse.Namespace) -> int:

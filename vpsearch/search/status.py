@@ -102,12 +102,6 @@ def status_json(plan: StudyPlan, trials: list[FrozenTrial]) -> dict[str, Any]:
             "trials": [trial_json(tr, t.retried) for tr in trials]}
 
 
-def _short(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def _took(t: FrozenTrial) -> str:
     """How long a trial took (a running one: so far, with '+')."""
     seconds = _duration(t)

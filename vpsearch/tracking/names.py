@@ -56,6 +56,7 @@ MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"
 MLFLOW_NOTE = "mlflow.note.content"  # a run's description in the UI (markdown)
 # a saved view of the runs table (MLflow 3 UI: columns, sort), opened by viewStateShareKey=VIEW_KEY
 VIEW_KEY = "vpsearch"
+RUN_NAME_COLUMN = "attributes.`Run Name`"
 MLFLOW_SHARED_VIEW = "mlflow.sharedViewState."
 
 # Optuna-style trial states -> MLflow run status
@@ -121,8 +122,12 @@ def study_view(objective: str, params: list[str], name: str = "vpsearch: objecti
     best = best_metric(objective)
     columns = [f"metrics.`{best}`", f"metrics.`{EPOCH_METRICS['baseline_psnr']}`",
                *(f"params.`{p}`" for p in params), f"tags.`{TAG_STATE}`"]
+    # column ids are the keys; widths apply to the columns listed in columnOrder (run name first,
+    # wide enough for `t2 monotonic lr=1.1e-3 tfd=0.1`), so the state column fits a 1400 px window
+    widths = {RUN_NAME_COLUMN: 230, **{c: 110 for c in columns}, f"tags.`{TAG_STATE}`": 100}
     state = {"selectedColumns": columns, "orderByKey": f"metrics.`{best}`",
-             "orderByAsc": history.BY_KEY[objective].direction == "minimize"}
+             "orderByAsc": history.BY_KEY[objective].direction == "minimize",
+             "columnOrder": [RUN_NAME_COLUMN, *columns], "columnWidths": widths}
     created = now_ms()
     return json.dumps({"name": name, "createdAt": created, "updatedAt": created, "state": json.dumps(state)})
 

@@ -54,7 +54,7 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = cfg.optim.grad_clip or float("inf")
     log = StepLog(4, read_every(ctx.device), lambda v, step: check_finite(v, epoch, step, ctx.scaler.is_enabled()))
-    frames_seen, beta, tfr = 0, 0.0, 0.0
+    frames_seen, beta, weight, tfr = 0, 0.0, 0.0, 0.0
     start = time.perf_counter()
     for i, idx in enumerate(batches):
         batch = data.batch(windows[idx], length)
@@ -63,7 +63,8 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
         cond = cond.to(ctx.device, non_blocking=True) if cond is not None else None
         tfr = ctx.tf.at(epoch, i, len(batches))
         teacher = ctx.tf.mask(tfr, frames.shape[0], length, ctx.generator)  # CPU: the model branches on it
-        beta = cfg.loss.beta * ctx.kl.at(epoch, i, len(batches))
+        weight = ctx.kl.at(epoch, i, len(batches))
+        beta = cfg.loss.beta * weight
         with autocast(ctx.device, cfg.train.amp):
             preds, stats = model(frames, cond, n_past, teacher)
         loss, mse, kl = sequence_loss(preds, frames, stats, beta, cfg.loss.kl_reduction)
@@ -83,7 +84,7 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
     loss, mse, kl, gnorm = (float(x) for x in rows.sum(0))  # plain floats: checkpoints hold no numpy
     gnorm_max = float(rows[:, 3].max()) if len(rows) else 0.0
     return {"loss": loss / n, "mse": mse / n, "kl": kl / n, "grad_norm": gnorm / n, "grad_norm_max": gnorm_max,
-            "kl_beta": float(beta), "tfr": float(tfr), "train_seconds": seconds,
+            "kl_beta": float(beta), "kl_weight": float(weight), "tfr": float(tfr), "train_seconds": seconds,
             "frames_per_second": frames_seen / seconds}
 
 
@@ -183,6 +184,8 @@ def evaluate(model: StepwiseCVAE, data: VideoSet, cfg: Config, device: torch.dev
     seq_psnr, seq_ssim, seq_best, seq_best_ssim = [], [], [], []
     predictions, truths, contexts = [], [], []
     n_batches, done = sum(-(-len(s) // cfg.eval.batch_size) for s in groups.values()), 0
+    if on_batch:
+        on_batch(0, n_batches)
     for h, seqs in groups.items():
         for b0 in range(0, len(seqs), cfg.eval.batch_size):
             chunk = np.array(seqs[b0:b0 + cfg.eval.batch_size])

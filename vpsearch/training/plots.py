@@ -11,8 +11,8 @@ from vpsearch.training.history import BY_KEY
 
 
 def plot_run(out_dir: Path, history: list[dict[str, float]], frame_psnr: dict[str, list[float]] | None) -> list[Path]:
-    """curves.png (loss and MSE, KL, validation PSNR against the copy-last baseline),
-    schedules.png (KL weight, teacher forcing, lr), frame_psnr.png (per-frame PSNR of the
+    """curves.png (loss, MSE, KL, validation PSNR against the copy-last baseline),
+    schedules.png (KL annealing weight, teacher forcing, lr), frame_psnr.png (per-frame PSNR of the
     best evaluation vs copy-last)."""
     import matplotlib
 
@@ -29,35 +29,36 @@ def plot_run(out_dir: Path, history: list[dict[str, float]], frame_psnr: dict[st
         def epochs_axis(a) -> None:
             a.set_xlabel("epoch")
             a.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-            if len(ep) == 1:
-                a.set_xlim(ep[0] - 1, ep[0] + 1)
+            a.set_xlim(min(ep) - 0.3, max(ep) + 0.3)  # the same epochs on every panel
 
-        fig, ax = plt.subplots(1, 3, figsize=(13, 3.4))
-        # loss = MSE + beta KL: near each other while beta is small, so told apart by style too
-        ax[0].plot(ep, col("loss"), "o-", color="tab:blue", lw=2, label="loss (MSE + beta KL)")
-        ax[0].plot(ep, col("mse"), "s--", color="tab:orange", lw=1.5, mfc="none", label="MSE")
-        ax[0].set_yscale("log")
-        ax[1].plot(ep, col("kl"), "o-", color="tab:red", label="KL")
+        fig, ax = plt.subplots(1, 4, figsize=(16, 3.4))
+        # loss = MSE + beta KL is nearly the MSE while beta is small: one panel each, so the two
+        # curves cannot hide one behind the other
+        ax[0].plot(ep, col("loss"), "o-", color="tab:blue", label="loss = MSE + beta KL")
+        ax[1].plot(ep, col("mse"), "s-", color="tab:orange", label="MSE")
+        ax[2].plot(ep, col("kl"), "^-", color="tab:red", label="KL")
         evaluated = [(e, h) for e, h in zip(ep, history) if _finite(h.get("val_psnr"))]
-        xs = [e for e, _ in evaluated]
-        ax[2].plot(xs, [h["val_psnr"] for _, h in evaluated], "o-", color="tab:green", label="model (val PSNR)")
+        ax[3].plot([e for e, _ in evaluated], [h["val_psnr"] for _, h in evaluated], "o-", color="tab:green",
+                   label="model")
         base = [(e, h["baseline_psnr"]) for e, h in evaluated if _finite(h.get("baseline_psnr"))]
         if base:
-            ax[2].plot([e for e, _ in base], [v for _, v in base], "--", color="gray",
-                       label="copy last context frame")
-        for a, title in zip(ax, ("training loss", "KL (summed over predicted steps)", "validation PSNR (dB)")):
-            a.set_title(title)
+            ax[3].plot([e for e, _ in base], [v for _, v in base], "--", color="gray", label="copy last context frame")
+        titles = ("training loss (MSE + beta KL)", "MSE (summed over predicted frames)",
+                  "KL (summed over predicted frames)", "validation PSNR (dB)")
+        for a, title in zip(ax, titles):
+            a.set_title(title, fontsize=10)
             epochs_axis(a)
             a.legend(fontsize=8)
         fig.tight_layout()
         written.append(_save(fig, out_dir / "curves.png"))
 
         fig, ax = plt.subplots(1, 3, figsize=(13, 3.4))
-        for a, key in zip(ax, ("kl_beta", "tfr", "lr")):
+        kl = "kl_weight" if any("kl_weight" in h for h in history) else "kl_beta"  # runs from before kl_weight
+        for a, key in zip(ax, (kl, "tfr", "lr")):
             a.plot(ep, col(key), "o-", ms=3)
             a.set_title(BY_KEY[key].label)
             epochs_axis(a)
-        ax[2].ticklabel_format(axis="y", style="sci", scilimits=(0, 0))  # 1e-3 shown as 1.0 x 10^-3, not 0.00
+            a.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3), useOffset=False)  # 1e-3 as 1.0 x 10^-3
         fig.tight_layout()
         written.append(_save(fig, out_dir / "schedules.png"))
     if frame_psnr:
