@@ -22,7 +22,7 @@ def vp(*args, cwd=None, check=True):
 def trained(pushing_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
     sets = [x for o in [*TINY_SVG, f"data.root={pushing_root}"] for x in ("--set", o)]
-    proc = vp("train", "--config", "pushing-small", *sets, "--out", out)
+    proc = vp("train", "--config", "pushing-small", *sets, "--out", out, "--json")
     return out, json.loads(proc.stdout)
 
 
