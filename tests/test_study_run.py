@@ -129,7 +129,7 @@ def test_two_workers_run_grid_with_repeats_record_everything_and_resume_runs_not
     best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     rows = {ln.split()[0]: ln for ln in table.splitlines()[2:6]}
     assert rows[str(best.number)].startswith(f"{best.number} *  COMPLETE  {best.value:.3f}")  # the best marked
-    assert all(re.search(r" \d+s ", ln) for ln in rows.values())  # each trial's duration
+    assert all(re.search(r" (\d+m)?\d+s ", ln) for ln in rows.values())  # each trial's duration
     assert f"* best: trial {best.number}, val_psnr {best.value:.3f}" in table
     listed = run_cli("study", "list", "--root", str(root)).stdout
     assert re.search(rf"^  tiny +4/4 +val_psnr {best.value:.3f} \(trial {best.number}\) +grid ", listed, re.M)

@@ -48,7 +48,7 @@ def test_study_run_tracks_every_trial_into_the_server(mlflow_server, pushing_roo
     assert view["orderByKey"] == "metrics.`val/psnr_best`" and view["orderByAsc"] is False
     for name, t in expected.items():
         run = runs[name]
-        assert "step = predicted frame index" in run.data.tags[names.MLFLOW_NOTE]  # the run documents its axes
+        assert "predicted frame index" in run.data.tags[names.MLFLOW_NOTE]  # the run documents its axes
         assert run.info.run_id == TrialRecord.of(t).mlflow_run_id  # the study knows its run
         assert run.info.status == names.RUN_STATUS[t.state.name]
         assert run.data.tags[names.TAG_SAMPLER] == "random" and run.data.tags["trial"] == str(t.number)

@@ -57,7 +57,8 @@ def test_the_study_view_shows_objective_baseline_params_state_best_first():
 
 def test_trial_note_documents_the_frame_axis():
     note = names.trial_note()
-    assert f"`{names.FRAME_PSNR}`" in note and "step = predicted frame index" in note
+    first = note.splitlines()[0]  # what the UI shows before "Show more"
+    assert f"`{names.FRAME_PSNR}`" in first and "**predicted frame index**" in first and "log10_lr" in first
     assert "`train/log10_lr`" in note and "`schedule/kl_weight`" in note
 
 

@@ -101,14 +101,18 @@ def trial_run_name(n: int, params: dict[str, Any] | None = None) -> str:
 
 
 def trial_note() -> str:
-    """A trial run's description in the MLflow UI: what its metrics are and what their x axis is."""
-    lines = ["Metrics of this trial (vpsearch). Step = epoch unless said otherwise.", ""]
+    """A trial run's description in the MLflow UI: what its metrics are and what their x axis is
+    (the first lines show before "Show more": the two surprises come first)."""
+    lines = [f"Step = epoch, except for `{FRAME_PSNR}` and `{FRAME_SSIM}`: there the step is the **predicted "
+             "frame index** (1 = the first frame after the context), at the best epoch. "
+             f"`{EPOCH_METRICS['log10_lr']}` is the learning rate on a scale the charts show (-3 = 1e-3).", ""]
     lines += [f"- `{m.mlflow}`: {m.label}" for m in history.EPOCH_METRICS]
     lines += [f"- `{best_metric(m.key)}`: best epoch's {m.label} (step = that epoch)"
               for m in history.EPOCH_METRICS if m.objective]
-    lines += [f"- `{FRAME_PSNR}`, `{FRAME_SSIM}`: PSNR / SSIM per predicted frame at the best epoch; "
-              "**step = predicted frame index** (1 = first frame after the context), not an epoch",
-              "", "Artifacts: `samples/best.gif` (context, ground truth, prediction), `plots/`, `frame_psnr.csv`."]
+    lines += [f"- `{FRAME_PSNR}`, `{FRAME_SSIM}`: PSNR / SSIM per predicted frame at the best epoch "
+              "(step = predicted frame index)",
+              "", "Artifacts: `samples/best.gif` and `samples/best_strip.png` (context, ground truth, prediction), "
+              "`plots/`, `frame_psnr.csv`."]
     return "\n".join(lines)
 
 
