@@ -200,7 +200,7 @@ def test_an_unparsable_storage_url_is_never_echoed_with_its_password(tmp_path):
 
 # -- layering -----------------------------------------------------------------------------------------
 LAYERS = {"data": 0, "models": 0, "training": 1, "search": 2, "tracking": 2, "reporting": 3}
-TOP = {"errors": -1, "args": -1, "settings": -1, "config": -1, "versions": -1, "cli": 4}
+TOP = {"errors": -1, "args": -1, "fmt": -1, "settings": -1, "config": -1, "versions": -1, "cli": 4}
 
 
 def _imports(path: Path) -> set[str]:

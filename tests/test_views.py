@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -226,3 +227,26 @@ def test_parallel_coordinates_use_short_labels():
     assert list(dims[0].ticktext) == ["monotonic", "none"]
     assert list(dims[1].ticktext) == ["1e-4", "1e-3", "0.01"]  # log-searched: decades
     assert fig.layout.margin.l >= 60 and fig.layout.margin.r >= 60 and fig.layout.margin.t >= 80
+
+
+def test_vpsearch_ui_finds_the_study_page(tmp_path):
+    from mlflow import MlflowClient
+
+    from vpsearch.errors import UserError
+    from vpsearch.tracking import create_sqlite_store, library_logs_to, ui
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    library_logs_to(tmp_path / "mlflow.log")
+    create_sqlite_store(uri)
+    client = MlflowClient(tracking_uri=uri)
+    old = client.create_experiment("old", tags={names.TAG_STUDY: "old"})
+    client.create_experiment("not-a-study")
+    time.sleep(0.05)  # "newest" is by creation time (ms)
+    new = client.create_experiment("new", tags={names.TAG_STUDY: "new", names.MLFLOW_SHARED_VIEW + names.VIEW_KEY:
+                                                names.study_view("val_psnr", ["optim.lr"])})
+    url, others = ui.study_page(uri, "http://127.0.0.1:5000", None)  # the newest study, with its view
+    assert url == names.runs_url("http://127.0.0.1:5000", new) and others == ["old"]
+    url, others = ui.study_page(uri, "http://127.0.0.1:5000", "old")  # an older one has no view: plain runs table
+    assert url == names.runs_url("http://127.0.0.1:5000", old, view=False) and others == ["new"]
+    with pytest.raises(UserError, match=r"no study 'nope' in the MLflow store .* \(studies there: new, old\)"):
+        ui.study_page(uri, "http://127.0.0.1:5000", "nope")
