@@ -127,7 +127,8 @@ def test_two_workers_run_grid_with_repeats_record_everything_and_resume_runs_not
     table = run_cli("study", "status", "tiny", "--root", str(root)).stdout
     assert "non-finite loss" in table and "4/4 finished: 2 complete, 0 pruned, 2 failed" in table
     best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
-    rows = {ln.split()[0]: ln for ln in table.splitlines()[2:6]}
+    rows = {ln.split()[0]: ln for ln in table.splitlines() if re.match(r"\d+ ", ln)}
+    assert len(rows) == 4
     assert rows[str(best.number)].startswith(f"{best.number} *  COMPLETE  {best.value:.3f}")  # the best marked
     assert all(re.search(r" (\d+m)?\d+s ", ln) for ln in rows.values())  # each trial's duration
     assert f"* best: trial {best.number}, val_psnr {best.value:.3f}" in table
