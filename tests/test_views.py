@@ -15,7 +15,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from PIL import Image
 
 from vpsearch.fmt import duration, number
