@@ -126,9 +126,13 @@ def study_view(objective: str, params: list[str], name: str = "vpsearch: objecti
     best = best_metric(objective)
     columns = [f"metrics.`{best}`", f"metrics.`{EPOCH_METRICS['baseline_psnr']}`",
                *(f"params.`{p}`" for p in params), f"tags.`{TAG_STATE}`"]
-    # column ids are the keys; widths apply to the columns listed in columnOrder (run name first,
-    # wide enough for `t2 monotonic lr=1.1e-3 tfd=0.1`), so the state column fits a 1400 px window
-    widths = {RUN_NAME_COLUMN: 230, **{c: 110 for c in columns}, f"tags.`{TAG_STATE}`": 100}
+    # column ids are the keys; widths apply to the columns listed in columnOrder. The run name
+    # first (`t2 monotonic lr=1.1e-3 tfd=0.1`), then the columns share what a 1400 px window
+    # leaves (~690 px beside the run name and start time), so the state column stays in view
+    # with up to 4 params; more scroll.
+    per_param = max(80, min(110, (690 - 2 * 100 - 95) // max(1, len(params))))
+    widths = {RUN_NAME_COLUMN: 210, **{c: 100 for c in columns[:2]}, **{c: per_param for c in columns[2:-1]},
+              f"tags.`{TAG_STATE}`": 95}
     state = {"selectedColumns": columns, "orderByKey": f"metrics.`{best}`",
              "orderByAsc": history.BY_KEY[objective].direction == "minimize",
              "columnOrder": [RUN_NAME_COLUMN, *columns], "columnWidths": widths}
