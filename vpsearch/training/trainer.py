@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,7 +222,7 @@ class _progress:
         self.post: dict[str, str] = {}
         if cfg.train.progress:
             from tqdm.auto import tqdm
-            print(first_line, flush=True)
+            print(first_line, file=sys.stderr, flush=True)  # with the bar: stdout keeps only the result
             self.bar = tqdm(total=total, desc=cfg.name, unit="step", dynamic_ncols=True)
 
     def update_step(self, _i: int) -> None:
