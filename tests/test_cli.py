@@ -1,6 +1,7 @@
 """Every foundation subcommand end to end on tiny generated data, through the real entry point."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ def vp(*args, cwd=None, check=True):
 def trained(pushing_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
     sets = [x for o in [*TINY_SVG, f"data.root={pushing_root}"] for x in ("--set", o)]
-    proc = vp("train", "--config", "pushing-small", *sets, "--out", out)
+    proc = vp("train", "--config", "pushing-small", *sets, "--out", out, "--json")
     return out, json.loads(proc.stdout)
 
 
@@ -31,6 +32,23 @@ def test_train_prints_where_outputs_are(trained):
     assert summary["run_dir"] == str(out)
     assert Path(summary["best_checkpoint"]).is_file()
     assert (out / "metrics.csv").is_file() and (out / "samples" / "best.gif").is_file()
+
+
+def test_train_tells_a_person_what_it_does_and_what_to_run_next(pushing_root, tmp_path):
+    sets = [x for o in [*TINY_SVG, f"data.root={pushing_root}", "train.progress=true"] for x in ("--set", o)]
+    proc = vp("train", "--config", "pushing-small", *sets, "--out", tmp_path / "run")
+    out, err = proc.stdout.strip().splitlines(), proc.stderr.strip().splitlines()
+    # first (on stderr, with the bar: stdout keeps only the result): the data (path, split sizes),
+    # device, threads, output folder, in one line
+    assert err[0].startswith(f"training pushing-small on {pushing_root}: 8 train / 4 val sequences")
+    assert "device cpu, 1 thread;" in err[0] and err[0].endswith(f"output {tmp_path / 'run'}")
+    assert "evaluating=" in proc.stderr  # the progress bar shows the evaluation, not a still 100%
+    # last: the best value against copy-last, then the commands to run next
+    best = out[-4]
+    assert re.fullmatch(r"best val PSNR [\d.]+ dB at epoch \d; copy-last baseline [\d.]+ dB: [+-][\d.]+ dB", best)
+    assert out[-3:] == ["next:", f"  vpsearch evaluate --checkpoint {tmp_path / 'run/checkpoints/best.pt'} --samples 5",
+                        f"  vpsearch predict --checkpoint {tmp_path / 'run/checkpoints/best.pt'} "
+                        f"--out {tmp_path / 'run/predictions'}"]
 
 
 def test_evaluate_prints_metrics_with_their_baseline(trained):
@@ -53,7 +71,7 @@ def test_predict_writes_gifs_and_strips(trained, tmp_path):
     strips = sorted((tmp_path / "pred").glob("*_strip.png"))
     assert len(gifs) == 2 and len(strips) == 2
     import imageio.v2 as imageio
-    assert len(imageio.mimread(gifs[0])) == 10  # one GIF frame per predicted frame
+    assert len(imageio.mimread(gifs[0])) == 2 + 10  # the context frames, then one per predicted frame
 
 
 def test_config_show_resolves_overrides():
@@ -76,6 +94,7 @@ def test_user_errors_are_one_line(args, needle, tmp_path):
 
 def test_data_make_writes_the_format(tmp_path):
     proc = vp("data", "make", "pushing", "--out", tmp_path / "p", "--train", 2, "--validate", 1, "--test", 1)
-    assert "wrote pushing data" in proc.stdout
+    assert "wrote pushing data" in proc.stdout and "train 2, validate 1, test 1 sequences" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == f"next: vpsearch train -c pushing-small --set data.root={tmp_path / 'p'}"
     seqs = [p.parent for p in (tmp_path / "p" / "train").rglob("0.png")]
     assert len(seqs) == 2 and (seqs[0] / "actions.csv").is_file()

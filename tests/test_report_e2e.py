@@ -83,7 +83,7 @@ def test_export_best_retrains_as_is(ran, capsys):
     for name in ("best.gif", "best.pt", "metrics.csv", "report.html", "report.md"):
         assert (best / name).is_file(), name
     capsys.readouterr()
-    assert main(["train", "--config", str(best / "best.yaml"), "--out", str(tmp / "retrain")]) == 0
+    assert main(["train", "--config", str(best / "best.yaml"), "--out", str(tmp / "retrain"), "--json"]) == 0
     # the same config and seed reproduce the trial's best PSNR
     rerun = json.loads(capsys.readouterr().out)
     assert rerun["best_val_psnr"] == pytest.approx(TrialRecord.of(trial).results.val_psnr_best, abs=1e-3)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,6 +80,12 @@ def test_two_workers_run_grid_with_repeats_record_everything_and_resume_runs_not
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 worker(s) on cpu x 1 thread(s)" in r.stdout
     assert "tiny: done 4/4 | running 0 | pruned 0 | failed 2 | best val_psnr" in r.stdout  # the progress line
+    # the last lines: the best value, the copy-last baseline and the gain, then what to run next
+    lines = r.stdout.strip().splitlines()
+    assert lines[-7].startswith("best val_psnr ") and "(seed 1" in lines[-7] and "lr=2e-3" in lines[-7]
+    assert lines[-6].startswith("copy-last baseline ") and " dB gains " in lines[-6]
+    assert lines[-5] == "next:" and [ln.split()[1] for ln in lines[-4:]] == ["report", "ui", "export-best", "study"]
+    assert all(f"tiny --root {root}" in ln for ln in lines[-4:])
     trials = open_study(journal(root), "tiny").get_trials()
     assert len(trials) == 4 and {t.state for t in trials} == {TrialState.COMPLETE, TrialState.FAIL}
     for t in trials:
@@ -119,6 +126,14 @@ def test_two_workers_run_grid_with_repeats_record_everything_and_resume_runs_not
         assert rec[t.number]["value"] == t.value
     table = run_cli("study", "status", "tiny", "--root", str(root)).stdout
     assert "non-finite loss" in table and "4/4 finished: 2 complete, 0 pruned, 2 failed" in table
+    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    rows = {ln.split()[0]: ln for ln in table.splitlines() if re.match(r"\d+ ", ln)}
+    assert len(rows) == 4
+    assert rows[str(best.number)].startswith(f"{best.number} *  COMPLETE  {best.value:.3f}")  # the best marked
+    assert all(re.search(r" (\d+m)?\d+s ", ln) for ln in rows.values())  # each trial's duration
+    assert f"* best: trial {best.number}, val_psnr {best.value:.3f}" in table
+    listed = run_cli("study", "list", "--root", str(root)).stdout
+    assert re.search(rf"^  tiny +4/4 +val_psnr {best.value:.3f} \(trial {best.number}\) +grid ", listed, re.M)
     missing = run_cli("study", "status", "nope", "--root", str(root))
     assert missing.returncode == 2
     assert missing.stderr.strip() == (f"vpsearch: error: study 'nope' not found in storage {journal(root)} "

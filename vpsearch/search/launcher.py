@@ -29,7 +29,7 @@ from vpsearch.search.records import StudyRecord, write_study
 from vpsearch.search.plan import StudyPlan, load_study
 from vpsearch.search.recovery import RetryStaleTrial, reap_dead_local, reap_worker, tally, worker_id
 from vpsearch.search.spec import StudyError
-from vpsearch.search.status import progress_line, summary
+from vpsearch.search.status import parent_progress, progress_line, summary
 from vpsearch.search.storage import StudyStorage, open_storage, study_names
 from vpsearch.search.worker import make_study_tracker
 from vpsearch.training.device import split_devices, threads_per_worker
@@ -77,6 +77,7 @@ def prepare_study(plan: StudyPlan, store: StudyStorage, tracking: str, root: str
     tracker = make_study_tracker(tracking, root, plan.name)
     parent = tracker.ensure_parent(plan.record()["study_config"], plan.spec.sampler.name, store.shown,
                                    parent_run_id=record.mlflow_parent_run_id)
+    tracker.set_view(plan.spec.objective.metric, list(plan.space))  # the runs table `vpsearch ui` opens
     store.call(lambda: write_study(study, mlflow_parent_run_id=parent or record.mlflow_parent_run_id,
                                    mlflow_tracking_uri=settings.recorded_tracking_uri(tracking, root)),
                "writing the study record")
@@ -232,7 +233,7 @@ class Launcher:
             self.finish_tracking(study)
         print(("\r\033[K" if sys.stdout.isatty() else ""), end="")
         trials = self.trials(study)
-        print(summary(self.plan, trials, time.time() - t0))
+        print(summary(self.plan, trials, time.time() - t0, self.where()))
         if self.interrupts:
             print(f"interrupted: running trials were re-queued; resume with: vpsearch study run {self.opts.study_file}")
             return 130
@@ -249,6 +250,11 @@ class Launcher:
         return 0
 
 
+    def where(self) -> str:
+        """The options the next commands need to find this study (as the user gave them)."""
+        out = f" --root {self.opts.root}" if self.opts.root else ""
+        return out + (f" --storage {settings.redact(self.opts.storage)}" if self.opts.storage else "")
+
     def finish_tracking(self, study: optuna.Study) -> None:
         """End the MLflow runs of trials lost for good, and the parent run if the study is over."""
         try:
@@ -256,6 +262,7 @@ class Launcher:
             record = StudyRecord.of(study)
             tracker.ensure_parent(record.study_config or {}, self.plan.spec.sampler.name, self.store.shown,
                                   parent_run_id=record.mlflow_parent_run_id)
+            tracker.study_progress(*parent_progress(self.plan, self.trials(study)))
             finish_study_tracking(study, tracker, self.plan.n_trials)
         except Exception as e:  # tracking trouble must not turn a finished study into an error
             self.say(f"warning: could not end the study's MLflow runs: {e}")

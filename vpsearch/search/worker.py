@@ -37,6 +37,7 @@ from vpsearch.search.recovery import HOST, RetryStaleTrial, fail_and_requeue, re
 from vpsearch.search.samplers import ConfigSampler, SpaceExhausted
 from vpsearch.search.space import suggest, trial_config
 from vpsearch.search.spec import CheckpointPolicy, StudyError
+from vpsearch.search.status import parent_progress
 from vpsearch.search.storage import StorageUnavailable, StudyStorage, load_optuna_study, open_storage
 from vpsearch.tracking import make_tracker
 from vpsearch.tracking.base import StudyTracker, TrialTracker
@@ -189,7 +190,7 @@ class Worker:
             chash = cfg.hash()
             tags = {"study": self.plan.name, "trial": str(number), "repeat": str(repeat), "seed": str(seed),
                     "config_hash": chash, "worker": self.id, "sampler": spec.sampler.name}
-            tt = self._start_tracking(number, run_cfg, tags)
+            tt = self._start_tracking(number, run_cfg, tags, params)
             retry_of = TrialRecord.of(trial).retry_of
             if retry_of is not None:
                 self._end_lost_attempt(retry_of)
@@ -229,6 +230,7 @@ class Worker:
         self._close(tt, state, reason)
         self._tell(trial, state, values)
         self._sweep()
+        self._study_progress()
         shown = f" {spec.objective.metric}={values[0]:.3f}" if values and state == "COMPLETE" else ""
         log(f"trial {number} {state}{shown} in {seconds:.1f}s" + (f": {reason}" if reason else ""))
         return state
@@ -259,9 +261,16 @@ class Worker:
         except OSError as e:
             log(f"warning: checkpoint retention could not delete a file: {e}")
 
-    def _start_tracking(self, number: int, cfg: Any, tags: dict[str, str]) -> TrialTracker:
+    def _study_progress(self) -> None:
+        """The parent run's best-so-far and counts, after each trial (status.parent_progress)."""
         try:
-            return self.tracker.trial(number, cfg, tags)
+            self.tracker.study_progress(*parent_progress(self.plan, self.study.get_trials(deepcopy=False)))
+        except Exception as e:  # tracking trouble must not fail the study
+            log(f"warning: could not log the study's progress to its parent run: {e}")
+
+    def _start_tracking(self, number: int, cfg: Any, tags: dict[str, str], params: dict[str, Any]) -> TrialTracker:
+        try:
+            return self.tracker.trial(number, cfg, tags, params)
         except Exception as e:  # a tracking outage must not stop the search: train untracked
             log(f"warning: tracking could not start a run for trial {number}: {e}")
             return TrialTracker()

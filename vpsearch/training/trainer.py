@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,8 @@ from vpsearch.training.history import read_frame_psnr, write_metrics
 from vpsearch.training.reporter import Reporter
 from vpsearch.training.resume import resume as resume_run
 from vpsearch.training.schedules import KLAnnealing, TeacherForcing, lr_factor
-from vpsearch.training.visualize import plot_run, write_gif, write_strip
+from vpsearch.training.plots import plot_run
+from vpsearch.training.visualize import write_gif, write_strip
 
 
 @dataclass
@@ -134,7 +136,8 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
     if start_epoch:
         reporter.resumed(start_epoch, history)
 
-    progress = _progress(cfg, (cfg.train.epochs - start_epoch) * steps)
+    progress = _progress(cfg, (cfg.train.epochs - start_epoch) * steps,
+                         start_line(cfg, train_set, val_set, len(windows), device, run_dir))
     stopped = False
     for epoch in range(start_epoch, cfg.train.epochs):
         lr = cfg.optim.lr * lr_factor(epoch, cfg.optim, cfg.train.epochs)
@@ -146,10 +149,13 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         t0 = time.perf_counter()
         stats = train_epoch(ctx, train_set, windows, batches, epoch, on_step=progress.update_step)
         row = {"epoch": epoch, **{k: v for k, v in stats.items() if k != "train_seconds"}, "lr": lr}
+        if lr > 0:
+            row["log10_lr"] = math.log10(lr)
         last_epoch = epoch == cfg.train.epochs - 1
         if (epoch + 1) % cfg.eval.every == 0 or last_epoch:
             ev = evaluate(model, val_set, cfg, device, samples=cfg.eval.samples, horizon=cfg.eval.n_future,
-                          max_sequences=cfg.eval.max_sequences, keep=cfg.eval.gif_sequences)
+                          max_sequences=cfg.eval.max_sequences, keep=cfg.eval.gif_sequences,
+                          on_batch=progress.evaluating)
             row.update(val_psnr=ev.psnr, val_ssim=ev.ssim, val_psnr_best_of_n=ev.psnr_best_of_n,
                        baseline_psnr=ev.baseline_copy_last_psnr)
             reporter.evaluated(epoch, {"psnr": ev.psnr_per_frame, "ssim": ev.ssim_per_frame,
@@ -170,8 +176,8 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         if reporter.report(epoch, {k: v for k, v in row.items() if k != "epoch"}):
             stopped = True
             break
-    progress.close()
     plot_run(run_dir, history, read_frame_psnr(run_dir / "frame_psnr.csv"))
+    progress.close()
     result = FitResult(run_dir, best, best_epoch, len(history), stopped, time.perf_counter() - started, history)
     reporter.finished(result)
     return result
@@ -185,29 +191,49 @@ def write_best_outputs(run_dir: Path, ev: Evaluation) -> None:
                                     ev.baseline_per_frame)):
             w.writerow([i + 1, *(f"{v:.4f}" for v in row)])
     if ev.predictions:
-        write_gif(run_dir / "samples" / "best.gif", ev.truths, ev.predictions)
-        write_strip(run_dir / "samples" / "best_strip.png", ev.truths, ev.predictions)
+        write_gif(run_dir / "samples" / "best.gif", ev.truths, ev.predictions, ev.contexts)
+        write_strip(run_dir / "samples" / "best_strip.png", ev.truths, ev.predictions, ev.contexts)
+
+
+def start_line(cfg: Config, train_set: VideoSet, val_set: VideoSet, n_windows: int, device: torch.device,
+               run_dir: Path) -> str:
+    """What a training run is about to do, in one line (the first line of `vpsearch train`)."""
+    from vpsearch.data.builtin import resolve_root
+
+    root = str(cfg.data.root)
+    where = f"{root} ({resolve_root(root)})" if root.startswith("builtin:") else root
+    threads = torch.get_num_threads()
+    return (f"training {cfg.name} on {where}: {len(train_set)} train / {len(val_set)} val sequences "
+            f"({n_windows} windows of {cfg.data.window} frames); device {device}, {threads} thread"
+            f"{'s' if threads != 1 else ''}; {cfg.train.epochs} epochs; output {run_dir}")
 
 
 class _progress:
-    """tqdm bar over training steps; silent when train.progress is off."""
+    """With train.progress: the start line, then a tqdm bar over training steps that shows the
+    evaluation batches as they run (so it does not sit still at 100% during the last one)."""
 
-    def __init__(self, cfg: Config, total: int):
+    def __init__(self, cfg: Config, total: int, first_line: str):
         self.bar = None
+        self.post: dict[str, str] = {}
         if cfg.train.progress:
             from tqdm.auto import tqdm
+            print(first_line, file=sys.stderr, flush=True)  # with the bar: stdout keeps only the result
             self.bar = tqdm(total=total, desc=cfg.name, unit="step", dynamic_ncols=True)
 
     def update_step(self, _i: int) -> None:
         if self.bar is not None:
             self.bar.update(1)
 
+    def evaluating(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix({**self.post, "evaluating": f"{done}/{total} batches"})
+
     def epoch_done(self, epoch: int, row: dict) -> None:
         if self.bar is not None:
-            post = {"epoch": epoch, "loss": f"{row['loss']:.4f}"}
+            self.post = {"epoch": str(epoch), "loss": f"{row['loss']:.4f}"}
             if "val_psnr" in row:
-                post["val_psnr"] = f"{row['val_psnr']:.2f}"
-            self.bar.set_postfix(post)
+                self.post["val_psnr"] = f"{row['val_psnr']:.2f}"
+            self.bar.set_postfix(self.post)
 
     def close(self) -> None:
         if self.bar is not None:
