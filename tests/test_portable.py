@@ -76,7 +76,7 @@ def test_a_copied_runs_folder_works_from_its_new_place(tmp_path, pushing_root):
         deadline = time.monotonic() + 120
         while "MLflow UI for" not in line and time.monotonic() < deadline:
             line = ui.stdout.readline()
-        url = line.split(": ", 1)[1].split()[0]
+        url = __import__("re").search(r"http://[\w.]+:\d+", line).group(0)  # the server, not the view's page
         listed = json.load(urllib.request.urlopen(f"{url}/api/2.0/mlflow/artifacts/list?run_id={run_id}", timeout=30))
         assert "config.yaml" in {f["path"] for f in listed["files"]}
     finally:
