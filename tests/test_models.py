@@ -4,7 +4,7 @@ import torch
 from vpsearch.config import DanceModelConfig, SVGModelConfig
 from vpsearch.models import DataShape, build_model
 from vpsearch.models.base import cond_at
-from vpsearch.models.dance import Compositor, warp
+from vpsearch.models.compose import Compositor, warp
 from vpsearch.training.engine import sequence_loss
 
 SVG_VARIANTS = [(b, p) for b in ("vgg64", "dcgan64") for p in ("learned", "fixed")]
@@ -78,6 +78,83 @@ def test_generation_uses_the_same_condition_row_as_training():
         train_seen, seen[:] = list(seen), []
         list(model.generate(torch.rand(1, 2, 3, 64, 64), cond, 4))
     assert train_seen == seen == [(t, float(t)) for t in range(1, 6)]
+
+
+COMPOSITES = [[], ["anchor"], ["previous"], ["warped"], ["anchor", "warped"], ["anchor", "previous", "warped"]]
+
+
+def tiny_svg(**kw) -> SVGModelConfig:
+    return SVGModelConfig(**{"backbone": "dcgan64", "nf": 8, "g_dim": 16, "z_dim": 4, "rnn_size": 16, **kw})
+
+
+@pytest.mark.parametrize("backbone", ["vgg64", "dcgan64"])
+@pytest.mark.parametrize("composite", COMPOSITES)
+def test_svg_composite_shapes_forward_backward(backbone, composite):
+    torch.manual_seed(0)
+    model = build_model(tiny_svg(backbone=backbone, composite=composite), DataShape(cond_dim=7))
+    frames, cond = torch.rand(2, 5, 3, 64, 64), torch.randn(2, 5, 7)
+    preds, stats = model(frames, cond, 2, torch.tensor([[True, True, True, False, False]] * 2))
+    assert preds.shape == (2, 4, 3, 64, 64) and ((preds >= 0) & (preds <= 1)).all()
+    sequence_loss(preds, frames, stats, 1e-2, "sum_batchmean")[0].backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    head = model.decoder.upc5[-1]
+    assert head.out_channels == 3 + Compositor.extra_channels(composite)
+    gen = list(model.eval().generate(frames[:, :2], cond, 3))
+    assert len(gen) == 3 and gen[0].shape == (2, 3, 64, 64)
+
+
+def force_source(model, source: str | None) -> None:
+    """Make the decoder head output constant logits: a mask picking `source` (None: all zero)."""
+    head = model.decoder.upc5[-1]
+    torch.nn.init.zeros_(head.weight)
+    with torch.no_grad():
+        head.bias.zero_()
+        if source is not None:
+            head.bias[3 + 1 + model.cfg.composite.index(source)] = 50.0
+
+
+@pytest.mark.parametrize("source", ["anchor", "previous", "warped"])
+def test_svg_composite_copies_the_source_its_mask_picks(source):
+    """A head whose mask picks the last context frame repeats it; one picking the previous
+    frame (or its zero-flow warp) repeats the model's own last output: copy-last exactly."""
+    model = build_model(tiny_svg(composite=["anchor", "previous", "warped"]), DataShape(cond_dim=7)).eval()
+    force_source(model, source)
+    context = torch.rand(2, 2, 3, 64, 64)
+    frames = list(model.generate(context, torch.randn(2, 8, 7), 6))
+    for f in frames:
+        assert torch.allclose(f, context[:, 1], atol=1e-4)  # bilinear resampling rounds a little
+
+
+def test_svg_composite_off_is_the_plain_sigmoid_decoder():
+    torch.manual_seed(0)
+    plain = build_model(tiny_svg(), DataShape())
+    head = plain.decoder.upc5[-1]
+    assert head.out_channels == 3 and plain.compositor.sources == []
+    force_source(plain, None)
+    out = list(plain.eval().generate(torch.rand(1, 2, 3, 64, 64), None, 2))
+    assert all(torch.allclose(f, torch.full_like(f, 0.5)) for f in out)  # sigmoid(0)
+
+
+def make_prior_equal_posterior(model) -> None:
+    """q = p = N(0, I): the training pass and generation then draw the same z from one seed."""
+    for m in (model.posterior.mu, model.posterior.logvar):
+        torch.nn.init.zeros_(m.weight)
+        torch.nn.init.zeros_(m.bias)
+
+
+@pytest.mark.parametrize("composite", COMPOSITES)
+def test_training_on_own_frames_equals_generation(composite):
+    """With teacher forcing off, forward() is generate(): same frames, same conditions."""
+    torch.manual_seed(0)
+    model = build_model(tiny_svg(composite=composite, prior="fixed"), DataShape(cond_dim=7)).eval()
+    make_prior_equal_posterior(model)
+    frames, cond = torch.rand(2, 7, 3, 64, 64), torch.randn(2, 7, 7)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        preds, _ = model(frames, cond, 2, torch.zeros(2, 7, dtype=torch.bool))
+        torch.manual_seed(1)
+        gen = torch.stack(list(model.generate(frames[:, :2], cond, 5)), 1)
+    assert torch.allclose(preds[:, 1:], gen, atol=1e-5)  # preds[:, 0] is frame 1, a context frame
 
 
 def test_svg_refuses_other_frame_sizes():

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -54,6 +54,20 @@ class DataConfig(Section):
         return self.n_past + self.n_future
 
 
+# Frames a compositing output head may copy (vpsearch.models.compose): "anchor" the last
+# context frame, "previous" x_{t-1}, "warped" x_{t-1} moved along a predicted flow.
+CompositeSource = Literal["anchor", "previous", "warped"]
+
+
+def _distinct(sources: list[str]) -> list[str]:
+    if len(set(sources)) != len(sources):
+        raise ValueError(f"each source at most once, got {sources}")
+    return sources
+
+
+CompositeSources = Annotated[list[CompositeSource], AfterValidator(_distinct)]
+
+
 class SVGModelConfig(Section):
     """SVG (Denton & Fergus 2018) for action-conditioned or unconditioned video."""
 
@@ -72,6 +86,11 @@ class SVGModelConfig(Section):
     # Which condition row feeds the step that predicts frame t: c_t or c_{t-1}.
     # Applied by one function for training and evaluation alike.
     cond_index: Literal["current", "previous"] = "current"
+    # composite: the decoder also paints a mask per source (and a flow for "warped") and
+    # x_t = per-pixel softmax blend of [painted, sources...] (CDNA, SAVP): the static table
+    # is copied, not repainted. []: SVG's direct sigmoid output, as the lab had it.
+    composite: CompositeSources = Field(default_factory=list)
+    max_flow: float = Field(4.0, gt=0, description="largest warp per step, in pixels")
 
 
 class DanceModelConfig(Section):
@@ -92,7 +111,7 @@ class DanceModelConfig(Section):
     # one mask per source and x_t = softmax-weighted blend of [painted, sources...]: a
     # static background is copied from the anchor, not redrawn. []: the lab's direct output.
     # "warped": the previous frame moved along a predicted flow, at most max_flow pixels.
-    composite: list[Literal["anchor", "previous", "warped"]] = Field(default_factory=list)
+    composite: CompositeSources = Field(default_factory=list)
     max_flow: float = Field(4.0, gt=0, description="largest warp per step, in pixels")
 
 

@@ -1,7 +1,9 @@
 """64x64 frame encoders/decoders of SVG: VGG-64 and DCGAN-64, with skip connections.
 
 encoder(x (N, C, 64, 64)) -> (h (N, g_dim), skips [4 maps at 64/32/16/8 (VGG) or 32/16/8/4 (DCGAN)])
-decoder(h (N, g_dim), skips) -> x_hat (N, C, 64, 64) in [0, 1] (sigmoid)
+decoder(h (N, g_dim), skips) -> logits (N, out_channels, 64, 64); the model's Compositor
+    turns them into a frame (sigmoid of the first C channels when it composes nothing, SVG's
+    sigmoid output; further channels are masks and flow of a compositing head).
 nf scales every width (SVG uses nf=64); smaller nf gives CPU-sized models.
 """
 
@@ -40,7 +42,7 @@ class VGGEncoder(nn.Module):
 
 
 class VGGDecoder(nn.Module):
-    def __init__(self, g_dim: int, nc: int = 3, nf: int = 64):
+    def __init__(self, g_dim: int, nc: int = 3, nf: int = 64, out_channels: int | None = None):
         super().__init__()
         w1, w2, w3, w4 = nf, nf * 2, nf * 4, nf * 8
         self.upc1 = nn.Sequential(nn.ConvTranspose2d(g_dim, w4, 4, 1, 0), nn.BatchNorm2d(w4),
@@ -48,7 +50,7 @@ class VGGDecoder(nn.Module):
         self.upc2 = vgg_stack([w4 * 2, w4, w4, w3])  # 8x8
         self.upc3 = vgg_stack([w3 * 2, w3, w3, w2])  # 16x16
         self.upc4 = vgg_stack([w2 * 2, w2, w1])  # 32x32
-        self.upc5 = nn.Sequential(vgg_block(w1 * 2, w1), nn.Conv2d(w1, nc, 3, 1, 1), nn.Sigmoid())
+        self.upc5 = nn.Sequential(vgg_block(w1 * 2, w1), nn.Conv2d(w1, out_channels or nc, 3, 1, 1))
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
 
     def forward(self, h: Tensor, skips: list[Tensor]) -> Tensor:
@@ -90,14 +92,14 @@ class DCGANEncoder(nn.Module):
 
 
 class DCGANDecoder(nn.Module):
-    def __init__(self, g_dim: int, nc: int = 3, nf: int = 64):
+    def __init__(self, g_dim: int, nc: int = 3, nf: int = 64, out_channels: int | None = None):
         super().__init__()
         self.upc1 = nn.Sequential(nn.ConvTranspose2d(g_dim, nf * 8, 4, 1, 0), nn.BatchNorm2d(nf * 8),
                                   nn.LeakyReLU(0.2, inplace=True))  # 4x4
         self.upc2 = dcgan_up(nf * 8 * 2, nf * 4)  # 8x8
         self.upc3 = dcgan_up(nf * 4 * 2, nf * 2)  # 16x16
         self.upc4 = dcgan_up(nf * 2 * 2, nf)  # 32x32
-        self.upc5 = nn.Sequential(nn.ConvTranspose2d(nf * 2, nc, 4, 2, 1), nn.Sigmoid())  # 64x64
+        self.upc5 = nn.Sequential(nn.ConvTranspose2d(nf * 2, out_channels or nc, 4, 2, 1))  # 64x64
 
     def forward(self, h: Tensor, skips: list[Tensor]) -> Tensor:
         d1 = self.upc1(h[:, :, None, None])

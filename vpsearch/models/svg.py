@@ -6,6 +6,9 @@ Step t (predicting frame t from frame t-1):
   z_t ~ p(z | h_{t-1})    (generation)          learned (LP) or N(0, I) (FP)
   g_t = predictor([h_{t-1}, z_t, c_t])          2 LSTM layers -> g_dim, tanh
   x_t = decoder(g_t, skips of the last context frame)
+With composite sources the decoder also paints masks (and a flow) and x_t is their blend
+with the last context frame and/or x_{t-1} (vpsearch.models.compose); the encoding then
+carries the frame's pixels too: (h, skips, x).
 Recurrent state is created per call from the batch size: no batch size is baked in.
 """
 
@@ -17,6 +20,7 @@ from torch import Tensor, nn
 from vpsearch.config import SVGModelConfig
 from vpsearch.models.backbones import BACKBONES
 from vpsearch.models.base import Gaussians, StepwiseCVAE, reparameterize
+from vpsearch.models.compose import Compositor
 
 LSTMState = list[tuple[Tensor, Tensor]]
 
@@ -57,7 +61,8 @@ class SVG(StepwiseCVAE):
         self.cfg, self.cond_dim, self.cond_index = cfg, cond_dim, cfg.cond_index
         enc_cls, dec_cls = BACKBONES[cfg.backbone]
         self.encoder = enc_cls(cfg.g_dim, channels, cfg.nf)
-        self.decoder = dec_cls(cfg.g_dim, channels, cfg.nf)
+        self.decoder = dec_cls(cfg.g_dim, channels, cfg.nf, channels + Compositor.extra_channels(cfg.composite))
+        self.compositor = Compositor(cfg.composite, channels, cfg.max_flow)
         self.predictor = StackedLSTM(cfg.g_dim + cfg.z_dim + cond_dim, cfg.g_dim, cfg.rnn_size,
                                      cfg.predictor_layers, gaussian=False, tanh=True)
         self.posterior = StackedLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.posterior_layers, gaussian=True)
@@ -65,7 +70,8 @@ class SVG(StepwiseCVAE):
                       if cfg.prior == "learned" else None)
 
     def encode(self, x: Tensor):
-        return self.encoder(x)
+        h, skips = self.encoder(x)
+        return (h, skips, x) if self.cfg.composite else (h, skips)
 
     def init_state(self, batch: int, device: torch.device) -> dict:
         state = {"pred": self.predictor.init_state(batch, device),
@@ -75,9 +81,11 @@ class SVG(StepwiseCVAE):
         return state
 
     def step(self, prev, target, cond, state, t, n_past):
-        h_prev, skips_prev = prev
+        h_prev, skips_prev = prev[:2]
         if t <= n_past or self.cfg.skip_from == "previous" or state["skip"] is None:
             state["skip"] = skips_prev  # ends as the last context frame's skips
+        if t <= n_past and self.cfg.composite:
+            state["anchor"] = prev[2]  # ends as the last context frame
         if self.prior is not None:
             mu_p, logvar_p, state["prior"] = self.prior(h_prev, state["prior"])
         else:
@@ -94,5 +102,6 @@ class SVG(StepwiseCVAE):
         if cond is not None and self.cond_dim:
             parts.append(cond.to(h_prev.dtype))
         g, state["pred"] = self.predictor(torch.cat(parts, 1), state["pred"])
-        x_hat = self.decoder(g, state["skip"])
+        pixels = {"anchor": state["anchor"], "previous": prev[2]} if self.cfg.composite else {}
+        x_hat = self.compositor(self.decoder(g, state["skip"]), pixels)
         return x_hat, gauss, state
