@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from vpsearch.config import DanceModelConfig
-from vpsearch.models.base import Gaussians, StepwiseCVAE, cond_rows, reparameterize
+from vpsearch.models.base import Gaussians, StepwiseCVAE, cond_width, reparameterize, whole
 from vpsearch.models.compose import Compositor
 
 
@@ -66,14 +66,14 @@ def quarter_half_full(n: int) -> list[int]:
 class DanceCVAE(StepwiseCVAE):
     def __init__(self, cfg: DanceModelConfig, channels: int = 3, label_channels: int = 3):
         super().__init__()
-        self.cfg, self.cond_index = cfg, cfg.cond_index
+        self.cfg, self.cond_parts = cfg, whole(cfg.cond_index)
         f, l, n, d = cfg.f_dim, cfg.l_dim, cfg.n_dim, cfg.d_out_dim
         self.rgb_encoder = nn.Sequential(*pyramid(channels, [max(1, f // 8), max(1, f // 4), max(1, f // 2)]),
                                          nn.Conv2d(max(1, f // 2), f, 3, 1, 1))
         self.label_encoder = nn.Sequential(
             nn.ReflectionPad2d(3), nn.Conv2d(label_channels, max(1, l // 2), 7), nn.BatchNorm2d(max(1, l // 2)),
             nn.LeakyReLU(0.2, inplace=True), ResidualBlock(max(1, l // 2), l))
-        lc = l * len(cond_rows(1, cfg.cond_index))  # label features the step receives
+        lc = cond_width(self.cond_parts, l)  # label features the step receives
         self.posterior = nn.Sequential(*pyramid(f + lc, quarter_half_full(n * 4)), nn.Conv2d(n * 4, n * 2, 1))
         # start q at the prior N(0, I): a random head puts a KL of thousands on the spatial z,
         # and under grad clipping that term would starve the reconstruction for whole epochs

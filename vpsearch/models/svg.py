@@ -5,6 +5,7 @@ Step t (predicting frame t from frame t-1):
   z_t ~ q(z | h_t)        (training / context)  Gaussian LSTM, 1 layer of rnn_size
   z_t ~ p(z | h_{t-1})    (generation)          learned (LP) or N(0, I) (FP)
   g_t = predictor([h_{t-1}, z_t, c_t])          2 LSTM layers -> g_dim, tanh
+      c_t: the action and position rows that model.action_index / position_index choose
   x_t = decoder(g_t, skips of the last context frame)
 With composite sources the decoder also paints masks (and a flow) and x_t is their blend
 with the last context frame and/or x_{t-1} (vpsearch.models.compose); the encoding then
@@ -14,15 +15,29 @@ Recurrent state is created per call from the batch size: no batch size is baked 
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor, nn
 
 from vpsearch.config import SVGModelConfig
 from vpsearch.models.backbones import BACKBONES
-from vpsearch.models.base import Gaussians, StepwiseCVAE, reparameterize
+from vpsearch.models.base import CondPart, Gaussians, StepwiseCVAE, cond_width, reparameterize
 from vpsearch.models.compose import Compositor
 
 LSTMState = list[tuple[Tensor, Tensor]]
+
+
+def condition_parts(cfg: SVGModelConfig, kinds: Sequence[tuple[str, int]]) -> tuple[CondPart, ...]:
+    """Columns of each kind of condition with the row index the config gives that kind."""
+    index = {"action": cfg.action_index, "position": cfg.position_index}
+    parts, start = [], 0
+    for kind, width in kinds:
+        if kind not in index:
+            raise ValueError(f"condition columns of kind {kind!r}: the SVG model knows {sorted(index)}")
+        parts.append(CondPart(start, start + width, index[kind]))
+        start += width
+    return tuple(parts)
 
 
 class StackedLSTM(nn.Module):
@@ -56,14 +71,16 @@ class StackedLSTM(nn.Module):
 
 
 class SVG(StepwiseCVAE):
-    def __init__(self, cfg: SVGModelConfig, channels: int = 3, cond_dim: int = 0):
+    def __init__(self, cfg: SVGModelConfig, channels: int = 3, cond_parts: Sequence[tuple[str, int]] = ()):
+        """cond_parts: the condition's columns in order, (kind, width) per kind (DataShape)."""
         super().__init__()
-        self.cfg, self.cond_dim, self.cond_index = cfg, cond_dim, cfg.cond_index
+        self.cfg, self.cond_parts = cfg, condition_parts(cfg, cond_parts)
+        self.cond_dim = cond_width(self.cond_parts, sum(w for _, w in cond_parts))
         enc_cls, dec_cls = BACKBONES[cfg.backbone]
         self.encoder = enc_cls(cfg.g_dim, channels, cfg.nf)
         self.decoder = dec_cls(cfg.g_dim, channels, cfg.nf, channels + Compositor.extra_channels(cfg.composite))
         self.compositor = Compositor(cfg.composite, channels, cfg.max_flow)
-        self.predictor = StackedLSTM(cfg.g_dim + cfg.z_dim + cond_dim, cfg.g_dim, cfg.rnn_size,
+        self.predictor = StackedLSTM(cfg.g_dim + cfg.z_dim + self.cond_dim, cfg.g_dim, cfg.rnn_size,
                                      cfg.predictor_layers, gaussian=False, tanh=True)
         self.posterior = StackedLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.posterior_layers, gaussian=True)
         self.prior = (StackedLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.prior_layers, gaussian=True)

@@ -24,6 +24,7 @@ EPOCH_METRICS: dict[str, str] = {
     "seconds": "time/epoch_seconds",
     # not in the list but in metrics.csv; same scheme so nothing is hidden from the UI
     "grad_norm": "train/grad_norm",
+    "grad_norm_max": "train/grad_norm_max",
     "val_psnr_best_of_n": "val/psnr_best_of_n",
     "baseline_psnr": "val/baseline_psnr",
     "frames_per_second": "time/frames_per_second",

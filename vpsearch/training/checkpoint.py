@@ -78,7 +78,7 @@ def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu") 
         cfg = config_from_dict(payload["config"], f"checkpoint {path}")
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
-    model = build_model(cfg.model, DataShape(**payload["data_shape"]))
+    model = build_model(cfg.model, DataShape.from_dict(payload["data_shape"]))
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as e:

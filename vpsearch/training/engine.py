@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from vpsearch.config import Config
+from vpsearch.data.augment import augment, draw_gaps
 from vpsearch.data.base import VideoSet, to_uint8_video
 from vpsearch.models.base import StepwiseCVAE
 from vpsearch.training.device import autocast
@@ -32,7 +33,7 @@ class StepContext:
     scaler: torch.amp.GradScaler
     cfg: Config
     device: torch.device
-    generator: torch.Generator  # teacher-forcing coins; saved in checkpoints
+    generator: torch.Generator  # teacher-forcing and augmentation coins; saved in checkpoints
     tf: TeacherForcing
     kl: KLAnnealing
 
@@ -45,25 +46,29 @@ def sequence_loss(preds: Tensor, frames: Tensor, stats, beta: float, reduction: 
 
 
 def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: list[np.ndarray],
-                epoch: int, on_step: Callable[[int], None] | None = None) -> dict[str, float]:
+                epoch: int, on_step: Callable[[int], None] | None = None,
+                length: int | None = None) -> dict[str, float]:
+    """length: frames per window (default data.window; shorter for a split of short videos)."""
     cfg, model, opt = ctx.cfg, ctx.model, ctx.optimizer
     model.train()
-    length, n_past = cfg.data.window, cfg.data.n_past
+    length, n_past = length or cfg.data.window, cfg.data.n_past
     tfr = ctx.tf.ratio(epoch)
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = cfg.optim.grad_clip or float("inf")
     sums = np.zeros(5)
+    gnorm_max = 0.0  # the mean hides the rare step that clipping rescues
     beta = 0.0
     start = time.perf_counter()
     for i, idx in enumerate(batches):
-        batch = data.batch(windows[idx], length)
+        gaps = draw_gaps(windows[idx], cfg.data.anchor_gap, ctx.generator)
+        batch = augment(data.batch(windows[idx], length, gaps, n_past), cfg.data, ctx.generator)
         frames = batch["frames"].to(ctx.device, non_blocking=True)
         cond = batch.get("cond")
         cond = cond.to(ctx.device, non_blocking=True) if cond is not None else None
         teacher = ctx.tf.mask(tfr, frames.shape[0], length, ctx.generator).to(ctx.device)
         beta = cfg.loss.beta * ctx.kl.at(epoch, i, len(batches))
         with autocast(ctx.device, cfg.train.amp):
-            preds, stats = model(frames, cond, n_past, teacher)
+            preds, stats = model(frames, cond, n_past, teacher, cfg.schedule.detach_predictions)
         loss, mse, kl = sequence_loss(preds, frames, stats, beta, cfg.loss.kl_reduction)
         opt.zero_grad(set_to_none=True)
         ctx.scaler.scale(loss).backward()
@@ -74,12 +79,13 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
         ctx.scaler.step(opt)
         ctx.scaler.update()
         sums += [*values, frames.shape[0] * (length - 1)]
+        gnorm_max = max(gnorm_max, values[3])
         if on_step:
             on_step(i)
     n = max(1, len(batches))
     seconds = time.perf_counter() - start
     loss, mse, kl, gnorm, frames_seen = (float(x) for x in sums)  # plain floats: checkpoints hold no numpy
-    return {"loss": loss / n, "mse": mse / n, "kl": kl / n, "grad_norm": gnorm / n,
+    return {"loss": loss / n, "mse": mse / n, "kl": kl / n, "grad_norm": gnorm / n, "grad_norm_max": gnorm_max,
             "kl_beta": float(beta), "tfr": float(tfr), "train_seconds": seconds,
             "frames_per_second": frames_seen / seconds}
 

@@ -12,6 +12,7 @@ Run directory layout:
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import random
 import time
@@ -23,7 +24,7 @@ import torch
 
 from vpsearch.config import Config
 from vpsearch.data import WindowSampler, load_split
-from vpsearch.data.base import VideoSet
+from vpsearch.data.base import VideoSet, training_windows
 from vpsearch.models import DataShape, build_model
 from vpsearch.training.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from vpsearch.training.device import grad_scaler, select_device, set_threads
@@ -32,8 +33,10 @@ from vpsearch.training.reporter import Reporter
 from vpsearch.training.schedules import KLAnnealing, TeacherForcing, lr_factor
 from vpsearch.training.visualize import plot_run, write_gif, write_strip
 
-METRIC_COLUMNS = ["epoch", "loss", "mse", "kl", "kl_beta", "tfr", "lr", "grad_norm", "val_psnr", "val_ssim",
-                  "val_psnr_best_of_n", "baseline_psnr", "frames_per_second", "seconds"]
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ["epoch", "loss", "mse", "kl", "kl_beta", "tfr", "lr", "grad_norm", "grad_norm_max", "val_psnr",
+                  "val_ssim", "val_psnr_best_of_n", "baseline_psnr", "frames_per_second", "seconds"]
 
 
 @dataclass
@@ -64,7 +67,8 @@ def seed_everything(seed: int) -> None:
 def data_shape(data: VideoSet) -> DataShape:
     h, w, c = data.frame_shape
     cond_channels = int(data.cond.shape[-1]) if data.cond_kind == "image" else 0
-    return DataShape(channels=c, height=h, width=w, cond_dim=data.cond_dim, cond_channels=cond_channels)
+    return DataShape(channels=c, height=h, width=w, cond_dim=data.cond_dim, cond_channels=cond_channels,
+                     cond_parts=tuple(data.cond_parts or ()))
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -92,7 +96,10 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         model = model.to(memory_format=torch.channels_last)
         model.memory_format = torch.channels_last
     optimizer = make_optimizer(model, cfg)
-    windows = train_set.windows(cfg.data.window, cfg.data.window_stride)
+    windows, length, note = training_windows(train_set, cfg.data.n_past, cfg.data.window, cfg.data.window_stride,
+                                             cfg.train.batch_size, cfg.data.train_split)
+    if note:
+        log.warning("%s", note)
     sampler_gen = torch.Generator().manual_seed(cfg.train.seed)
     teacher_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
     sampler = WindowSampler(len(windows), cfg.train.batch_size, sampler_gen)
@@ -124,9 +131,9 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         limit = int(len(windows) * cfg.data.fast_train_fraction) if fast else None
         batches = sampler.epoch(cfg.train.steps_per_epoch, limit)
         t0 = time.perf_counter()
-        stats = train_epoch(ctx, train_set, windows, batches, epoch, on_step=progress.update_step)
+        stats = train_epoch(ctx, train_set, windows, batches, epoch, on_step=progress.update_step, length=length)
         row = {"epoch": epoch, **{k: stats[k] for k in ("loss", "mse", "kl", "kl_beta", "tfr", "grad_norm",
-                                                         "frames_per_second")}, "lr": lr}
+                                                         "grad_norm_max", "frames_per_second")}, "lr": lr}
         last_epoch = epoch == cfg.train.epochs - 1
         if (epoch + 1) % cfg.eval.every == 0 or last_epoch:
             ev = evaluate(model, val_set, cfg, device, samples=cfg.eval.samples, horizon=cfg.eval.n_future,
