@@ -1,13 +1,14 @@
 """Gradient norm of a training step fed the model's own frames, with and without detaching.
 
 For each config: one batch of its training windows, BatchNorm in train mode, the global
-gradient norm (before clipping) of the sequence loss when every step is fed
+gradient norm (before clipping) of the sequence loss (and of its MSE part alone, `_mse`:
+the KL term does not depend on what is fed back) when every step is fed
   teacher   the true previous frame (teacher forcing on),
   own       the model's own previous frame, gradients flowing back through it,
   detached  the model's own previous frame as a constant (schedule.detach_predictions).
 Measured at initialisation and again after --warmup teacher-forced steps at the config's
 lr (when teacher forcing turns off mid-training), over --seeds initialisations; the
-median and the maximum over seeds are printed. Built-in data stand in for the real sets.
+median and the maximum over seeds are printed as a table. Built-in data stand in for the real sets.
 
   python benchmarks/feedback_gradients.py [--configs dance dancer-small] [--seeds 3] [--warmup 30]
 """
@@ -15,7 +16,6 @@ median and the maximum over seeds are printed. Built-in data stand in for the re
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import torch
@@ -39,22 +39,27 @@ def grad_norm(model, frames, cond, n_past: int, teacher: bool, detach: bool, bet
     return float(torch.nn.utils.clip_grad_norm_(list(model.parameters()), float("inf")))
 
 
-def measure(name: str, seeds: int, warmup: int, batch_size: int | None) -> dict:
+def record(into: dict[str, list[float]], model, frames, cond, n_past: int, beta: float, red: str, seed: int) -> None:
+    for mode, (teacher, detach) in MODES.items():
+        for suffix, b in (("", beta), ("_mse", 0.0)):
+            torch.manual_seed(100 + seed)  # the same z draws in every mode
+            into.setdefault(mode + suffix, []).append(grad_norm(model, frames, cond, n_past, teacher, detach, b, red))
+
+
+def measure(name: str, seeds: int, warmup: int, batch_size: int | None) -> list[dict]:
     cfg = load_config(name, [f"data.root={BUILTIN[load_config(name).data.format]}"])
     data = load_split(cfg.data, cfg.data.train_split)
     windows = data.windows(cfg.data.window, cfg.data.window_stride)
     b = batch_size or cfg.train.batch_size
     n_past, beta, red = cfg.data.n_past, cfg.loss.beta, cfg.loss.kl_reduction
-    out: dict[str, dict[str, list[float]]] = {"init": {m: [] for m in MODES}, "warm": {m: [] for m in MODES}}
+    out: dict[str, dict[str, list[float]]] = {"init": {}, "warm": {}}
     for seed in range(seeds):
         torch.manual_seed(seed)
         model = build_model(cfg.model, data_shape(data)).train()
         pick = np.random.default_rng(seed).choice(len(windows), b, replace=len(windows) < b)
         batch = data.batch(windows[pick], cfg.data.window)
         frames, cond = batch["frames"], batch.get("cond")
-        for mode, (teacher, detach) in MODES.items():
-            torch.manual_seed(100 + seed)  # the same z draws in every mode
-            out["init"][mode].append(grad_norm(model, frames, cond, n_past, teacher, detach, beta, red))
+        record(out["init"], model, frames, cond, n_past, beta, red, seed)
         if warmup:
             opt = make_optimizer(model, cfg)
             for i in range(warmup):
@@ -63,16 +68,15 @@ def measure(name: str, seeds: int, warmup: int, batch_size: int | None) -> dict:
                 if cfg.optim.grad_clip:
                     torch.nn.utils.clip_grad_norm_(list(model.parameters()), cfg.optim.grad_clip)
                 opt.step()
-            for mode, (teacher, detach) in MODES.items():
-                torch.manual_seed(100 + seed)
-                out["warm"][mode].append(grad_norm(model, frames, cond, n_past, teacher, detach, beta, red))
-    summary = {"config": name, "batch": b, "window": cfg.data.window, "seeds": seeds, "warmup_steps": warmup}
+            record(out["warm"], model, frames, cond, n_past, beta, red, seed)
+    rows = []
     for when, by_mode in out.items():
-        for mode, vals in by_mode.items():
-            if vals:
-                summary[f"{when}_{mode}_median"] = float(np.median(vals))
-                summary[f"{when}_{mode}_max"] = float(np.max(vals))
-    return summary
+        for mode in MODES if by_mode else ():
+            loss, mse = by_mode[mode], by_mode[mode + "_mse"]
+            rows.append({"config": name, "when": when if when == "init" else f"after {warmup} steps", "feed": mode,
+                         "loss_median": np.median(loss), "loss_max": max(loss),
+                         "mse_median": np.median(mse), "mse_max": max(mse)})
+    return rows
 
 
 def main() -> None:
@@ -84,8 +88,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     set_threads(args.threads)
+    print(f"gradient norm before clipping, median / max over {args.seeds} initialisations")
+    print(f"{'config':<14} {'when':<16} {'feed':<9} {'loss':>21} {'mse part':>21}")
     for name in args.configs:
-        print(json.dumps(measure(name, args.seeds, args.warmup, args.batch_size)), flush=True)
+        for r in measure(name, args.seeds, args.warmup, args.batch_size):
+            print(f"{r['config']:<14} {r['when']:<16} {r['feed']:<9} {r['loss_median']:10.3g} {r['loss_max']:10.3g} "
+                  f"{r['mse_median']:10.3g} {r['mse_max']:10.3g}", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import TINY_DANCE
 from vpsearch.data.base import DataError, VideoSet, training_windows
 from vpsearch.data.generators.dancer import make_dancer
 from vpsearch.training import fit
@@ -57,8 +58,6 @@ def test_a_video_shorter_than_a_window_trains(short_dancer, tiny_dance_cfg, tmp_
 
 
 def test_a_one_frame_video_fails_in_one_line(short_dancer, tmp_path):
-    from tests.conftest import TINY_DANCE
-
     args = ["train", "-c", "dancer-small", "--out", str(tmp_path / "run"), "--set", f"data.root={short_dancer[1]}"]
     for o in TINY_DANCE:
         args += ["--set", o]

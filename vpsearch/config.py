@@ -80,7 +80,21 @@ def _distinct(sources: list[str]) -> list[str]:
 CompositeSources = Annotated[list[CompositeSource], AfterValidator(_distinct)]
 
 
-class SVGModelConfig(Section):
+class CompositeOptions(Section):
+    """The compositing output head both model families share (vpsearch/models/compose.py)."""
+
+    # composite: frames whose pixels the output may copy. The decoder then also paints one
+    # mask per source (and a flow for "warped") and x_t = per-pixel softmax blend of
+    # [painted, sources...] (CDNA, SAVP, vid2vid): a static background is copied, not
+    # repainted blurrily. []: the direct sigmoid output, as the labs had it.
+    composite: CompositeSources = Field(default_factory=list)
+    max_flow: float = Field(4.0, gt=0, description="largest warp per step, in pixels")
+    # initial mask logit of every source over the painted pixels: > 0 starts the model as a
+    # copier (the last frame, unmoved) that learns where to paint; 0 starts an even blend
+    copy_bias: float = 0.0
+
+
+class SVGModelConfig(CompositeOptions):
     """SVG (Denton & Fergus 2018) for action-conditioned or unconditioned video."""
 
     name: Literal["svg"] = "svg"
@@ -103,11 +117,10 @@ class SVGModelConfig(Section):
     # in training and generation alike.
     action_index: CondIndex = "previous"
     position_index: CondIndex = "current"
-    # composite: the decoder also paints a mask per source (and a flow for "warped") and
-    # x_t = per-pixel softmax blend of [painted, sources...] (CDNA, SAVP): the static table
-    # is copied, not repainted. []: SVG's direct sigmoid output, as the lab had it.
-    composite: CompositeSources = Field(default_factory=list)
-    max_flow: float = Field(4.0, gt=0, description="largest warp per step, in pixels")
+    # the step's condition (those rows) and the pixel coordinates, tiled as maps into every
+    # decoder stage (CoordConv): the decoder can draw the arm where the position says, not
+    # only where the 1x1 frame embedding lets it. False: SVG's decoder, as the lab had it.
+    cond_to_decoder: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -122,7 +135,7 @@ class SVGModelConfig(Section):
         return data
 
 
-class DanceModelConfig(Section):
+class DanceModelConfig(CompositeOptions):
     """The pose-conditioned lab model: spatial latent, all maps at frame resolution."""
 
     name: Literal["dance"] = "dance"
@@ -136,12 +149,6 @@ class DanceModelConfig(Section):
     # (SVG's skips from the last context frame), so appearance cannot drift over a long
     # rollout; none: only the previous frame, as in the lab.
     anchor: Literal["none", "last_context"] = "none"
-    # composite: frames whose pixels the output may copy. The generator then also paints
-    # one mask per source and x_t = softmax-weighted blend of [painted, sources...]: a
-    # static background is copied from the anchor, not redrawn. []: the lab's direct output.
-    # "warped": the previous frame moved along a predicted flow, at most max_flow pixels.
-    composite: CompositeSources = Field(default_factory=list)
-    max_flow: float = Field(4.0, gt=0, description="largest warp per step, in pixels")
 
 
 ModelConfig = Annotated[Union[SVGModelConfig, DanceModelConfig], Field(discriminator="name")]

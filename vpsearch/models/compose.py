@@ -35,6 +35,19 @@ class Compositor(nn.Module):
             raise ValueError(f"composite sources {list(sources)}: expected distinct names from {list(SOURCES)}")
         self.sources, self.channels, self.max_flow = list(sources), channels, max_flow
 
+    def init_head(self, head: nn.Module, copy_bias: float) -> None:
+        """copy_bias != 0: start the decoder's last layer (conv or transposed conv) with mask
+        logits of copy_bias for every source and 0 for the painted pixels, and a zero flow
+        (zero weights: its gradient still flows), so an untrained model copies x_{t-1}."""
+        if not self.sources or copy_bias == 0:
+            return
+        c, k = self.channels, 1 + len(self.sources)
+        out_dim = 1 if isinstance(head, nn.ConvTranspose2d) else 0  # where the output channels are
+        with torch.no_grad():
+            head.bias[c + 1:c + k] = copy_bias
+            head.weight.narrow(out_dim, c + k, head.weight.shape[out_dim] - c - k).zero_()
+            head.bias[c + k:] = 0.0
+
     @staticmethod
     def extra_channels(sources: Sequence[str]) -> int:
         return (1 + len(sources) + 2 * ("warped" in sources)) if sources else 0

@@ -85,6 +85,7 @@ class DanceCVAE(StepwiseCVAE):
             DepthConvBlock(d), *pyramid(d, [max(1, d // 2), max(1, d // 4), max(1, d // 8)]),
             nn.Conv2d(max(1, d // 8), channels + Compositor.extra_channels(cfg.composite), 1))
         self.compositor = Compositor(cfg.composite, channels, cfg.max_flow)
+        self.compositor.init_head(self.generator[-1], cfg.copy_bias)
 
     def encode(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         # composite needs the pixels of the reference frame too

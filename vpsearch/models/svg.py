@@ -6,7 +6,7 @@ Step t (predicting frame t from frame t-1):
   z_t ~ p(z | h_{t-1})    (generation)          learned (LP) or N(0, I) (FP)
   g_t = predictor([h_{t-1}, z_t, c_t])          2 LSTM layers -> g_dim, tanh
       c_t: the action and position rows that model.action_index / position_index choose
-  x_t = decoder(g_t, skips of the last context frame)
+  x_t = decoder(g_t, skips of the last context frame[, c_t and pixel coordinates as maps])
 With composite sources the decoder also paints masks (and a flow) and x_t is their blend
 with the last context frame and/or x_{t-1} (vpsearch.models.compose); the encoding then
 carries the frame's pixels too: (h, skips, x).
@@ -78,8 +78,10 @@ class SVG(StepwiseCVAE):
         self.cond_dim = cond_width(self.cond_parts, sum(w for _, w in cond_parts))
         enc_cls, dec_cls = BACKBONES[cfg.backbone]
         self.encoder = enc_cls(cfg.g_dim, channels, cfg.nf)
-        self.decoder = dec_cls(cfg.g_dim, channels, cfg.nf, channels + Compositor.extra_channels(cfg.composite))
+        side = self.cond_dim + 2 if cfg.cond_to_decoder else 0
+        self.decoder = dec_cls(cfg.g_dim, channels, cfg.nf, channels + Compositor.extra_channels(cfg.composite), side)
         self.compositor = Compositor(cfg.composite, channels, cfg.max_flow)
+        self.compositor.init_head(self.decoder.upc5[-1], cfg.copy_bias)
         self.predictor = StackedLSTM(cfg.g_dim + cfg.z_dim + self.cond_dim, cfg.g_dim, cfg.rnn_size,
                                      cfg.predictor_layers, gaussian=False, tanh=True)
         self.posterior = StackedLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.posterior_layers, gaussian=True)
@@ -120,5 +122,8 @@ class SVG(StepwiseCVAE):
             parts.append(cond.to(h_prev.dtype))
         g, state["pred"] = self.predictor(torch.cat(parts, 1), state["pred"])
         pixels = {"anchor": state["anchor"], "previous": prev[2]} if self.cfg.composite else {}
-        x_hat = self.compositor(self.decoder(g, state["skip"]), pixels)
+        side = None
+        if self.cfg.cond_to_decoder:  # no condition: the coordinates alone
+            side = cond.to(g.dtype) if cond is not None and self.cond_dim else g.new_zeros(g.shape[0], 0)
+        x_hat = self.compositor(self.decoder(g, state["skip"], side), pixels)
         return x_hat, gauss, state
