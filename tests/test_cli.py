@@ -53,9 +53,17 @@ def test_train_tells_a_person_what_it_does_and_what_to_run_next(pushing_root, tm
 
 def test_evaluate_prints_metrics_with_their_baseline(trained):
     out, _ = trained
-    res = json.loads(vp("evaluate", "--checkpoint", out / "checkpoints/best.pt", "--split", "test",
-                        "--samples", "2").stdout)
+    proc = vp("evaluate", "--checkpoint", out / "checkpoints/best.pt", "--split", "test", "--samples", "2")
+    res = json.loads(proc.stdout)
     assert res["n_sequences"] == 4 and res["samples"] == 2
+    first = res["first_frame"]
+    assert first["psnr"] == res["psnr_per_frame"][0] and first["baseline_psnr"] == res["baseline_per_frame"][0]
+    assert res["gain_db"] == pytest.approx(res["psnr"] - res["baseline_copy_last_psnr"])
+    table = proc.stderr.strip().splitlines()  # every frame of the 10, model beside copy-last
+    assert table[0].split() == ["frame", "model", "copy-last", "gain"] and len(table) == 12
+    assert table[1].split() == ["1", f"{first['psnr']:.2f}", f"{first['baseline_psnr']:.2f}", f"{first['gain_db']:+.2f}"]
+    assert table[-1].split()[:4] == ["mean", f"{res['psnr']:.2f}", f"{res['baseline_copy_last_psnr']:.2f}",
+                                     f"{res['gain_db']:+.2f}"]
     assert len(res["psnr_per_frame"]) == 10 and len(res["ssim_per_frame"]) == 10
     for key in ("psnr", "ssim", "baseline_copy_last_psnr", "psnr_best_of_n"):
         assert isinstance(res[key], float)

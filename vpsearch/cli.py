@@ -108,13 +108,15 @@ def _horizon(value: str | None):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from vpsearch.training.predict import evaluation_json
+    from vpsearch.training.predict import evaluation_json, frame_table
 
     model, cfg, data, device = _load_for_inference(args, "test")
     horizon = _horizon(args.n_future) if args.n_future else cfg.eval.n_future
     out = evaluation_json(model, cfg, data, device, args.samples, horizon, args.max_sequences)
     out["checkpoint"] = str(args.checkpoint)
     out["split"] = args.split
+    # the per-frame view for a person on stderr; stdout stays one JSON document
+    print(frame_table(out, "copy-first" if cfg.data.n_past == 1 else "copy-last"), file=sys.stderr)
     print(json.dumps(out, indent=2))
     return 0
 

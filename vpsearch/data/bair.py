@@ -21,6 +21,9 @@ from vpsearch.data.cache import SplitPlan, load_cached
 from vpsearch.data.images import check_same_size, read_rgb
 
 CSV_COLUMNS = {"actions.csv": 4, "endeffector_positions.csv": 3}
+# Row t of actions.csv is the command applied after frame t; row t of
+# endeffector_positions.csv the position at frame t. The kinds let a model index them apart.
+CSV_KIND = {"actions.csv": "action", "endeffector_positions.csv": "position"}
 _FRAME = re.compile(r"^(0|[1-9]\d*)\.png$")  # 5.png, not 05.png
 
 
@@ -107,5 +110,7 @@ def load_bair(root: Path, split: str, cfg: DataConfig) -> VideoSet:
         cond_shape=(cond_dim,) if cond_dim else None, cond_kind="vector" if cond_dim else None,
         params={"format": "bair", "height": cfg.height, "width": cfg.width, "csv": csvs}, check=check)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(root) / ".vpsearch-cache"
-    return load_cached(plan, cache_dir, key=f"bair-{split}")
+    data = load_cached(plan, cache_dir, key=f"bair-{split}")
+    data.cond_parts = [(CSV_KIND[c], CSV_COLUMNS[c]) for c in csvs] if csvs else None
+    return data
 

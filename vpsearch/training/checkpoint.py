@@ -133,7 +133,7 @@ def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu") 
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
     try:
-        model = build_model(cfg.model, DataShape(**payload["data_shape"]))
+        model = build_model(cfg.model, DataShape.from_dict(payload["data_shape"]))
     except TypeError as e:
         raise CheckpointError(f"checkpoint {path}: not a vpsearch checkpoint (bad data_shape: {e})") from None
     try:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from vpsearch.config import Config
+from vpsearch.data.augment import augment, draw_gaps
 from vpsearch.data.base import DataError, VideoSet, to_uint8_video
 from vpsearch.errors import VpsearchError
 from vpsearch.models.base import StepwiseCVAE
@@ -34,7 +35,7 @@ class StepContext:
     scaler: torch.amp.GradScaler
     cfg: Config
     device: torch.device
-    generator: torch.Generator  # teacher-forcing coins; saved in checkpoints
+    generator: torch.Generator  # teacher-forcing and augmentation coins; saved in checkpoints
     tf: TeacherForcing
     kl: KLAnnealing
 
@@ -47,17 +48,20 @@ def sequence_loss(preds: Tensor, frames: Tensor, stats, beta: float, reduction: 
 
 
 def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: list[np.ndarray],
-                epoch: int, on_step: Callable[[int], None] | None = None) -> dict[str, float]:
+                epoch: int, on_step: Callable[[int], None] | None = None,
+                length: int | None = None) -> dict[str, float]:
+    """length: frames per window (default data.window; shorter for a split of short videos)."""
     cfg, model, opt = ctx.cfg, ctx.model, ctx.optimizer
     model.train()
-    length, n_past = cfg.data.window, cfg.data.n_past
+    length, n_past = length or cfg.data.window, cfg.data.n_past
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = cfg.optim.grad_clip or float("inf")
     log = StepLog(4, read_every(ctx.device), lambda v, step: check_finite(v, epoch, step, ctx.scaler.is_enabled()))
     frames_seen, beta, weight, tfr = 0, 0.0, 0.0, 0.0
     start = time.perf_counter()
     for i, idx in enumerate(batches):
-        batch = data.batch(windows[idx], length)
+        gaps = draw_gaps(windows[idx], cfg.data.anchor_gap, ctx.generator)
+        batch = augment(data.batch(windows[idx], length, gaps, n_past), cfg.data, ctx.generator)
         frames = batch["frames"].to(ctx.device, non_blocking=True)
         cond = batch.get("cond")
         cond = cond.to(ctx.device, non_blocking=True) if cond is not None else None
@@ -66,7 +70,7 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
         weight = ctx.kl.at(epoch, i, len(batches))
         beta = cfg.loss.beta * weight
         with autocast(ctx.device, cfg.train.amp):
-            preds, stats = model(frames, cond, n_past, teacher)
+            preds, stats = model(frames, cond, n_past, teacher, cfg.schedule.detach_predictions)
         loss, mse, kl = sequence_loss(preds, frames, stats, beta, cfg.loss.kl_reduction)
         opt.zero_grad(set_to_none=True)
         ctx.scaler.scale(loss).backward()

@@ -49,7 +49,27 @@ def evaluation_json(model: StepwiseCVAE, cfg: Config, data: VideoSet, device: to
     out = ev.summary()
     if cfg.data.n_past == 1:  # the only context frame is the first one
         out["baseline_copy_first_psnr"] = out["baseline_copy_last_psnr"]
+    out["gain_db"] = ev.psnr - ev.baseline_copy_last_psnr
+    # the first predicted frame: a model that repaints what it could copy loses here first
+    out["first_frame"] = {"psnr": ev.psnr_per_frame[0], "baseline_psnr": ev.baseline_per_frame[0],
+                          "gain_db": ev.psnr_per_frame[0] - ev.baseline_per_frame[0]}
     return out
+
+
+def frame_table(result: dict, baseline: str, rows: int = 12) -> str:
+    """Per-frame PSNR of the model (mean over samples) against the copying baseline, as text:
+    every frame of a short horizon, else frames 1, 2, 3 and then spaced out to the last."""
+    model, base = result["psnr_per_frame"], result["baseline_per_frame"]
+    n = len(model)
+    picks = list(range(n)) if n <= rows else sorted(
+        {0, 1, 2, n - 1, *np.geomspace(4, n, rows - 4).round().astype(int) - 1})
+    lines = [f"{'frame':>6} {'model':>7} {baseline:>10} {'gain':>7}"]
+    for k in picks:
+        lines.append(f"{k + 1:>6} {model[k]:7.2f} {base[k]:10.2f} {model[k] - base[k]:+7.2f}")
+    lines.append(f"{'mean':>6} {result['psnr']:7.2f} {result['baseline_copy_last_psnr']:10.2f} "
+                 f"{result['gain_db']:+7.2f}  (PSNR dB, mean of {result['samples']} sample(s), "
+                 f"{result['n_sequences']} sequence(s))")
+    return "\n".join(lines)
 
 
 class SubmissionWriter:

@@ -13,6 +13,7 @@ Run directory layout:
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import random
 import sys
@@ -25,7 +26,7 @@ import torch
 
 from vpsearch.config import Config
 from vpsearch.data import WindowSampler, load_split
-from vpsearch.data.base import DataError, VideoSet
+from vpsearch.data.base import DataError, VideoSet, training_windows
 from vpsearch.models import DataShape, build_model
 from vpsearch.training.checkpoint import rng_state, save_checkpoint
 from vpsearch.training.device import grad_scaler, select_device, set_threads
@@ -36,6 +37,8 @@ from vpsearch.training.resume import resume as resume_run
 from vpsearch.training.schedules import KLAnnealing, TeacherForcing, lr_factor
 from vpsearch.training.plots import plot_run
 from vpsearch.training.visualize import write_gif, write_strip
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,7 +69,8 @@ def seed_everything(seed: int) -> None:
 def data_shape(data: VideoSet) -> DataShape:
     h, w, c = data.frame_shape
     cond_channels = int(data.cond.shape[-1]) if data.cond_kind == "image" else 0
-    return DataShape(channels=c, height=h, width=w, cond_dim=data.cond_dim, cond_channels=cond_channels)
+    return DataShape(channels=c, height=h, width=w, cond_dim=data.cond_dim, cond_channels=cond_channels,
+                     cond_parts=tuple(data.cond_parts or ()))
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -114,7 +118,10 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         model = model.to(memory_format=torch.channels_last)
         model.memory_format = torch.channels_last
     optimizer = make_optimizer(model, cfg)
-    windows = train_set.windows(cfg.data.window, cfg.data.window_stride)
+    windows, length, note = training_windows(train_set, cfg.data.n_past, cfg.data.window, cfg.data.window_stride,
+                                             cfg.train.batch_size, cfg.data.train_split)
+    if note:
+        log.warning("%s", note)
     check_data_serves(cfg, val_set, len(windows))
     sampler_gen = torch.Generator().manual_seed(cfg.train.seed)
     teacher_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
@@ -147,7 +154,7 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         limit = int(len(windows) * cfg.data.fast_train_fraction) if fast else None
         batches = sampler.epoch(cfg.train.steps_per_epoch, limit)
         t0 = time.perf_counter()
-        stats = train_epoch(ctx, train_set, windows, batches, epoch, on_step=progress.update_step)
+        stats = train_epoch(ctx, train_set, windows, batches, epoch, on_step=progress.update_step, length=length)
         row = {"epoch": epoch, **{k: v for k, v in stats.items() if k != "train_seconds"}, "lr": lr}
         if lr > 0:
             row["log10_lr"] = math.log10(lr)
