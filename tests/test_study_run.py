@@ -54,6 +54,14 @@ def open_study(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(url).storage)
 
 
+def trials_so_far(url: str, name: str, states=None) -> list:
+    """The study's trials while a launcher may still be creating it: none until the study exists."""
+    try:
+        return open_study(url, name).get_trials(states=states)
+    except KeyError:  # the journal file exists before the study record is written to it
+        return []
+
+
 def journal(root: Path) -> str:
     return f"journal:{root / 'optuna-journal.log'}"
 
@@ -153,7 +161,7 @@ def test_sigkilled_worker_trial_is_rerun_by_the_launcher(tmp_path, pushing_root)
     try:
         url = journal(root)
         wait_for(lambda: (root / "optuna-journal.log").exists(), what="the journal")
-        victim = wait_for(lambda: next((t for t in open_study(url, "tiny").get_trials(states=(TrialState.RUNNING,))
+        victim = wait_for(lambda: next((t for t in trials_so_far(url, "tiny", (TrialState.RUNNING,))
                                         if TrialRecord.of(t).config), None), what="a trial training")
         os.kill(int(TrialRecord.of(victim).worker.rsplit(":", 1)[1]), signal.SIGKILL)
         out, _ = proc.communicate(timeout=180)
@@ -183,7 +191,7 @@ def test_ctrl_c_requeues_the_running_trial_and_resume_runs_only_what_is_missing(
         wait_for(lambda: (root / "optuna-journal.log").exists(), what="the journal")
         # interrupt while the second trial trains (the first has finished)
         wait_for(lambda: [(t.state, bool(TrialRecord.of(t).config))
-                          for t in open_study(url, "tiny").get_trials()][:2]
+                          for t in trials_so_far(url, "tiny")][:2]
                  == [(TrialState.COMPLETE, True), (TrialState.RUNNING, True)], what="trial 1 training")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
