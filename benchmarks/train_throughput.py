@@ -32,7 +32,7 @@ from vpsearch.training.device import autocast
 from vpsearch.training.engine import StepContext, train_epoch
 from vpsearch.training.losses import kl_gaussian
 from vpsearch.training.schedules import KLAnnealing, TeacherForcing
-from vpsearch.training.trainer import make_optimizer
+from vpsearch.training.trainer import data_shape, make_optimizer
 
 
 class PngWindows(torch.utils.data.Dataset):
@@ -66,7 +66,8 @@ def reference_step(model, opt, x, c, n_past: int, beta: float) -> None:
         mu, logvar, state["post"] = model.posterior(h_t, state["post"])
         mu_p, logvar_p, state["prior"] = model.prior(h_prev, state["prior"])
         g, state["pred"] = model.predictor(torch.cat([h_prev, reparameterize(mu, logvar), c[:, t]], 1), state["pred"])
-        x_hat = model.decoder(g, state["skip"])
+        pixels = {"anchor": x[:, n_past - 1], "previous": x[:, t - 1]}  # the compositing head's sources
+        x_hat = model.compositor(model.decoder(g, state["skip"]), pixels)
         mse = mse + torch.nn.functional.mse_loss(x_hat, x[:, t])
         kl = kl + kl_gaussian(mu, logvar, mu_p, logvar_p)
     opt.zero_grad()
@@ -76,7 +77,7 @@ def reference_step(model, opt, x, c, n_past: int, beta: float) -> None:
 
 def time_reference(cfg, root: Path, steps: int) -> float:
     torch.manual_seed(0)
-    model = build_model(cfg.model, DataShape(cond_dim=7))
+    model = build_model(cfg.model, DataShape(cond_dim=7, cond_parts=(("action", 4), ("position", 3))))
     opt = make_optimizer(model, cfg)
     loader = torch.utils.data.DataLoader(PngWindows(root / cfg.data.train_split, cfg.data.window),
                                          batch_size=cfg.train.batch_size, shuffle=True, num_workers=0)
@@ -94,7 +95,7 @@ def time_reference(cfg, root: Path, steps: int) -> float:
 def time_engine(cfg, steps: int) -> float:
     torch.manual_seed(0)
     data = load_split(cfg.data, cfg.data.train_split)
-    model = build_model(cfg.model, DataShape(cond_dim=data.cond_dim))
+    model = build_model(cfg.model, data_shape(data))
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
         model.memory_format = torch.channels_last

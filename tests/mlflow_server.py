@@ -92,6 +92,7 @@ class Explode(Reporter):
 @dataclass
 class Trial:
     number: int
+    name: str  # its MLflow run name
     state: str
     reason: str | None
     handle: Any  # the TrialTracker: its run id appears once the run exists in MLflow
@@ -116,9 +117,11 @@ class TinyStudy:
 
 
 def run_trial(tracker: Any, number: int, cfg: Config, run_dir: Path, extra: Reporter | None = None,
-              tags: dict[str, str] | None = None) -> Trial:
+              tags: dict[str, str] | None = None, params: dict[str, Any] | None = None) -> Trial:
     """What the study driver does per trial: trial tracker as a Reporter, close in a finally."""
-    t = tracker.trial(number, cfg, {"sampler": "random", "device": "cpu", **(tags or {})})
+    from vpsearch.tracking.names import trial_run_name
+
+    t = tracker.trial(number, cfg, {"sampler": "random", "device": "cpu", **(tags or {})}, params)
     state, reason, best = "FAIL", None, -math.inf
     try:
         result = fit(cfg, run_dir, reporter=Reporters(t, extra))
@@ -129,13 +132,14 @@ def run_trial(tracker: Any, number: int, cfg: Config, run_dir: Path, extra: Repo
         reason = f"{type(e).__name__}: {e}"
     finally:
         t.close(state, reason)
-    return Trial(number, state, reason, t, run_dir, cfg, best)
+    return Trial(number, trial_run_name(number, params), state, reason, t, run_dir, cfg, best)
 
 
 @pytest.fixture(scope="session")
 def tiny_study(mlflow_server, pushing_root, tmp_path_factory) -> TinyStudy:
     """Four trials tracked into the session server: two complete (different lr and seed),
-    one pruned after its first epoch, one failed; top-1 checkpoint retention."""
+    one pruned after its first epoch, one failed; top-1 checkpoint retention; runs named by
+    their lr (`t1 lr=5e-4`), the runs table's view set, the parent run told the study's progress."""
     from vpsearch.tracking import make_tracker
 
     root = tmp_path_factory.mktemp("tiny-study-root")
@@ -148,7 +152,15 @@ def tiny_study(mlflow_server, pushing_root, tmp_path_factory) -> TinyStudy:
             (tiny_config(pushing_root, "optim.lr=0.0005", "train.seed=2"), None),
             (tiny_config(pushing_root, "optim.lr=0.002", "train.seed=3"), StopAt(0)),
             (tiny_config(pushing_root, "optim.lr=0.002", "train.seed=4"), Explode())]
+    tracker.set_view("val_psnr", ["optim.lr"])
     for number, (cfg, extra) in enumerate(plan):
-        study.trials.append(run_trial(tracker, number, cfg, root / "trials" / f"trial-{number}", extra))
+        study.trials.append(run_trial(tracker, number, cfg, root / "trials" / f"trial-{number}", extra,
+                                      params={"optim.lr": cfg.optim.lr}))
+        done = [t for t in study.trials if t.state == "COMPLETE"]
+        best = max(done, key=lambda t: t.best_psnr) if done else None
+        tracker.study_progress(len(study.trials), {
+            "trials/complete": len(done), "trials/pruned": len(study.by_state("PRUNED")),
+            "trials/failed": len(study.by_state("FAIL")), **({"val/psnr_best": best.best_psnr} if best else {})},
+            {"best_trial": best.name} if best else {})
     tracker.close()
     return study

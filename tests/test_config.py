@@ -13,6 +13,7 @@ def test_shipped_configs_load_and_have_the_lab_defaults():
     assert (dance.data.height, dance.data.width, dance.data.window) == (32, 64, 16)
     assert (dance.model.f_dim, dance.model.l_dim, dance.model.n_dim, dance.model.d_out_dim) == (128, 32, 12, 192)
     assert dance.optim.milestones == [2, 5] and dance.optim.grad_clip == 1.0
+    assert bair.model.composite == [] and dance.model.composite == []  # the labs' direct output
 
 
 def test_overrides_apply_after_yaml():
@@ -29,6 +30,8 @@ def test_overrides_apply_after_yaml():
     ("train.batch_size=0", "field train.batch_size"),
     ("nosection.x=1", "field nosection: unknown key"),
     ("train.epochs", "expected section.key=value"),
+    ("model.composite=[anchor, anchor]", "field model.composite: Value error, each source at most once"),
+    ("model.composite=[background]", "field model.composite"),
 ])
 def test_bad_overrides_name_the_field(override, needle):
     with pytest.raises(ConfigError) as e:

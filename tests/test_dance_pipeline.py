@@ -122,3 +122,15 @@ def test_predict_refuses_an_empty_test_set(tmp_path, tiny_dance_cfg):
                         DataShape(height=32, width=64, cond_channels=3))
     with pytest.raises(DataError, match="no sequence"):
         rollout_to_files(model, tiny_dance_cfg(), empty, torch.device("cpu"), tmp_path, "all", None)
+
+
+def test_frame_table_shows_the_first_frames_then_spaced_out_to_the_last():
+    from vpsearch.training.predict import frame_table
+
+    n = 629
+    res = {"psnr_per_frame": [30.0 - k / 100 for k in range(n)], "baseline_per_frame": [25.0] * n,
+           "psnr": 27.0, "baseline_copy_last_psnr": 25.0, "gain_db": 2.0, "samples": 1, "n_sequences": 5}
+    lines = frame_table(res, "copy-first").splitlines()
+    frames = [int(ln.split()[0]) for ln in lines[1:-1]]
+    assert frames[:3] == [1, 2, 3] and frames[-1] == 629 and frames == sorted(set(frames)) and len(frames) <= 12
+    assert lines[1].split() == ["1", "30.00", "25.00", "+5.00"] and lines[0].split()[2] == "copy-first"

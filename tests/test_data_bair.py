@@ -31,6 +31,7 @@ def first_seq(root, split="train"):
 def test_loads_generated_data_exactly(root):
     data = load_bair(root, "train", cfg_for(root))
     assert len(data) == 8 and data.frames.shape == (8 * 30, 64, 64, 3) and data.cond_dim == 7
+    assert data.cond_parts == [("action", 4), ("position", 3)]  # the model indexes the two apart
     seq = root / "train" / data.names[2]
     png = np.asarray(Image.open(seq / "5.png").convert("RGB"))
     assert np.array_equal(data.frames[data.starts[2] + 5], png)
@@ -72,7 +73,7 @@ def test_unconditional_data_has_no_cond(root):
     for p in (root / "validate").rglob("*.csv"):
         p.unlink()
     data = load_bair(root, "validate", cfg_for(root))
-    assert data.cond is None and data.cond_dim == 0
+    assert data.cond is None and data.cond_dim == 0 and data.cond_parts is None
     assert "cond" not in data.batch(data.windows(12), 12)
 
 
@@ -210,5 +211,6 @@ def test_one_csv_gives_that_condition_alone(root, drop, dim):
     data = load_bair(root, "test", cfg_for(root))
     seq = root / "test" / data.names[0]
     kept = "actions.csv" if dim == 4 else "endeffector_positions.csv"
-    assert data.cond_dim == dim
+    assert data.cond_dim == dim and data.cond_parts == [("action" if dim == 4 else "position", dim)]
+    assert load_bair(root, "test", cfg_for(root)).cond_parts == data.cond_parts  # from the cache too
     assert np.allclose(data.cond[:30], np.loadtxt(seq / kept, delimiter=","), atol=1e-6)

@@ -29,13 +29,13 @@ def test_lost_trial_ends_its_run_failed_and_counts_the_dead_worker_out(tmp_path,
     live.ensure_parent({"name": "lost"}, "random", "postgresql://db/optuna", parent_run_id=parent)
     rerun = live.trial(2, cfg, {})  # the re-run of trial 1, on a live worker
     live.lost_trial(1, orphan.run_id, "gpu-7:4242", REASON)
-    live.lost_trial(0, _run_id(live, parent, "trial-0"), None, "reaped after it finished")
+    live.lost_trial(0, _run_id(live, parent, "t0"), None, "reaped after it finished")
     live.sender.wait()
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     lost = client.get_run(orphan.run_id)
     assert lost.info.status == "FAILED" and lost.info.end_time
     assert lost.data.tags[names.TAG_STATE] == "FAIL" and lost.data.tags[names.TAG_REASON] == REASON
-    finished = client.get_run(_run_id(live, parent, "trial-0"))
+    finished = client.get_run(_run_id(live, parent, "t0"))
     assert finished.info.status == "FINISHED" and names.TAG_REASON not in finished.data.tags  # left alone
     tags = client.get_run(parent).data.tags
     assert tags[dead.worker_key] == "done" and tags[live.worker_key] == "running"

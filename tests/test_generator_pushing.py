@@ -45,11 +45,15 @@ def test_positions_are_the_clipped_sum_of_the_actions(validate_split):
     for seq in validate_split:
         act, pos = csv(seq / "actions.csv"), csv(seq / "endeffector_positions.csv")
         assert act.shape == (12, 4) and pos.shape == (12, 3)
-        assert np.all(act[0] == 0) and set(np.unique(act[:, 3])) <= {0.0, 1.0}
+        assert set(np.unique(act[:, 3])) <= {0.0, 1.0}
         assert np.abs(act[:, :3]).max() <= 1
-        # row t of actions moves the position shown in frame t-1 to the one shown in frame t
-        expect = np.clip(pos[:-1] + SPEED * act[1:, :3], lo, hi)
+        # the real set's timing: row t of actions moves the position shown in frame t to the
+        # one shown in frame t+1, and the last row is a real command too
+        expect = np.clip(pos[:-1] + SPEED * act[:-1, :3], lo, hi)
         assert np.allclose(pos[1:], expect, atol=2e-6)
+        assert np.abs(act[-1, :3]).max() > 0 and np.abs(act[0, :3]).max() > 0
+        # the previous convention (row t = command between t-1 and t) does not fit the data
+        assert not np.allclose(pos[1:], np.clip(pos[:-1] + SPEED * act[1:, :3], lo, hi), atol=1e-3)
 
 
 def test_gripper_pushes_an_object_only_when_low():
@@ -112,3 +116,25 @@ def test_splits_differ_and_bad_arguments_are_refused(tmp_path):
     assert len(firsts) == 3
     with pytest.raises(ValueError, match="seed >= 0"):
         make_pushing(tmp_path / "q", seed=-1)
+
+
+def test_gripper_and_position_rows_describe_the_frames_as_drawn(monkeypatch):
+    """Position row t is drawn in frame t; the gripper of action row t is drawn in frame t+1."""
+    from vpsearch.data.generators import pushing
+
+    drawn = []
+    orig = pushing._Scene.render
+
+    def spy(self, p, grip, *a):
+        drawn.append((np.array(p), grip))
+        return orig(self, p, grip, *a)
+
+    monkeypatch.setattr(pushing._Scene, "render", spy)
+    toggles = 0
+    for seed in range(4):
+        drawn.clear()
+        _, act, pos = pushing.simulate(np.random.default_rng(seed), 30, 16)
+        assert np.allclose(np.stack([p for p, _ in drawn]), pos)
+        assert [g for _, g in drawn[1:]] == act[:-1, 3].tolist()
+        toggles += int(np.abs(np.diff(act[:, 3])).sum())
+    assert toggles > 0  # the gripper did change, so the timing above was tested

@@ -3,11 +3,17 @@ import torch
 
 from vpsearch.config import DanceModelConfig, SVGModelConfig
 from vpsearch.models import DataShape, build_model
-from vpsearch.models.base import cond_at
-from vpsearch.models.dance import Compositor, warp
+from vpsearch.models.base import cond_at, whole
+from vpsearch.models.compose import Compositor, warp
 from vpsearch.training.engine import sequence_loss
 
 SVG_VARIANTS = [(b, p) for b in ("vgg64", "dcgan64") for p in ("learned", "fixed")]
+BAIR_COND = (("action", 4), ("position", 3))  # the BAIR loader's columns: actions.csv, then positions
+BAIR = DataShape(cond_dim=7, cond_parts=BAIR_COND)
+
+
+def tiny_svg(**kw) -> SVGModelConfig:
+    return SVGModelConfig(**{"backbone": "dcgan64", "nf": 8, "g_dim": 16, "z_dim": 4, "rnn_size": 16, **kw})
 
 
 @pytest.mark.parametrize("backbone,prior", SVG_VARIANTS)
@@ -15,7 +21,7 @@ SVG_VARIANTS = [(b, p) for b in ("vgg64", "dcgan64") for p in ("learned", "fixed
 def test_svg_shapes_forward_backward(backbone, prior, cond_dim):
     torch.manual_seed(0)
     model = build_model(SVGModelConfig(backbone=backbone, prior=prior, nf=8, g_dim=16, z_dim=4, rnn_size=16),
-                        DataShape(cond_dim=cond_dim))
+                        DataShape(cond_dim=cond_dim, cond_parts=BAIR_COND if cond_dim else ()))
     frames = torch.rand(3, 5, 3, 64, 64)
     cond = torch.randn(3, 5, cond_dim) if cond_dim else None
     teacher = torch.tensor([[True] * 5, [False] * 5, [True, False] * 2 + [True]])
@@ -34,7 +40,7 @@ def test_svg_shapes_forward_backward(backbone, prior, cond_dim):
 @pytest.mark.parametrize("batch", [1, 2, 5])
 def test_batch_size_is_free_and_generation_shapes(batch):
     model = build_model(SVGModelConfig(backbone="dcgan64", nf=8, g_dim=16, z_dim=4, rnn_size=16),
-                        DataShape(cond_dim=7)).eval()
+                        BAIR).eval()
     out = list(model.generate(torch.rand(batch, 2, 3, 64, 64), torch.randn(batch, 12, 7), 10))
     assert len(out) == 10 and out[0].shape == (batch, 3, 64, 64)
 
@@ -53,31 +59,140 @@ def test_dance_model_shapes_forward_backward():
     assert len(gen) == 5 and gen[-1].shape == (2, 3, 32, 64)
 
 
-def test_condition_index_is_one_rule():
+def test_condition_rows_are_one_rule():
     cond = torch.arange(5.0).view(1, 5, 1)
-    assert cond_at(cond, 3, "current").item() == 3.0
-    assert cond_at(cond, 3, "previous").item() == 2.0
-    assert cond_at(cond, 3, "both").flatten().tolist() == [2.0, 3.0]  # c_{t-1} then c_t
+    assert cond_at(cond, 3, whole("current")).item() == 3.0
+    assert cond_at(cond, 3, whole("previous")).item() == 2.0
+    assert cond_at(cond, 3, whole("both")).flatten().tolist() == [2.0, 3.0]  # c_{t-1} then c_t
 
 
-def test_generation_uses_the_same_condition_row_as_training():
-    """The step predicting frame t must see c_t in training and generation alike."""
-    model = build_model(SVGModelConfig(backbone="dcgan64", nf=8, g_dim=16, z_dim=4, rnn_size=16),
-                        DataShape(cond_dim=1)).eval()
+def bair_rows(frames: int) -> torch.Tensor:
+    """(1, T, 7): action columns hold 10 * t + column, position columns 100 + 10 * t + column."""
+    t = torch.arange(frames, dtype=torch.float32).view(1, frames, 1)
+    return torch.cat([10 * t + torch.arange(4.0), 100 + 10 * t + torch.arange(4.0, 7.0)], 2)
+
+
+@pytest.mark.parametrize("action,position,expect", [
+    ("previous", "current", lambda t: [10 * (t - 1) + c for c in range(4)] + [100 + 10 * t + c for c in range(4, 7)]),
+    ("current", "previous", lambda t: [10 * t + c for c in range(4)] + [100 + 10 * (t - 1) + c for c in range(4, 7)]),
+    ("both", "current", lambda t: [10 * (t - 1) + c for c in range(4)] + [10 * t + c for c in range(4)]
+     + [100 + 10 * t + c for c in range(4, 7)]),
+    ("previous", "both", lambda t: [10 * (t - 1) + c for c in range(4)] + [100 + 10 * (t - 1) + c for c in range(4, 7)]
+     + [100 + 10 * t + c for c in range(4, 7)]),
+])
+def test_generation_uses_the_same_condition_rows_as_training(action, position, expect):
+    """Action and position columns are indexed apart, by one rule, in training and generation."""
+    model = build_model(tiny_svg(action_index=action, position_index=position), BAIR).eval()
+    assert model.predictor.embed.in_features == 16 + 4 + len(expect(1))
     seen = []
     orig = model.step
 
     def spy(prev, target, cond, state, t, n_past):
-        seen.append((t, cond[0, 0].item()))
+        seen.append((t, cond[0].tolist()))
         return orig(prev, target, cond, state, t, n_past)
 
     model.step = spy
-    cond = torch.arange(6.0).view(1, 6, 1)
+    cond = bair_rows(6)
     with torch.no_grad():
         model(torch.rand(1, 6, 3, 64, 64), cond, 2, torch.ones(1, 6, dtype=torch.bool))
         train_seen, seen[:] = list(seen), []
         list(model.generate(torch.rand(1, 2, 3, 64, 64), cond, 4))
-    assert train_seen == seen == [(t, float(t)) for t in range(1, 6)]
+    assert train_seen == seen == [(t, [float(v) for v in expect(t)]) for t in range(1, 6)]
+
+
+def test_condition_parts_must_cover_the_columns():
+    with pytest.raises(ValueError, match="do not add up"):
+        DataShape(cond_dim=7, cond_parts=(("action", 4),))
+    with pytest.raises(ValueError, match="kind 'torque'"):
+        build_model(tiny_svg(), DataShape(cond_dim=2, cond_parts=(("torque", 2),)))
+
+
+def test_old_checkpoints_keep_their_condition_rows():
+    """Before per-kind indices one model.cond_index served every column: loading such a
+    config and data shape must give the same rows."""
+    from vpsearch.config import config_from_dict, load_config
+
+    old = load_config("pushing-small").to_dict()
+    del old["model"]["action_index"], old["model"]["position_index"]
+    old["model"]["cond_index"] = "current"
+    cfg = config_from_dict(old)
+    assert (cfg.model.action_index, cfg.model.position_index) == ("current", "current")
+    shape = DataShape.from_dict({"channels": 3, "height": 64, "width": 64, "cond_dim": 7, "cond_channels": 0})
+    model = build_model(cfg.model, shape)
+    assert cond_at(bair_rows(4), 2, model.cond_parts)[0].tolist() == bair_rows(4)[0, 2].tolist()
+
+
+COMPOSITES = [[], ["anchor"], ["previous"], ["warped"], ["anchor", "warped"], ["anchor", "previous", "warped"]]
+
+
+@pytest.mark.parametrize("backbone", ["vgg64", "dcgan64"])
+@pytest.mark.parametrize("composite", COMPOSITES)
+def test_svg_composite_shapes_forward_backward(backbone, composite):
+    torch.manual_seed(0)
+    model = build_model(tiny_svg(backbone=backbone, composite=composite), BAIR)
+    frames, cond = torch.rand(2, 5, 3, 64, 64), torch.randn(2, 5, 7)
+    preds, stats = model(frames, cond, 2, torch.tensor([[True, True, True, False, False]] * 2))
+    assert preds.shape == (2, 4, 3, 64, 64) and ((preds >= 0) & (preds <= 1)).all()
+    sequence_loss(preds, frames, stats, 1e-2, "sum_batchmean")[0].backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    head = model.decoder.upc5[-1]
+    assert head.out_channels == 3 + Compositor.extra_channels(composite)
+    gen = list(model.eval().generate(frames[:, :2], cond, 3))
+    assert len(gen) == 3 and gen[0].shape == (2, 3, 64, 64)
+
+
+def force_source(model, source: str | None) -> None:
+    """Make the decoder head output constant logits: a mask picking `source` (None: all zero)."""
+    head = model.decoder.upc5[-1]
+    torch.nn.init.zeros_(head.weight)
+    with torch.no_grad():
+        head.bias.zero_()
+        if source is not None:
+            head.bias[3 + 1 + model.cfg.composite.index(source)] = 50.0
+
+
+@pytest.mark.parametrize("source", ["anchor", "previous", "warped"])
+def test_svg_composite_copies_the_source_its_mask_picks(source):
+    """A head whose mask picks the last context frame repeats it; one picking the previous
+    frame (or its zero-flow warp) repeats the model's own last output: copy-last exactly."""
+    model = build_model(tiny_svg(composite=["anchor", "previous", "warped"]), BAIR).eval()
+    force_source(model, source)
+    context = torch.rand(2, 2, 3, 64, 64)
+    frames = list(model.generate(context, torch.randn(2, 8, 7), 6))
+    for f in frames:
+        assert torch.allclose(f, context[:, 1], atol=1e-4)  # bilinear resampling rounds a little
+
+
+def test_svg_composite_off_is_the_plain_sigmoid_decoder():
+    torch.manual_seed(0)
+    plain = build_model(tiny_svg(), DataShape())
+    head = plain.decoder.upc5[-1]
+    assert head.out_channels == 3 and plain.compositor.sources == []
+    force_source(plain, None)
+    out = list(plain.eval().generate(torch.rand(1, 2, 3, 64, 64), None, 2))
+    assert all(torch.allclose(f, torch.full_like(f, 0.5)) for f in out)  # sigmoid(0)
+
+
+def make_prior_equal_posterior(model) -> None:
+    """q = p = N(0, I): the training pass and generation then draw the same z from one seed."""
+    for m in (model.posterior.mu, model.posterior.logvar):
+        torch.nn.init.zeros_(m.weight)
+        torch.nn.init.zeros_(m.bias)
+
+
+@pytest.mark.parametrize("composite", COMPOSITES)
+def test_training_on_own_frames_equals_generation(composite):
+    """With teacher forcing off, forward() is generate(): same frames, same conditions."""
+    torch.manual_seed(0)
+    model = build_model(tiny_svg(composite=composite, prior="fixed"), BAIR).eval()
+    make_prior_equal_posterior(model)
+    frames, cond = torch.rand(2, 7, 3, 64, 64), torch.randn(2, 7, 7)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        preds, _ = model(frames, cond, 2, torch.zeros(2, 7, dtype=torch.bool))
+        torch.manual_seed(1)
+        gen = torch.stack(list(model.generate(frames[:, :2], cond, 5)), 1)
+    assert torch.allclose(preds[:, 1:], gen, atol=1e-5)  # preds[:, 0] is frame 1, a context frame
 
 
 def test_svg_refuses_other_frame_sizes():
@@ -161,3 +276,82 @@ def test_generation_encodes_each_label_once_with_both_rows():
     model.encode_cond = lambda c: calls.append(1) or orig(c)
     list(model.generate(torch.rand(1, 1, 3, 8, 8), torch.rand(1, 12, 3, 8, 8), 11))
     assert len(calls) == 12  # labels 0..11, each once, though every step uses two
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_fed_back_frames_are_constants_only_when_detached(detach):
+    """detach_predictions: the own frame re-encoded for the next step carries no gradient;
+    the values, and so the loss, are the same either way."""
+    torch.manual_seed(0)
+    cfg = DanceModelConfig(f_dim=8, l_dim=4, n_dim=2, d_out_dim=8, **DANCE_OPTIONS)
+    model = build_model(cfg, DataShape(height=8, width=8, cond_channels=3))
+    fed, made = [], []
+    orig_encode, orig_step = model.encode, model.step
+    model.encode = lambda x: fed.append(x) or orig_encode(x)
+
+    def step(*a):
+        out = orig_step(*a)
+        made.append(out[0])
+        return out
+
+    model.step = step
+    frames, labels = torch.rand(2, 5, 3, 8, 8), torch.rand(2, 5, 3, 8, 8)
+    own_frames = torch.zeros(2, 5, dtype=torch.bool)
+    torch.manual_seed(1)
+    preds, _ = model(frames, labels, 1, own_frames, detach)
+    own = fed[1:]  # fed[0] is the batched encoding of the true frames
+    assert len(own) == 3 and all(x.requires_grad != detach for x in own)
+    # the last step's output reaches back to the first step's only without detaching
+    g = torch.autograd.grad(made[-1].sum(), made[0], allow_unused=True, retain_graph=True)[0]
+    assert g is None if detach else g.abs().sum() > 0
+    torch.manual_seed(1)
+    again, _ = model(frames, labels, 1, own_frames, not detach)
+    assert torch.equal(preds, again)
+
+
+@pytest.mark.parametrize("family", ["svg", "dance"])
+def test_copy_bias_starts_the_model_as_a_copier(family):
+    """An untrained model with a large copy_bias repeats the last given frame (copy-last);
+    without it, it paints its own pixels into the blend."""
+    torch.manual_seed(0)
+    if family == "svg":
+        cfg = tiny_svg(composite=["anchor", "warped"], copy_bias=30.0)
+        model, context, cond = build_model(cfg, BAIR), torch.rand(2, 2, 3, 64, 64), torch.randn(2, 5, 7)
+    else:
+        cfg = DanceModelConfig(f_dim=8, l_dim=4, n_dim=2, d_out_dim=8, composite=["anchor", "warped"], copy_bias=30.0)
+        model, context, cond = (build_model(cfg, DataShape(height=8, width=8, cond_channels=3)),
+                                torch.rand(2, 1, 3, 8, 8), torch.rand(2, 4, 3, 8, 8))
+    frames = list(model.eval().generate(context, cond, 3))
+    assert all(torch.allclose(f, context[:, -1], atol=1e-3) for f in frames)
+    model = build_model(cfg.model_copy(update={"copy_bias": 0.0}),
+                        BAIR if family == "svg" else DataShape(height=8, width=8, cond_channels=3)).eval()
+    assert not torch.allclose(next(iter(model.generate(context, cond, 1))), context[:, -1], atol=1e-2)
+
+
+def test_side_maps_tile_the_vector_beside_the_coordinates():
+    from vpsearch.models.backbones import side_maps
+
+    maps = side_maps(torch.tensor([[5.0, -2.0]]), torch.zeros(1, 8, 3, 4))
+    assert maps.shape == (1, 4, 3, 4)
+    assert (maps[0, 0] == 5).all() and (maps[0, 1] == -2).all()
+    assert maps[0, 2, 0].tolist() == pytest.approx([-1, -1 / 3, 1 / 3, 1]) and (maps[0, 2, :, 0] == -1).all()
+    assert maps[0, 3, :, 0].tolist() == [-1, 0, 1] and (maps[0, 3, 0] == -1).all()
+
+
+@pytest.mark.parametrize("backbone", ["vgg64", "dcgan64"])
+@pytest.mark.parametrize("cond", [0, 7])
+def test_condition_reaches_the_decoder_as_maps(backbone, cond):
+    torch.manual_seed(0)
+    cfg = tiny_svg(backbone=backbone, cond_to_decoder=True, composite=["anchor", "warped"])
+    model = build_model(cfg, BAIR if cond else DataShape())
+    frames = torch.rand(2, 5, 3, 64, 64)
+    c = torch.randn(2, 5, 7) if cond else None
+    preds, stats = model(frames, c, 2, torch.ones(2, 5, dtype=torch.bool))
+    assert preds.shape == (2, 4, 3, 64, 64)
+    sequence_loss(preds, frames, stats, 1e-2, "sum_batchmean")[0].backward()
+    assert all(p.grad is not None for p in model.parameters())
+    if cond:  # the decoder alone, same g and skips: a different condition draws differently
+        g, (_, skips) = torch.randn(2, 16), model.encoder(frames[:, 0])
+        a = model.decoder(g, skips, torch.zeros(2, 7))
+        b = model.decoder(g, skips, torch.ones(2, 7))
+        assert not torch.allclose(a, b)

@@ -75,11 +75,15 @@ def test_export_best_retrains_as_is(ran, capsys):
     env = json.loads((best / "environment.json").read_text())
     trial = study.trials[env["trial"]]
     cfg = load_config(best / "best.yaml")  # loads and validates
-    assert cfg.to_dict() == {**TrialRecord.of(trial).config, "name": "tiny-best"}  # the trial's config, as is
+    rec = TrialRecord.of(trial)
+    # the trial's config, as is, with the device and threads it trained with
+    expected = {**rec.config, "name": "tiny-best"}
+    expected["train"] = {**expected["train"], "device": rec.device, "num_threads": rec.threads}
+    assert cfg.to_dict() == expected
     for name in ("best.gif", "best.pt", "metrics.csv", "report.html", "report.md"):
         assert (best / name).is_file(), name
     capsys.readouterr()
-    assert main(["train", "--config", str(best / "best.yaml"), "--out", str(tmp / "retrain")]) == 0
+    assert main(["train", "--config", str(best / "best.yaml"), "--out", str(tmp / "retrain"), "--json"]) == 0
     # the same config and seed reproduce the trial's best PSNR
     rerun = json.loads(capsys.readouterr().out)
     assert rerun["best_val_psnr"] == pytest.approx(TrialRecord.of(trial).results.val_psnr_best, abs=1e-3)
@@ -91,7 +95,7 @@ def test_real_study_pages_render(ran, browser):  # noqa: F811
     report = root / "studies" / "tiny" / "report" / "report.html"
     if not report.is_file():
         assert main(["report", "tiny", "--root", str(root)]) == 0
-    assert open_offline(browser, report) == len(REPORT_FIGURES)
+    assert open_offline(browser, report) == len(REPORT_FIGURES) - 1  # no replay was run
     screenshot(browser, "e2e_report.png")
     assert main(["dashboard", "tiny", "--root", str(root)]) == 0
     assert open_offline(browser, root / "studies" / "tiny" / "dashboard" / "index.html") > 0

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from postgres import find_bin, free_port, postgres_or_skip
-from test_study_run import QUIET, cli, open_study, run_cli, wait_for, write_study
+from test_study_run import QUIET, cli, open_study, run_cli, trials_so_far, wait_for, write_study
 
 from vpsearch.search.records import TrialRecord
 
@@ -37,8 +37,9 @@ def test_killed_remote_worker_is_detected_by_heartbeat_and_its_trial_rerun(tmp_p
                                           "--root", str(root), *QUIET),
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             me = f":{remote.pid}"
-            victim = wait_for(lambda: next((t for t in open_study(url, "tiny").get_trials(states=(TrialState.RUNNING,))
-                                            if str((TrialRecord.of(t).worker or "")).endswith(me)), None),
+            victim = wait_for(lambda: next((t for t in trials_so_far(url, "tiny", (TrialState.RUNNING,))
+                                            if str((TrialRecord.of(t).worker or "")).endswith(me)
+                                            and TrialRecord.of(t).config), None),  # training: params are set
                               what="a trial on the remote worker")
             remote.send_signal(signal.SIGKILL)  # no launcher watches it: only its heartbeat can tell
             remote.wait(timeout=30)

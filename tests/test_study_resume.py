@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 from optuna.trial import TrialState
-from test_study_run import QUIET, cli, journal, open_study, wait_for, write_study
+from test_study_run import QUIET, cli, journal, open_study, trials_so_far, wait_for, write_study
 
 from vpsearch.search.records import TrialRecord
 
@@ -27,7 +27,7 @@ def test_a_trial_killed_at_epoch_k_resumes_at_k(tmp_path, pushing_root):
     try:
         url = journal(root)
         wait_for(lambda: (root / "optuna-journal.log").exists(), what="the journal")
-        victim = wait_for(lambda: next((t for t in open_study(url, "tiny").get_trials()
+        victim = wait_for(lambda: next((t for t in trials_so_far(url, "tiny")
                                         if len(t.intermediate_values) >= 3), None), timeout=120, what="3 epochs")
         os.kill(int(TrialRecord.of(victim).worker.rsplit(":", 1)[1]), signal.SIGKILL)
         killed_curve = dict(victim.intermediate_values)

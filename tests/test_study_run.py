@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -53,6 +54,14 @@ def open_study(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(url).storage)
 
 
+def trials_so_far(url: str, name: str, states=None) -> list:
+    """The study's trials while a launcher may still be creating it: none until the study exists."""
+    try:
+        return open_study(url, name).get_trials(states=states)
+    except KeyError:  # the journal file exists before the study record is written to it
+        return []
+
+
 def journal(root: Path) -> str:
     return f"journal:{root / 'optuna-journal.log'}"
 
@@ -79,6 +88,12 @@ def test_two_workers_run_grid_with_repeats_record_everything_and_resume_runs_not
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 worker(s) on cpu x 1 thread(s)" in r.stdout
     assert "tiny: done 4/4 | running 0 | pruned 0 | failed 2 | best val_psnr" in r.stdout  # the progress line
+    # the last lines: the best value, the copy-last baseline and the gain, then what to run next
+    lines = r.stdout.strip().splitlines()
+    assert lines[-7].startswith("best val_psnr ") and "(seed 1" in lines[-7] and "lr=2e-3" in lines[-7]
+    assert lines[-6].startswith("copy-last baseline ") and " dB gains " in lines[-6]
+    assert lines[-5] == "next:" and [ln.split()[1] for ln in lines[-4:]] == ["report", "ui", "export-best", "study"]
+    assert all(f"tiny --root {root}" in ln for ln in lines[-4:])
     trials = open_study(journal(root), "tiny").get_trials()
     assert len(trials) == 4 and {t.state for t in trials} == {TrialState.COMPLETE, TrialState.FAIL}
     for t in trials:
@@ -119,6 +134,14 @@ def test_two_workers_run_grid_with_repeats_record_everything_and_resume_runs_not
         assert rec[t.number]["value"] == t.value
     table = run_cli("study", "status", "tiny", "--root", str(root)).stdout
     assert "non-finite loss" in table and "4/4 finished: 2 complete, 0 pruned, 2 failed" in table
+    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    rows = {ln.split()[0]: ln for ln in table.splitlines() if re.match(r"\d+ ", ln)}
+    assert len(rows) == 4
+    assert rows[str(best.number)].startswith(f"{best.number} *  COMPLETE  {best.value:.3f}")  # the best marked
+    assert all(re.search(r" (\d+m)?\d+s ", ln) for ln in rows.values())  # each trial's duration
+    assert f"* best: trial {best.number}, val_psnr {best.value:.3f}" in table
+    listed = run_cli("study", "list", "--root", str(root)).stdout
+    assert re.search(rf"^  tiny +4/4 +val_psnr {best.value:.3f} \(trial {best.number}\) +grid ", listed, re.M)
     missing = run_cli("study", "status", "nope", "--root", str(root))
     assert missing.returncode == 2
     assert missing.stderr.strip() == (f"vpsearch: error: study 'nope' not found in storage {journal(root)} "
@@ -138,7 +161,7 @@ def test_sigkilled_worker_trial_is_rerun_by_the_launcher(tmp_path, pushing_root)
     try:
         url = journal(root)
         wait_for(lambda: (root / "optuna-journal.log").exists(), what="the journal")
-        victim = wait_for(lambda: next((t for t in open_study(url, "tiny").get_trials(states=(TrialState.RUNNING,))
+        victim = wait_for(lambda: next((t for t in trials_so_far(url, "tiny", (TrialState.RUNNING,))
                                         if TrialRecord.of(t).config), None), what="a trial training")
         os.kill(int(TrialRecord.of(victim).worker.rsplit(":", 1)[1]), signal.SIGKILL)
         out, _ = proc.communicate(timeout=180)
@@ -168,7 +191,7 @@ def test_ctrl_c_requeues_the_running_trial_and_resume_runs_only_what_is_missing(
         wait_for(lambda: (root / "optuna-journal.log").exists(), what="the journal")
         # interrupt while the second trial trains (the first has finished)
         wait_for(lambda: [(t.state, bool(TrialRecord.of(t).config))
-                          for t in open_study(url, "tiny").get_trials()][:2]
+                          for t in trials_so_far(url, "tiny")][:2]
                  == [(TrialState.COMPLETE, True), (TrialState.RUNNING, True)], what="trial 1 training")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)

@@ -102,7 +102,13 @@ class RecordingTracker(StudyTracker):
         self.log.append(("ensure_parent", sampler, parent_run_id))
         return "parent-1"
 
-    def trial(self, number, config, tags):
+    def set_view(self, objective, params):
+        self.log.append(("set_view", objective, params))
+
+    def study_progress(self, step, metrics, tags):
+        self.log.append(("progress", step, metrics["trials/complete"], sorted(tags)))
+
+    def trial(self, number, config, tags, params=None):
         log = self.log
 
         class T(TrialTracker):
@@ -114,7 +120,7 @@ class RecordingTracker(StudyTracker):
 
             def close(self, state, reason=None):
                 log.append(("close", number, state, reason))
-        log.append(("trial", number, tags["seed"], tags["repeat"], config.train.seed))
+        log.append(("trial", number, tags["seed"], tags["repeat"], config.train.seed, sorted(params)))
         return T()
 
     def close(self):
@@ -123,16 +129,20 @@ class RecordingTracker(StudyTracker):
 
 def test_worker_follows_the_tracking_lifecycle(tmp_path, pushing_root, monkeypatch):
     log: list = []
-    monkeypatch.setattr("vpsearch.search.worker.make_tracker", lambda uri, root, name: RecordingTracker(log))
+    monkeypatch.setattr("vpsearch.search.worker.make_tracker", lambda uri, root, name, **kw: RecordingTracker(log))
     monkeypatch.setattr("vpsearch.search.launcher.make_study_tracker", lambda uri, root, name: RecordingTracker(log))
     plan, url, study = create(tmp_path, pushing_root, repeats=2, budget={"n_trials": 2, **ONE_EPOCH})
     record = StudyRecord.of(study)
     assert record.mlflow_parent_run_id == "parent-1" and record.mlflow_tracking_uri == "off"
     work(url, tmp_path)
-    assert log == [("ensure_parent", "random", None), ("tracker_close",),  # the creator stores the parent
-                   ("ensure_parent", "random", "parent-1"),  # a worker nests under it
-                   ("trial", 0, "1", "0", 1), ("report", 0, 0), ("close", 0, "COMPLETE", None),
-                   ("trial", 1, "2", "1", 2), ("report", 1, 0), ("close", 1, "COMPLETE", None),
+    # the creator stores the parent and the runs table's view; the worker nests under the parent,
+    # names each run by its params, and tells the parent the study's progress after each trial
+    assert log == [("ensure_parent", "random", None), ("set_view", "val_psnr", ["optim.lr"]), ("tracker_close",),
+                   ("ensure_parent", "random", "parent-1"),
+                   ("trial", 0, "1", "0", 1, ["optim.lr"]), ("report", 0, 0), ("close", 0, "COMPLETE", None),
+                   ("progress", 1, 1, ["best_trial"]),
+                   ("trial", 1, "2", "1", 2, ["optim.lr"]), ("report", 1, 0), ("close", 1, "COMPLETE", None),
+                   ("progress", 2, 2, ["best_trial"]),
                    ("tracker_close",)]
     trials = optuna.load_study(study_name="tiny", storage=open_storage(url).storage).get_trials()
     assert [TrialRecord.of(t).mlflow_run_id for t in trials] == ["run-0", "run-1"]

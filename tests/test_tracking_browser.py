@@ -1,5 +1,7 @@
-"""The MLflow UI, in headless Chromium, shows the study's parent run with its trial runs nested
-under it, and a trial's metric charts. Screenshots go to test-artifacts/."""
+"""The MLflow UI in headless Chromium, as `vpsearch ui` opens it: the study's runs table in the
+model-training workflow with the objective, baseline, searched param and state columns, best
+first; a trial's charts (lr readable), its description, and its labelled GIF and strip.
+Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -7,11 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from browser import ARTIFACTS, browser, screenshot  # noqa: F401 - browser is a fixture
+from vpsearch.tracking import ui
 
 pytest_plugins = ["mlflow_server"]
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+COLUMNS = ["val/psnr_best", "val/baseline_psnr", "optim.lr", "state"]
 
 
 def wait_for(driver, xpath: str, timeout: float = 30.0, count: int = 1) -> list:
@@ -24,80 +29,105 @@ def wait_for(driver, xpath: str, timeout: float = 30.0, count: int = 1) -> list:
     raise AssertionError(f"{count} x {xpath} not shown within {timeout:.0f} s")
 
 
-def tidy(driver) -> None:
-    """Model-training mode and no assistant panel: the view a user of vpsearch wants."""
-    for xpath in ("//button[@aria-label='Close']", "//*[normalize-space(text())='Model training']"):
-        for e in driver.find_elements("xpath", xpath):
-            if e.is_displayed():
-                e.click()
-                time.sleep(0.3)
-                break
+def close_assistant(driver) -> None:
+    """MLflow 3 opens its assistant panel beside every page of a fresh profile: close it."""
+    for e in driver.find_elements("xpath", "//button[@aria-label='Close']"):
+        if e.is_displayed():
+            e.click()
+            time.sleep(0.5)
+            return
 
 
-def show_study_runs(driver, base_url: str, experiment_id: str, study: str, n_trials: int) -> list[str]:
-    """Open the experiment's runs table, expand the parent run; returns the trial names shown."""
-    driver.get(f"{base_url}/#/experiments/{experiment_id}/runs")
-    wait_for(driver, f"//a[.//span[text()='{study}']]")
-    tidy(driver)
-    expand = wait_for(driver, f"//a[.//span[text()='{study}']]/ancestor::div[@role='gridcell']//button")[0]
-    expand.click()  # trial runs are nested under the study's run, collapsed at first
-    links = wait_for(driver, "//a[.//span[starts-with(text(), 'trial-')]]", count=n_trials)
-    return sorted(e.text for e in links)
+def in_view(driver, element) -> bool:
+    """Drawn inside the window (not scrolled off to the right of the table)."""
+    return driver.execute_script("const r = arguments[0].getBoundingClientRect();"
+                                 "return r.width > 0 && r.left >= 0 && r.right <= window.innerWidth;", element)
 
 
-def choose_columns(driver, names: list[str]) -> None:
-    """Toggle runs-table columns (metrics, params, tags, attributes) by their exact names."""
-    from selenium.webdriver.common.keys import Keys
-
-    wait_for(driver, "//button[normalize-space(.)='Columns']")[0].click()
-    box = wait_for(driver, "//input[@placeholder='Search columns']")[0]
-    for name in names:
-        box.send_keys(Keys.CONTROL, "a", Keys.DELETE, name)
-        time.sleep(0.4)
-        # the search highlights matches (<strong>val/psnr_best</strong>_of_n): compare whole titles
-        clicked = driver.execute_script("""
-            for (const node of document.querySelectorAll('[class*="tree-treenode"]')) {
-              const title = node.querySelector('[class*="tree-title"]');
-              if (title && title.textContent.trim() === arguments[0]) {
-                node.querySelector('[class*="tree-checkbox"]').click();
-                return true;
-              }
-            }
-            return false;""", name)
-        assert clicked, f"no column {name!r} in the Columns menu"
-    box.send_keys(Keys.ESCAPE)
-    time.sleep(0.5)
+def header(driver, name: str):
+    return wait_for(driver, f"//*[@role='columnheader']//*[normalize-space(text())='{name}']")[0]
 
 
-def show_trial_charts(driver, base_url: str, experiment_id: str, run_id: str) -> None:
-    """Open a trial's Model metrics tab, tall enough that every section draws its charts
-    (the page draws only the sections in view)."""
-    driver.set_window_size(1400, 2600)
-    driver.get(f"{base_url}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics")
-    wait_for(driver, "//*[contains(@class, 'js-plotly-plot')]//*[name()='svg']", count=2)
-    tidy(driver)
-    for chart in ("loss", "psnr", "kl_beta", "tfr"):
-        wait_for(driver, f"//*[normalize-space(text())='{chart}']")
-    time.sleep(1.0)  # let the last charts finish drawing before the picture
-
-
-def test_mlflow_ui_shows_the_study_and_its_trials(browser, mlflow_server, tiny_study):  # noqa: F811
-    names = show_study_runs(browser, mlflow_server.uri, tiny_study.experiment_id, tiny_study.name,
-                            len(tiny_study.trials))
-    assert names == [f"trial-{t.number}" for t in tiny_study.trials]
-    choose_columns(browser, ["Dataset", "Source", "Models", "val/psnr_best", "optim.lr", "state"])
+def test_vpsearch_ui_opens_the_study_runs_with_its_columns(browser, mlflow_server, tiny_study):  # noqa: F811
+    url, others = ui.study_page(mlflow_server.uri, mlflow_server.uri, None)  # what `vpsearch ui` prints
+    assert others == [] and url.endswith(f"/#/experiments/{tiny_study.experiment_id}/runs?"
+                                         "workflowType=machine_learning&viewStateShareKey=vpsearch")
+    browser.set_window_size(1400, 900)
+    browser.get(url)
+    for t in tiny_study.trials:  # every trial, named by what tells it apart (`t1 lr=5e-4`)
+        wait_for(browser, f"//a[.//span[text()='{t.name}']]")
+    close_assistant(browser)
+    time.sleep(1.0)
     body = browser.find_element("tag name", "body").text
+    assert "Model training" in body and "Runs" in body
+    assert "Traces\n0" not in body and "No data available" not in body  # not the GenAI overview
+    for name in COLUMNS:  # the saved view's columns, all on screen without scrolling
+        assert in_view(browser, header(browser, name)), name
     for state in ("COMPLETE", "PRUNED", "FAIL"):  # the state tag, visible per trial
         assert state in body, state
-    best = max(t.best_psnr for t in tiny_study.by_state("COMPLETE"))
-    assert str(best)[:5] in body  # the best-PSNR column shows the values (digits cut by the UI)
+    # best first: the study's row (its best so far) and the best trial share the top value
+    rows = browser.execute_script("""
+        return Array.from(document.querySelectorAll('[role=gridcell] a'))
+          .filter(a => a.offsetParent !== null && a.textContent.trim())
+          .sort((a, b) => a.getBoundingClientRect().top - b.getBoundingClientRect().top)
+          .map(a => a.textContent.trim());""")
+    best = max(tiny_study.by_state("COMPLETE"), key=lambda t: t.best_psnr)
+    assert set(rows[:2]) == {tiny_study.name, best.name}, rows
+    assert f"{best.best_psnr:.4f}"[:5] in body  # the objective column shows the values (cut by the UI)
     shot = screenshot(browser, "mlflow-study-runs.png", full_page=False)
     assert shot.stat().st_size > 10_000
 
-    trial = tiny_study.by_state("COMPLETE")[0]
-    show_trial_charts(browser, mlflow_server.uri, tiny_study.experiment_id, trial.run_id)
+
+def test_a_trial_shows_readable_charts_its_description_and_labelled_pictures(browser, mlflow_server,  # noqa: F811
+                                                                             tiny_study):
+    trial = max(tiny_study.by_state("COMPLETE"), key=lambda t: t.best_psnr)
+    base = f"{mlflow_server.uri}/#/experiments/{tiny_study.experiment_id}/runs/{trial.run_id}"
+    browser.set_window_size(1400, 2600)  # the page draws only the chart sections in view
+    browser.get(f"{base}/model-metrics?workflowType=machine_learning")
+    wait_for(browser, "//*[contains(@class, 'js-plotly-plot')]//*[name()='svg']", count=2)
+    close_assistant(browser)
+    for chart in ("loss", "psnr", "kl_weight", "tfr", "log10_lr"):
+        wait_for(browser, f"//*[normalize-space(text())='{chart}']")
+    time.sleep(1.0)  # let the last charts finish drawing before the picture
     body = browser.find_element("tag name", "body").text
-    for legend in ("train/loss", "val/psnr", "schedule/kl_beta", "schedule/tfr", "time/epoch_seconds"):
-        assert f"trial-{trial.number} ({legend})" in body, legend
-    shot = screenshot(browser, "mlflow-trial-charts.png", full_page=False)
-    assert shot.stat().st_size > 10_000 and Path(ARTIFACTS).is_dir()
+    for legend in ("train/loss", "val/psnr", "schedule/kl_weight", "schedule/tfr", "train/log10_lr"):
+        assert f"{trial.name} ({legend})" in body, legend
+    # lr 2e-3 charts as a flat 0 on a +-1 axis; its log10 sits at -2.7 on an axis labelled around it
+    ticks = [e.text for e in browser.find_elements("xpath", "//*[normalize-space(text())='log10_lr']/ancestor::*"
+                                                             "[.//*[contains(@class, 'js-plotly-plot')]][1]"
+                                                             "//*[contains(@class, 'ytick')]/*[name()='text']")]
+    assert ticks and all(t.replace("\u2212", "-").startswith("-") for t in ticks), ticks  # -3, -2.5, ...
+    assert screenshot(browser, "mlflow-trial-charts.png", full_page=False).stat().st_size > 10_000
+
+    browser.set_window_size(1400, 1000)
+    browser.get(f"{base}/overview?workflowType=machine_learning")
+    wait_for(browser, "//*[contains(text(), 'predicted frame index')]")  # the run documents its axes
+    close_assistant(browser)
+    screenshot(browser, "mlflow-trial-overview.png", full_page=False)
+
+    for rel, shot in (("samples/best.gif", "mlflow-trial-gif.png"), ("samples/best_strip.png", "mlflow-trial-strip.png")):
+        browser.get("about:blank")  # a full load: a hash change alone keeps the previous artifact on screen
+        browser.get(f"{base}/artifacts/{rel}?workflowType=machine_learning")
+        close_assistant(browser)
+        local = Image.open(trial.run_dir / rel)
+        size, deadline = None, time.monotonic() + 30
+        while time.monotonic() < deadline and size != list(local.size):  # the page swaps the previous image out
+            time.sleep(0.3)
+            imgs = [i for i in browser.find_elements("xpath", "//img[contains(@src, 'blob:')]") if i.is_displayed()]
+            img = imgs[0] if imgs else None
+            size = browser.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]",
+                                          img) if img else None
+        assert size == list(local.size), (rel, size)  # the file, shown whole
+        # what the browser decoded: a white label band with dark text over the pictures
+        dark = browser.execute_script("""
+            const img = arguments[0], c = document.createElement('canvas');
+            c.width = img.naturalWidth; c.height = 16;
+            const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+            const d = g.getImageData(0, 0, c.width, 16).data;
+            let n = 0;
+            for (let i = 0; i < d.length; i += 4) if (Math.max(d[i], d[i + 1], d[i + 2]) < 100) n++;
+            return n;""", img)
+        assert dark > 40, (rel, dark)
+        time.sleep(0.5)
+        assert screenshot(browser, shot, full_page=False).stat().st_size > 10_000
+    assert Path(ARTIFACTS).is_dir()

@@ -73,13 +73,16 @@ def test_vpsearch_ui_serves_the_embedded_store(embedded):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen([sys.executable, "-m", "vpsearch.cli", "ui", "--root", str(work / "runs"),
-                             "--port", str(port)], stdout=subprocess.PIPE, text=True, env=env)
+                             "--port", str(port), "--no-browser"], stdout=subprocess.PIPE, text=True, env=env)
     try:
-        url = "http://" + _read_url(proc, 90)
-        assert url == f"http://127.0.0.1:{port}"
+        page = "http://" + _read_url(proc, 90)
+        url = f"http://127.0.0.1:{port}"
+        exp = MlflowClient(tracking_uri=embedded[1]).get_experiment_by_name("embedded-study").experiment_id
+        # the study's runs in the model-training workflow, not MLflow's GenAI overview
+        assert page == f"{url}/#/experiments/{exp}/runs?workflowType=machine_learning"
         with urllib.request.urlopen(f"{url}/api/2.0/mlflow/runs/get?run_id={trial.run_id}", timeout=10) as r:
             run = json.load(r)["run"]
-        assert run["info"]["run_name"] == "trial-0"
+        assert run["info"]["run_name"] == "t0"  # no searched params given: the number alone
         with urllib.request.urlopen(f"{url}/get-artifact?path=config.yaml&run_uuid={trial.run_id}", timeout=10) as r:
             assert r.read() == (trial.run_dir / "config.yaml").read_bytes()  # artifacts are browsable
     finally:

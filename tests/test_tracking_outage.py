@@ -81,11 +81,11 @@ def test_outage_mid_trial_loses_nothing(tmp_path, pushing_root, caplog, capsys):
         assert client.get_run(b.run_id).data.tags[names.TAG_STATE] == "COMPLETE"
 
         left = list(pending_streams(spool_root(root)))
-        assert {s.meta["run_name"] for s in left} == {"trial-0", "outage"}  # A's trial and parent-run ops
+        assert {s.meta["run_name"] for s in left} == {"t0", "outage"}  # A's trial and parent-run ops
         capsys.readouterr()
         assert main(["sync", "--root", str(root)]) == 0
         out = capsys.readouterr().out
-        assert "trial-0" in out and "runs complete" in out
+        assert "t0 (" in out and "runs complete" in out
         assert list(pending_streams(spool_root(root))) == []
         assert_trial_arrived(client, a, parent)
         assert client.get_run(parent).info.status == "FINISHED"  # A created it, its end was spooled

@@ -50,10 +50,11 @@ def test_study_is_one_experiment_with_a_parent_run(mlflow_server, tiny_study, tm
 def test_trial_runs_are_nested_named_and_tagged(mlflow_server, tiny_study):
     client = mlflow_server.client()
     runs = children(client, tiny_study)
-    assert sorted(runs) == ["trial-0", "trial-1", "trial-2", "trial-3"]
+    # named by number and what was searched: the trials' lr
+    assert sorted(runs) == ["t0 lr=2e-3", "t1 lr=5e-4", "t2 lr=2e-3", "t3 lr=2e-3"]
     expected = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
     for t in tiny_study.trials:
-        run = runs[f"trial-{t.number}"]
+        run = runs[t.name]
         assert run.info.run_id == t.run_id
         assert run.info.status == expected[t.state]
         tags = run.data.tags
@@ -63,12 +64,12 @@ def test_trial_runs_are_nested_named_and_tagged(mlflow_server, tiny_study):
         assert tags[names.TAG_HOST] and tags[names.TAG_GIT_COMMIT]
         assert tags.get(names.TAG_REASON) == t.reason
     assert [t.state for t in tiny_study.trials] == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL"]
-    assert "pruned after epoch 0" in runs["trial-2"].data.tags[names.TAG_REASON]
-    assert "loss exploded at epoch 0" in runs["trial-3"].data.tags[names.TAG_REASON]
+    assert "pruned after epoch 0" in runs["t2 lr=2e-3"].data.tags[names.TAG_REASON]
+    assert "loss exploded at epoch 0" in runs["t3 lr=2e-3"].data.tags[names.TAG_REASON]
     # repeats of one configuration (same params, other seeds) are found by the config hash
     same = client.search_runs([tiny_study.experiment_id],
                               f"tags.config_hash = '{tiny_study.trials[0].config.hash()}'")
-    assert sorted(r.info.run_name for r in same) == ["trial-0", "trial-2", "trial-3"]
+    assert sorted(r.info.run_name for r in same) == ["t0 lr=2e-3", "t2 lr=2e-3", "t3 lr=2e-3"]
 
 
 def test_params_are_the_full_flattened_config(mlflow_server, tiny_study):

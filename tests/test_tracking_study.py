@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -30,9 +31,24 @@ def test_study_run_tracks_every_trial_into_the_server(mlflow_server, pushing_roo
     runs = {r.info.run_name: r for r in client.search_runs(
         [exp.experiment_id], f"tags.`{names.MLFLOW_PARENT}` = '{parent_id}'")}
     trials = study.get_trials(deepcopy=False)
-    assert sorted(runs) == sorted(f"trial-{t.number}" for t in trials) and len(trials) == 2
-    for t in trials:
-        run = runs[f"trial-{t.number}"]
+    # runs are named by what tells them apart: number and searched params (`t0 lr=1.3e-3`)
+    expected = {names.trial_run_name(t.number, t.params): t for t in trials}
+    assert sorted(runs) == sorted(expected) and len(trials) == 2
+    assert all(name.startswith(f"t{t.number} lr=") for name, t in expected.items())
+    # the parent run: the best value so far, the best trial, trials by state (step = trials finished)
+    best = max(trials, key=lambda t: t.values[0])
+    assert parent.data.metrics["val/psnr_best"] == pytest.approx(best.values[0])
+    assert parent.data.metrics[names.TRIALS_COUNTS["complete"]] == 2
+    assert parent.data.metrics[names.TRIALS_COUNTS["pruned"]] == parent.data.metrics["trials/failed"] == 0
+    assert parent.data.tags[names.TAG_BEST_TRIAL] == names.trial_run_name(best.number, best.params)
+    # the runs table `vpsearch ui` opens: objective, baseline, the searched param, state, best first
+    view = json.loads(json.loads(exp.tags[names.MLFLOW_SHARED_VIEW + names.VIEW_KEY])["state"])
+    assert view["selectedColumns"] == ["metrics.`val/psnr_best`", "metrics.`val/baseline_psnr`",
+                                       "params.`optim.lr`", "tags.`state`"]
+    assert view["orderByKey"] == "metrics.`val/psnr_best`" and view["orderByAsc"] is False
+    for name, t in expected.items():
+        run = runs[name]
+        assert "predicted frame index" in run.data.tags[names.MLFLOW_NOTE]  # the run documents its axes
         assert run.info.run_id == TrialRecord.of(t).mlflow_run_id  # the study knows its run
         assert run.info.status == names.RUN_STATUS[t.state.name]
         assert run.data.tags[names.TAG_SAMPLER] == "random" and run.data.tags["trial"] == str(t.number)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from vpsearch.training import METRIC_COLUMNS, NonFiniteLossError, Reporter, fit
+from vpsearch.models.base import CondPart
 from vpsearch.training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 
 
@@ -22,13 +23,32 @@ def test_fit_writes_the_run_directory(tiny_cfg, tmp_path):
                  "samples/best_strip.png", "checkpoints/best.pt", "checkpoints/last.pt"):
         assert (run / name).is_file(), name
     assert result.best_psnr == max(r["val_psnr"] for r in result.history if "val_psnr" in r)
+    for r in rows:  # the largest step's norm beside the mean over the epoch's steps
+        assert float(r["grad_norm_max"]) >= float(r["grad_norm"]) > 0
+
+
+def test_grad_norm_max_is_the_largest_step_norm(tiny_cfg, tmp_path, monkeypatch):
+    from vpsearch.training import engine
+
+    norms = iter([1.0, 7.0, 2.0, 3.0])
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(engine.torch.nn.utils, "clip_grad_norm_",
+                        lambda params, max_norm: real(params, max_norm) * 0 + next(norms))
+    result = fit(tiny_cfg("train.steps_per_epoch=2"), tmp_path / "run")
+    assert [(h["grad_norm"], h["grad_norm_max"]) for h in result.history] == [(4.0, 7.0), (2.5, 3.0)]
 
 
 def test_checkpoint_round_trip_rebuilds_the_model(tiny_cfg, tmp_path):
     result = fit(tiny_cfg(), tmp_path / "run")
     model, cfg, payload = model_from_checkpoint(result.best_checkpoint)
     assert cfg == tiny_cfg()
-    assert payload["epoch"] == result.best_epoch and "optimizer" in payload and "rng" in payload
+    # best.pt: weights, config and history only; last.pt: everything a resume needs
+    assert payload["epoch"] == result.best_epoch and "optimizer" not in payload and "rng" not in payload
+    last = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert "optimizer" in last and "rng" in last and last["epoch"] == 1
+    assert result.best_checkpoint.stat().st_size < 0.6 * (result.run_dir / "checkpoints" / "last.pt").stat().st_size
+    assert payload["data_shape"]["cond_parts"] == (("action", 4), ("position", 3))
+    assert model.cond_parts == (CondPart(0, 4, cfg.model.action_index), CondPart(4, 7, cfg.model.position_index))
     sd = torch.load(result.best_checkpoint, weights_only=True)["model"]
     for k, v in model.state_dict().items():
         assert torch.equal(v, sd[k])

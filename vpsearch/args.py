@@ -11,14 +11,24 @@ from typing import NoReturn
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: `vpsearch: error: argument --port: ... (see vpsearch ui --help)`.
+    """argparse with one-line errors: `vpsearch: error: argument --port: ... (see vpsearch ui --help)`,
+    and help pages that keep the line breaks of their examples (see examples()).
 
     Subparsers are made with the parent's class, so every subcommand gets the same.
     """
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         line = " ".join(message.split())
         self.exit(2, f"vpsearch: error: {line} (see {self.prog} --help)\n")
+
+
+def examples(*commands: str) -> str:
+    """The epilog every subcommand's help ends with: one or two commands to copy."""
+    return "examples:\n" + "\n".join(f"  {c}" for c in commands)
 
 
 def _int(value: str, low: int, high: int | None, what: str) -> int:

@@ -18,17 +18,33 @@ import time
 import traceback
 from pathlib import Path
 
-from vpsearch.args import Parser, positive_int
+import vpsearch
+from vpsearch import fmt
+from vpsearch.args import Parser, examples, positive_int
 from vpsearch.errors import UserError, VpsearchError
 
 EXTENSIONS = ["vpsearch.search.cli", "vpsearch.tracking.cli", "vpsearch.reporting.cli"]
 SIGPIPE_STATUS = 141  # 128 + SIGPIPE: what a Unix tool cut off by `head` exits with
 
+DESCRIPTION = """\
+Find good hyperparameters for conditional-VAE video prediction (SVG-style models on robot
+pushing or pose-conditioned dance video): train one config, or run a study of many trials
+in parallel, watch them in MLflow, and compare KL-annealing and teacher-forcing strategies
+with confidence intervals over seeds.
+
+start here:
+  vpsearch study run studies/quickstart.yaml   a few short trials on built-in data (make demo)
+  vpsearch report quickstart                   which strategy won, how sure we are
+  vpsearch ui                                  the trials' curves and GIFs in MLflow
+  vpsearch train -c pushing-small              one training run, no search"""
+
 
 def add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--config", "-c", required=required, help="shipped config name (e.g. pushing-small) or YAML path")
+    p.add_argument("--config", "-c", required=required, metavar="CONFIG",
+                   help="shipped config name (vpsearch config list) or a YAML path" + ("" if required else
+                                                                                         " (default: none)"))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted override, repeatable: --set train.epochs=3")
+                   help="dotted override, repeatable, applied after the YAML: --set train.epochs=3 (default: none)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -40,10 +56,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / "train" / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     prepare_run_dir(out, resume=args.resume, overwrite=args.overwrite)
     result = fit(cfg, out, resume=args.resume, force=args.force)
-    print(json.dumps({"run_dir": str(result.run_dir), "best_val_psnr": round(result.best_psnr, 4),
-                      "best_epoch": result.best_epoch, "epochs": result.epochs_done,
-                      "seconds": round(result.seconds, 1), "best_checkpoint": str(result.best_checkpoint)}, indent=2))
+    best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
+    if args.json:
+        print(json.dumps({"run_dir": str(result.run_dir), "best_val_psnr": round(result.best_psnr, 4),
+                          "baseline_psnr": round(best["baseline_psnr"], 4) if "baseline_psnr" in best else None,
+                          "best_epoch": result.best_epoch, "epochs": result.epochs_done,
+                          "seconds": round(result.seconds, 1), "best_checkpoint": str(result.best_checkpoint)},
+                         indent=2))
+        return 0
+    for line in train_summary(result, best):
+        print(line)
     return 0
+
+
+def train_summary(result, best: dict) -> list[str]:
+    """The end of `vpsearch train`: the best value against copy-last, and what to run next."""
+    lines = [f"trained {result.epochs_done} epochs in {fmt.duration(result.seconds)}; outputs in {result.run_dir}"]
+    if result.best_epoch < 0:
+        lines.append("no evaluation ran (eval.every is larger than the epochs), so there is no best checkpoint")
+        return lines
+    base = best.get("baseline_psnr")
+    gain = f"; copy-last baseline {base:.2f} dB: {result.best_psnr - base:+.2f} dB" if base is not None else ""
+    lines.append(f"best val PSNR {result.best_psnr:.2f} dB at epoch {result.best_epoch}{gain}")
+    lines += ["next:", f"  vpsearch evaluate --checkpoint {result.best_checkpoint} --samples 5",
+              f"  vpsearch predict --checkpoint {result.best_checkpoint} --out {result.run_dir / 'predictions'}"]
+    return lines
 
 
 def _load_for_inference(args: argparse.Namespace, split_default: str):
@@ -71,13 +108,15 @@ def _horizon(value: str | None):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from vpsearch.training.predict import evaluation_json
+    from vpsearch.training.predict import evaluation_json, frame_table
 
     model, cfg, data, device = _load_for_inference(args, "test")
     horizon = _horizon(args.n_future) if args.n_future else cfg.eval.n_future
     out = evaluation_json(model, cfg, data, device, args.samples, horizon, args.max_sequences)
     out["checkpoint"] = str(args.checkpoint)
     out["split"] = args.split
+    # the per-frame view for a person on stderr; stdout stays one JSON document
+    print(frame_table(out, "copy-first" if cfg.data.n_past == 1 else "copy-last"), file=sys.stderr)
     print(json.dumps(out, indent=2))
     return 0
 
@@ -93,8 +132,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+GENERATORS = {  # kind -> (count options with their defaults' meaning, the config that trains on it)
+    "pushing": (["train", "validate", "test", "seed"], "pushing-small"),
+    "dancer": (["train_frames", "val_frames", "test_videos", "seed"], "dancer-small"),
+}
+
+
+def _counts(counts: dict[str, int]) -> str:
+    """The manifest's counts in words: 'train 2000, validate 64, test 256 sequences'."""
+    if all("_" not in k for k in counts):
+        return ", ".join(f"{k} {n}" for k, n in counts.items()) + " sequences"
+    return ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in counts.items())  # train frames 3000, ...
+
+
 def cmd_data_make(args: argparse.Namespace) -> int:
-    kwargs = {k: v for k, v in vars(args).items() if k in args.gen_keys and v is not None}
+    keys, config = GENERATORS[args.kind]
+    kwargs = {k: v for k, v in vars(args).items() if k in keys and v is not None}
     if args.kind == "pushing":
         from vpsearch.data.generators.pushing import make_pushing as make
     else:
@@ -104,7 +157,9 @@ def cmd_data_make(args: argparse.Namespace) -> int:
         out = make(Path(args.out), **kwargs)
     except FileExistsError as e:  # the generator refuses to replace a folder it did not write
         raise UserError(f"{e}; pass an empty or new --out") from None
-    print(f"wrote {args.kind} data to {out} in {time.perf_counter() - t0:.1f}s")
+    manifest = json.loads((Path(out) / "vpsearch-dataset.json").read_text())
+    print(f"wrote {args.kind} data to {out} in {time.perf_counter() - t0:.1f}s: {_counts(manifest['counts'])}")
+    print(f"next: vpsearch train -c {config} --set data.root={out}")
     return 0
 
 
@@ -125,59 +180,123 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_list(args: argparse.Namespace) -> int:
+    from vpsearch.config import CONFIG_DIR, shipped_configs
+
+    names = shipped_configs()
+    width = max(map(len, names))
+    print("shipped training configs (vpsearch train -c NAME; vpsearch config show -c NAME):")
+    for name in names:
+        print(f"  {name.ljust(width)}  {fmt.first_comment(CONFIG_DIR / f'{name}.yaml')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="vpsearch", description=__doc__.splitlines()[0])
+    parser = Parser(prog="vpsearch", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"vpsearch {vpsearch.__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train one config into a run directory")
+    p = sub.add_parser("train", help="train one config into a run folder (no search, no tracking)",
+                       description="Train one config: checkpoints, metrics.csv, curves and GIFs in the run folder.",
+                       epilog=examples("vpsearch train -c pushing-small --out runs/one",
+                                       "vpsearch train -c bair --set data.root=/data/bair --set train.epochs=50"))
     add_config_args(p)
-    p.add_argument("--out", help="run directory (default runs/train/NAME-TIME)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("--out", metavar="FOLDER", help="run folder (default: runs/train/CONFIG-DATE-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt (default: off)")
     p.add_argument("--force", action="store_true", help="with --resume: continue although training fields of the "
-                                                        "config changed (the model must stay the same)")
-    p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (its checkpoints, "
-                                                            "metrics and samples are deleted)")
+                                                        "config changed; the model must stay the same (default: off)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT: its checkpoints, "
+                                                            "metrics and samples are deleted (default: off)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary instead of the lines for people "
+                                                       "(default: off)")
     p.set_defaults(func=cmd_train)
 
-    for name, func, helptext in (("evaluate", cmd_evaluate, "evaluate a checkpoint; prints JSON"),
-                                 ("predict", cmd_predict, "roll out sequences to GIFs/strips (and a submission)")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("--checkpoint", required=True)
-        p.add_argument("--data", help="dataset root (default: the one in the checkpoint's config)")
-        p.add_argument("--split", default="test", help="train, val or test (default test)")
-        p.add_argument("--device", default="auto")
-        p.add_argument("--seed", type=int, default=0, help="seed of the prior samples")
-        p.add_argument("--n-future", help="frames to predict, or 'all' (default: the config's eval.n_future)")
+    for name, func, helptext in (("evaluate", cmd_evaluate, "score a checkpoint on a split (PSNR, SSIM, copy-last "
+                                                           "baseline); prints JSON"),
+                                 ("predict", cmd_predict, "roll out sequences to labelled GIFs and strips "
+                                                         "(and a submission CSV)")):
+        ex = ("vpsearch evaluate --checkpoint runs/one/checkpoints/best.pt --samples 5",
+              "vpsearch evaluate --checkpoint runs/one/checkpoints/best.pt --split val --n-future all") \
+            if name == "evaluate" else \
+            ("vpsearch predict --checkpoint runs/one/checkpoints/best.pt --out runs/one/predictions",
+             "vpsearch predict --checkpoint best.pt --data /data/dance --out pred --submission pred/submission.csv")
+        p = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".",
+                           epilog=examples(*ex))
+        p.add_argument("--checkpoint", required=True, metavar="FILE",
+                       help="a checkpoint written by train or a study (required)")
+        p.add_argument("--data", metavar="FOLDER", help="dataset root (default: the one in the checkpoint's config)")
+        p.add_argument("--split", default="test", help="train, val or test (default: test)")
+        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the prior samples (default: 0)")
+        p.add_argument("--n-future", metavar="N", help="frames to predict, or 'all' (default: the config's "
+                                                       "eval.n_future)")
         if name == "evaluate":
-            p.add_argument("--samples", type=positive_int, default=1, help="z samples per sequence (best/mean of N)")
-            p.add_argument("--max-sequences", type=positive_int, default=10**9)
+            p.add_argument("--samples", type=positive_int, default=1, metavar="N",
+                           help="z samples per sequence; reports their mean and the best of N (default: 1)")
+            p.add_argument("--max-sequences", type=positive_int, default=10**9, metavar="N",
+                           help="score at most N sequences (default: all)")
         else:
-            p.add_argument("--out", required=True)
-            p.add_argument("--n-sequences", type=positive_int, default=None, help="how many (default: all)")
-            p.add_argument("--submission", help="also write the Kaggle-style CSV here")
+            p.add_argument("--out", required=True, metavar="FOLDER", help="where the GIFs and strips go (required)")
+            p.add_argument("--n-sequences", type=positive_int, default=None, metavar="N",
+                           help="how many sequences (default: all)")
+            p.add_argument("--submission", metavar="FILE", help="also write the Kaggle-style CSV here (default: none)")
         p.set_defaults(func=func)
 
-    data = sub.add_parser("data", help="built-in datasets, frame caches").add_subparsers(dest="data_cmd", required=True)
-    make = data.add_parser("make", help="generate a built-in dataset on disk")
-    make_sub = make.add_subparsers(dest="kind", required=True)
-    gens = {"pushing": ["train", "validate", "test", "seed"],
-            "dancer": ["train_frames", "val_frames", "test_videos", "seed"]}
-    for kind, keys in gens.items():
-        p = make_sub.add_parser(kind, help=f"the {kind} dataset")
-        p.add_argument("--out", required=True)
+    data = sub.add_parser("data", help="built-in datasets and frame caches: make, verify",
+                          description="Built-in datasets, and the full check of a dataset's frame caches.",
+                          epilog=examples("vpsearch data make pushing --out data/pushing --train 2000",
+                                          "vpsearch data verify --set data.root=/data/bair"))
+    data_sub = data.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
+    make = data_sub.add_parser(
+        "make", help="generate a built-in dataset on disk", description="Generate a built-in dataset on disk.",
+        epilog=examples("vpsearch data make pushing --out data/pushing --train 2000",
+                        "vpsearch data make dancer --out data/dancer"))
+    make_sub = make.add_subparsers(dest="kind", required=True, metavar="KIND")
+    from inspect import signature
+
+    from vpsearch.data.generators.dancer import make_dancer
+    from vpsearch.data.generators.pushing import make_pushing
+
+    for kind, make_fn in (("pushing", make_pushing), ("dancer", make_dancer)):
+        keys, config = GENERATORS[kind]
+        defaults = signature(make_fn).parameters
+        what = ("robot-pushing sequences with actions (the BAIR layout)" if kind == "pushing" else
+                "a dancing figure with pose labels (the dance lab's layout)")
+        p = make_sub.add_parser(kind, help=what, description=f"Generate {what}.",
+                                epilog=examples(f"vpsearch data make {kind} --out data/{kind}",
+                                                f"vpsearch train -c {config} --set data.root=data/{kind}"))
+        p.add_argument("--out", required=True, metavar="FOLDER", help="dataset folder to write (required)")
         for k in keys:
-            p.add_argument("--" + k.replace("_", "-"), dest=k, type=int)
-        p.set_defaults(func=cmd_data_make, gen_keys=keys)
-    p = data.add_parser("verify", help="check every file of a dataset against its frame caches; rebuild stale ones",
-                        description="Loading checks folder mtimes and a sample of the files; this stats every file "
-                                    "of the config's train, validation and test splits.")
+            unit = "seed" if k == "seed" else k.replace("_", " ") if "_" in k else f"{k} sequences"
+            p.add_argument("--" + k.replace("_", "-"), dest=k, type=int, metavar="N",
+                           help=f"{unit} (default: {defaults[k].default})")
+        p.set_defaults(func=cmd_data_make)
+
+    p = data_sub.add_parser(
+        "verify", help="check every file of a dataset against its frame caches; rebuild stale ones",
+        description="Check every file of the config's train, validation and test splits against their frame "
+                    "caches (loading checks only folder mtimes and a sample of the files), rebuild the stale "
+                    "and missing caches, and list caches of older formats.",
+        epilog=examples("vpsearch data verify --set data.root=/data/bair",
+                        "vpsearch data verify -c pushing-small --check-only"))
     add_config_args(p, required=False)
-    p.add_argument("--check-only", action="store_true", help="report only; exit 1 when a cache is stale or missing")
-    p.add_argument("--prune", action="store_true", help="remove caches of older vpsearch formats")
+    p.add_argument("--check-only", action="store_true",
+                   help="report only, rebuild nothing; exit 1 when a cache is stale or missing (default: off)")
+    p.add_argument("--prune", action="store_true", help="remove caches of older vpsearch formats (default: off)")
     p.set_defaults(func=cmd_data_verify)
 
-    cfg = sub.add_parser("config", help="shipped configs").add_subparsers(dest="config_cmd", required=True)
-    p = cfg.add_parser("show", help="print a resolved config")
+    cfg = sub.add_parser("config", help="shipped configs: list, show", description="Shipped training configs.",
+                         epilog=examples("vpsearch config list", "vpsearch config show -c bair --set model.z_dim=32"))
+    csub = cfg.add_subparsers(dest="config_cmd", required=True, metavar="ACTION")
+    p = csub.add_parser("list", help="the shipped configs and what each is for",
+                        description="The shipped training configs and what each is for.",
+                        epilog=examples("vpsearch config list"))
+    p.set_defaults(func=cmd_config_list)
+    p = csub.add_parser("show", help="print a resolved config (YAML, then overrides)",
+                        description="Print a resolved config: the YAML, then the overrides.",
+                        epilog=examples("vpsearch config show -c pushing-small",
+                                        "vpsearch config show -c bair --set 'train={epochs: 5}'"))
     add_config_args(p)
     p.set_defaults(func=cmd_config_show)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vpsearch.errors import UserError
 
@@ -48,6 +48,16 @@ class DataConfig(Section):
     val_split: str = "validate"
     test_split: str = "test"
     cache_dir: str | None = Field(None, description="uint8 frame cache; default ROOT/.vpsearch-cache")
+    # Training augmentation (vpsearch/data/augment.py), drawn per window, the same for all its
+    # frames. hflip: mirror frames and pose labels together (image conditions only: BAIR's
+    # actions are in robot coordinates). colour_jitter: channel permutation plus per-channel
+    # gain/offset up to this strength, frames only (the future's colours follow the context).
+    hflip: bool = False
+    colour_jitter: float = Field(0.0, ge=0, le=1)
+    # the context frames of a training window come from up to this many frames earlier, so the
+    # model learns to use a given frame far from the one it predicts (a dance test video
+    # rolls out 629 frames from its first one)
+    anchor_gap: int = Field(0, ge=0)
     # dance only: use this fraction of the training windows for the first fast_train_epochs
     fast_train_fraction: float = Field(1.0, gt=0, le=1)
     fast_train_epochs: int = Field(0, ge=0)
@@ -57,7 +67,37 @@ class DataConfig(Section):
         return self.n_past + self.n_future
 
 
-class SVGModelConfig(Section):
+# Frames a compositing output head may copy (vpsearch.models.compose): "anchor" the last
+# context frame, "previous" x_{t-1}, "warped" x_{t-1} moved along a predicted flow.
+CompositeSource = Literal["anchor", "previous", "warped"]
+# Condition rows of the step predicting frame t: row t, row t-1, or both side by side.
+CondIndex = Literal["current", "previous", "both"]
+
+
+def _distinct(sources: list[str]) -> list[str]:
+    if len(set(sources)) != len(sources):
+        raise ValueError(f"each source at most once, got {sources}")
+    return sources
+
+
+CompositeSources = Annotated[list[CompositeSource], AfterValidator(_distinct)]
+
+
+class CompositeOptions(Section):
+    """The compositing output head both model families share (vpsearch/models/compose.py)."""
+
+    # composite: frames whose pixels the output may copy. The decoder then also paints one
+    # mask per source (and a flow for "warped") and x_t = per-pixel softmax blend of
+    # [painted, sources...] (CDNA, SAVP, vid2vid): a static background is copied, not
+    # repainted blurrily. []: the direct sigmoid output, as the labs had it.
+    composite: CompositeSources = Field(default_factory=list)
+    max_flow: float = Field(4.0, gt=0, description="largest warp per step, in pixels")
+    # initial mask logit of every source over the painted pixels: > 0 starts the model as a
+    # copier (the last frame, unmoved) that learns where to paint; 0 starts an even blend
+    copy_bias: float = 0.0
+
+
+class SVGModelConfig(CompositeOptions):
     """SVG (Denton & Fergus 2018) for action-conditioned or unconditioned video."""
 
     name: Literal["svg"] = "svg"
@@ -72,12 +112,33 @@ class SVGModelConfig(Section):
     nf: int = Field(64, ge=4, description="channels of the first encoder block")
     # Skip maps for the decoder: from the last context frame (SVG) or the previous frame.
     skip_from: Literal["last_context", "previous"] = "last_context"
-    # Which condition row feeds the step that predicts frame t: c_t or c_{t-1}.
-    # Applied by one function for training and evaluation alike.
-    cond_index: Literal["current", "previous"] = "current"
+    # Which rows of the condition feed the step that predicts frame t, per kind of column:
+    # current (row t), previous (row t-1) or both (t-1 and t). In the BAIR format row t of
+    # actions.csv is the command applied AFTER frame t (it moves the arm from frame t to
+    # t+1) and row t of endeffector_positions.csv the position AT frame t, so frame t follows
+    # from action t-1 and shows position t. Applied by one rule (models/base.py select_cond)
+    # in training and generation alike.
+    action_index: CondIndex = "previous"
+    position_index: CondIndex = "current"
+    # the step's condition (those rows) and the pixel coordinates, tiled as maps into every
+    # decoder stage (CoordConv): the decoder can draw the arm where the position says, not
+    # only where the 1x1 frame embedding lets it. False: SVG's decoder, as the lab had it.
+    cond_to_decoder: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_cond_index(cls, data: Any) -> Any:
+        # configs and checkpoints from before per-kind indices: model.cond_index applied to
+        # every column, which both kinds set to it reproduce exactly
+        if isinstance(data, dict) and "cond_index" in data:
+            data = dict(data)
+            old = data.pop("cond_index")
+            data.setdefault("action_index", old)
+            data.setdefault("position_index", old)
+        return data
 
 
-class DanceModelConfig(Section):
+class DanceModelConfig(CompositeOptions):
     """The pose-conditioned lab model: spatial latent, all maps at frame resolution."""
 
     name: Literal["dance"] = "dance"
@@ -86,17 +147,11 @@ class DanceModelConfig(Section):
     n_dim: int = Field(12, ge=1, description="channels of the spatial latent z")
     d_out_dim: int = Field(192, ge=1, description="decoder fusion output")
     # both: the labels of frames t-1 and t, so the step sees how the pose moved
-    cond_index: Literal["current", "previous", "both"] = "current"
+    cond_index: CondIndex = "current"
     # last_context: the fusion also sees the features of the last given frame at every step
     # (SVG's skips from the last context frame), so appearance cannot drift over a long
     # rollout; none: only the previous frame, as in the lab.
     anchor: Literal["none", "last_context"] = "none"
-    # composite: frames whose pixels the output may copy. The generator then also paints
-    # one mask per source and x_t = softmax-weighted blend of [painted, sources...]: a
-    # static background is copied from the anchor, not redrawn. []: the lab's direct output.
-    # "warped": the previous frame moved along a predicted flow, at most max_flow pixels.
-    composite: list[Literal["anchor", "previous", "warped"]] = Field(default_factory=list)
-    max_flow: float = Field(4.0, gt=0, description="largest warp per step, in pixels")
 
 
 ModelConfig = Annotated[Union[SVGModelConfig, DanceModelConfig], Field(discriminator="name")]
@@ -114,6 +169,11 @@ class ScheduleConfig(Section):
     # epoch: the ratio changes once per epoch (the labs); iteration: at every step, same slope.
     # A decay over fewer than 2 epochs is switched to iteration (training/schedules.resolve_units).
     tfr_unit: Literal["epoch", "iteration"] = "epoch"
+    # A step fed the model's own previous frame (teacher forcing off) re-encodes it. False:
+    # the loss of later steps also trains the earlier steps through that frame (backprop
+    # through the rollout); True: the fed-back frame is a constant, each step learns from its
+    # own error only. Measured in benchmarks/feedback_gradients.py (README, loss section).
+    detach_predictions: bool = False
     kl_anneal_type: Literal["none", "monotonic", "cyclical"] = "cyclical"
     kl_anneal_cycle: int = Field(3, ge=1, description="cycles over training (cyclical)")
     kl_anneal_ratio: float = Field(0.5, gt=0, le=1, description="fraction of a cycle spent rising")
@@ -184,6 +244,9 @@ class Config(Section):
         if self.model.name != family:
             raise ValueError(f"model.name {self.model.name!r} does not fit data.format "
                              f"{self.data.format!r} (expected {family!r})")
+        if self.data.hflip and self.data.format == "bair":
+            raise ValueError("data.hflip: BAIR actions and positions are in robot coordinates, which a "
+                             "mirrored frame would contradict (image conditions only)")
         if isinstance(self.eval.n_future, int) and self.eval.n_future < 1:
             raise ValueError("eval.n_future must be >= 1, None or 'all'")
         if self.schedule.tfr_lower_bound > self.schedule.tfr:

@@ -35,9 +35,25 @@ def mlflow_dir(root: str | Path | None = None) -> Path:
     return runs_root(root) / "mlflow"
 
 
+EMBEDDED = "embedded"  # how a study records the runs root's own MLflow store: it moves with the root
+
+
+def embedded_uri(root: str | Path | None = None) -> str:
+    """The embedded MLflow store of a runs root (sqlite + artifact folder under ROOT/mlflow)."""
+    return f"sqlite:///{mlflow_dir(root) / 'mlflow.db'}"
+
+
 def tracking_uri(uri: str | None = None, root: str | Path | None = None) -> str:
-    """MLflow tracking URI; 'off' disables tracking; postgresql:// gets psycopg2 (with_driver)."""
-    return with_driver(uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir(root) / 'mlflow.db'}")
+    """MLflow tracking URI; 'off' disables tracking; 'embedded' (or nothing set) is the runs root's
+    own store; postgresql:// gets psycopg2 (with_driver)."""
+    chosen = uri or os.environ.get("MLFLOW_TRACKING_URI") or EMBEDDED
+    return embedded_uri(root) if chosen == EMBEDDED else with_driver(chosen)
+
+
+def recorded_tracking_uri(uri: str, root: str | Path | None = None) -> str:
+    """The tracking URI as a study records it: 'embedded' for the runs root's own store (so a
+    copied or moved runs folder uses its own copy), the URI with its password hidden otherwise."""
+    return EMBEDDED if uri == embedded_uri(root) else redact(uri)
 
 
 def with_driver(url: str) -> str:
@@ -57,7 +73,9 @@ def study_tracking_uri(explicit: str | None, recorded: str | None, root: str | P
     MLFLOW_TRACKING_URI, else the one the study recorded (unless its password was
     redacted, which cannot be used), else the embedded store under the runs root."""
     usable = recorded if recorded and "***" not in recorded else None
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or usable or tracking_uri(None, root)
+    if explicit or os.environ.get("MLFLOW_TRACKING_URI"):
+        return tracking_uri(explicit, root)
+    return tracking_uri(usable, root)
 
 
 def artifact_root(root: str | Path | None = None) -> Path:

@@ -22,6 +22,9 @@ from vpsearch.data.cache import SplitPlan, SplitSource, load_cached
 from vpsearch.data.images import check_same_size, read_rgb
 
 CSV_COLUMNS = {"actions.csv": 4, "endeffector_positions.csv": 3}
+# Row t of actions.csv is the command applied after frame t; row t of
+# endeffector_positions.csv the position at frame t. The kinds let a model index them apart.
+CSV_KIND = {"actions.csv": "action", "endeffector_positions.csv": "position"}
 _FRAME = re.compile(r"^(0|[1-9]\d*)\.png$")  # 5.png, not 05.png
 
 
@@ -121,4 +124,5 @@ def plan_bair(split_dir: Path, cfg: DataConfig) -> SplitPlan:
         names=[s.relative_to(split_dir).as_posix() for s in seqs], lengths=lengths,
         frame_shape=(cfg.height, cfg.width, 3), sources=sources, decode=decode,
         cond_shape=(cond_dim,) if cond_dim else None, cond_kind="vector" if cond_dim else None,
+        cond_parts=[(CSV_KIND[c], CSV_COLUMNS[c]) for c in csvs] if csvs else None,
         dirs=walked, check=check)

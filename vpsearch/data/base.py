@@ -31,6 +31,9 @@ class VideoSet:
     # per sequence, how many leading frames are real; None: all. The real dance test set
     # gives only each video's first frame (the rest are zeros, to be predicted).
     truth_frames: list[int] | None = None
+    # what the vector condition's columns are, in order: (kind, width), e.g. BAIR's
+    # [("action", 4), ("position", 3)]; models index each kind on its own
+    cond_parts: list[tuple[str, int]] | None = None
 
     def __post_init__(self) -> None:
         assert self.starts.ndim == 1 and len(self.starts) == len(self.names) + 1
@@ -70,9 +73,17 @@ class VideoSet:
                 rows.append((i, s))
         return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
 
-    def batch(self, windows: np.ndarray, length: int) -> dict[str, torch.Tensor]:
-        """Frames (B, T, C, H, W) float in [0, 1] and cond (B, T, D) or (B, T, C, H, W)."""
+    def batch(self, windows: np.ndarray, length: int, gaps: np.ndarray | None = None,
+              n_past: int = 0) -> dict[str, torch.Tensor]:
+        """Frames (B, T, C, H, W) float in [0, 1] and cond (B, T, D) or (B, T, C, H, W).
+
+        gaps (B,): the first n_past frames of window i come from gaps[i] frames earlier (the
+        anchor gap, see data.augment); the window's start must leave that room.
+        """
         idx = self.starts[windows[:, 0]][:, None] + windows[:, 1][:, None] + np.arange(length)
+        if gaps is not None:
+            assert (gaps <= windows[:, 1]).all(), "an anchor gap reaches before its sequence"
+            idx[:, :n_past] -= gaps[:, None]
         out = {"frames": to_float_video(self.frames[idx])}
         if self.cond is not None:
             c = self.cond[idx]
@@ -84,6 +95,30 @@ class VideoSet:
         """One whole sequence (or a slice) as a batch of one."""
         n = int(self.lengths[i]) - start if length is None else length
         return self.batch(np.array([[i, start]]), n)
+
+
+def training_windows(data: VideoSet, n_past: int, length: int, stride: int, min_windows: int,
+                     split: str) -> tuple[np.ndarray, int, str | None]:
+    """Windows [sequence, start] to train on, their length, and a note when they differ
+    from the config's: a split whose sequences are all shorter than a window trains on
+    windows as long as its longest sequence; one giving fewer than min_windows windows at
+    `stride` uses every start. A split too short for one predicted frame is an error."""
+    longest = int(data.lengths.max()) if len(data) else 0
+    if longest < n_past + 1:
+        raise DataError(f"{split} split: its longest sequence has {longest} frame(s); training needs at "
+                        f"least data.n_past + 1 = {n_past + 1}")
+    notes = []
+    if longest < length:
+        notes.append(f"{split} sequences are at most {longest} frames: training windows shortened from "
+                     f"{length} (data.n_past + data.n_future) to {longest}")
+        length = longest
+    windows = data.windows(length, stride)
+    if len(windows) < min_windows and stride > 1:
+        dense = data.windows(length, 1)
+        notes.append(f"only {len(windows)} training window(s) at data.window_stride {stride}: using every "
+                     f"start instead ({len(dense)} overlapping windows)")
+        windows = dense
+    return windows, length, "; ".join(notes) or None
 
 
 def to_float_video(x: np.ndarray) -> torch.Tensor:

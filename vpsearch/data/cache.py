@@ -38,7 +38,9 @@ from vpsearch.data.base import DataError, VideoSet
 from vpsearch.data.manifest import Diff, Manifest, diff, stale_reason
 from vpsearch.errors import os_error
 
-CACHE_VERSION = 2  # 2: the manifest (files.npy, stats.npy, dirs.json) replaced the fingerprint of every file
+# 2: the manifest (files.npy, stats.npy, dirs.json) replaced the fingerprint of every file;
+# 3: meta.json records cond_parts (a cache opened without listing must still name its columns)
+CACHE_VERSION = 3
 
 
 @dataclass
@@ -51,6 +53,7 @@ class SplitPlan:
     decode: Callable[[int], tuple[np.ndarray, np.ndarray | None]]
     cond_shape: tuple[int, ...] | None = None  # per frame: (D,) or (H, W, C)
     cond_kind: Literal["vector", "image"] | None = None
+    cond_parts: list[tuple[str, int]] | None = None  # the vector condition's columns (VideoSet.cond_parts)
     # every folder the listing read: a file added to any of them must change the listing
     dirs: list[Path] = field(default_factory=list)
     # validation that needs more than directory listings (PNG headers): run on a cache miss only
@@ -230,7 +233,7 @@ def _build(plan: SplitPlan, manifest: Manifest, target: Path, threads: int) -> N
             del cond
         np.save(tmp / "starts.npy", starts)
         meta = {"names": plan.names, "cond_kind": plan.cond_kind, "version": CACHE_VERSION,
-                "truth_frames": plan.truth_frames}
+                "truth_frames": plan.truth_frames, "cond_parts": plan.cond_parts}
         manifest.save(tmp)
         (tmp / "meta.json").write_text(json.dumps(meta))  # last: a cache with meta.json is complete
         if target.exists():  # a half-built leftover of a version without the lock
@@ -253,6 +256,7 @@ def _open(target: Path) -> VideoSet:
         cond=np.load(cond_path, mmap_mode="r") if cond_path.is_file() else None,
         cond_kind=meta["cond_kind"],
         truth_frames=meta.get("truth_frames"),
+        cond_parts=[(str(k), int(w)) for k, w in meta["cond_parts"]] if meta.get("cond_parts") else None,
     )
 
 

@@ -1,14 +1,19 @@
 """64x64 frame encoders/decoders of SVG: VGG-64 and DCGAN-64, with skip connections.
 
 encoder(x (N, C, 64, 64)) -> (h (N, g_dim), skips [4 maps at 64/32/16/8 (VGG) or 32/16/8/4 (DCGAN)])
-decoder(h (N, g_dim), skips) -> x_hat (N, C, 64, 64) in [0, 1] (sigmoid)
+decoder(h (N, g_dim), skips) -> logits (N, out_channels, 64, 64); the model's Compositor
+    turns them into a frame (sigmoid of the first C channels when it composes nothing, SVG's
+    sigmoid output; further channels are masks and flow of a compositing head).
 nf scales every width (SVG uses nf=64); smaller nf gives CPU-sized models.
+side > 0: every decoder stage after the first also reads `side` extra maps, a vector
+(N, side - 2) tiled over the map plus the pixel coordinates (CoordConv, Liu et al. 2018):
+a condition that names a place (the gripper's position) becomes a place to draw at.
 """
 
 from __future__ import annotations
 
-from torch import Tensor, nn
 import torch
+from torch import Tensor, nn
 
 
 def vgg_block(cin: int, cout: int) -> nn.Sequential:
@@ -39,24 +44,39 @@ class VGGEncoder(nn.Module):
         return h5.flatten(1), [h1, h2, h3, h4]
 
 
+def side_maps(vec: Tensor | None, like: Tensor) -> Tensor | None:
+    """vec (N, D) tiled to like's (H, W), plus x and y in [-1, 1]: (N, D + 2, H, W)."""
+    if vec is None:
+        return None
+    n, (h, w) = like.shape[0], like.shape[-2:]
+    ys = torch.linspace(-1, 1, h, device=like.device, dtype=like.dtype).view(1, 1, h, 1).expand(n, 1, h, w)
+    xs = torch.linspace(-1, 1, w, device=like.device, dtype=like.dtype).view(1, 1, 1, w).expand(n, 1, h, w)
+    return torch.cat([vec.to(like.dtype)[:, :, None, None].expand(-1, -1, h, w), xs, ys], 1)
+
+
+def stage_input(up: Tensor, skip: Tensor, side: Tensor | None) -> Tensor:
+    maps = side_maps(side, up)
+    return torch.cat([up, skip] if maps is None else [up, skip, maps], 1)
+
+
 class VGGDecoder(nn.Module):
-    def __init__(self, g_dim: int, nc: int = 3, nf: int = 64):
+    def __init__(self, g_dim: int, nc: int = 3, nf: int = 64, out_channels: int | None = None, side: int = 0):
         super().__init__()
         w1, w2, w3, w4 = nf, nf * 2, nf * 4, nf * 8
         self.upc1 = nn.Sequential(nn.ConvTranspose2d(g_dim, w4, 4, 1, 0), nn.BatchNorm2d(w4),
                                   nn.LeakyReLU(0.2, inplace=True))  # 4x4
-        self.upc2 = vgg_stack([w4 * 2, w4, w4, w3])  # 8x8
-        self.upc3 = vgg_stack([w3 * 2, w3, w3, w2])  # 16x16
-        self.upc4 = vgg_stack([w2 * 2, w2, w1])  # 32x32
-        self.upc5 = nn.Sequential(vgg_block(w1 * 2, w1), nn.Conv2d(w1, nc, 3, 1, 1), nn.Sigmoid())
+        self.upc2 = vgg_stack([w4 * 2 + side, w4, w4, w3])  # 8x8
+        self.upc3 = vgg_stack([w3 * 2 + side, w3, w3, w2])  # 16x16
+        self.upc4 = vgg_stack([w2 * 2 + side, w2, w1])  # 32x32
+        self.upc5 = nn.Sequential(vgg_block(w1 * 2 + side, w1), nn.Conv2d(w1, out_channels or nc, 3, 1, 1))
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
 
-    def forward(self, h: Tensor, skips: list[Tensor]) -> Tensor:
+    def forward(self, h: Tensor, skips: list[Tensor], side: Tensor | None = None) -> Tensor:
         d1 = self.upc1(h[:, :, None, None])
-        d2 = self.upc2(torch.cat([self.up(d1), skips[3]], 1))
-        d3 = self.upc3(torch.cat([self.up(d2), skips[2]], 1))
-        d4 = self.upc4(torch.cat([self.up(d3), skips[1]], 1))
-        return self.upc5(torch.cat([self.up(d4), skips[0]], 1))
+        d2 = self.upc2(stage_input(self.up(d1), skips[3], side))
+        d3 = self.upc3(stage_input(self.up(d2), skips[2], side))
+        d4 = self.upc4(stage_input(self.up(d3), skips[1], side))
+        return self.upc5(stage_input(self.up(d4), skips[0], side))
 
 
 def dcgan_down(cin: int, cout: int, bn: bool = True) -> nn.Sequential:
@@ -90,21 +110,21 @@ class DCGANEncoder(nn.Module):
 
 
 class DCGANDecoder(nn.Module):
-    def __init__(self, g_dim: int, nc: int = 3, nf: int = 64):
+    def __init__(self, g_dim: int, nc: int = 3, nf: int = 64, out_channels: int | None = None, side: int = 0):
         super().__init__()
         self.upc1 = nn.Sequential(nn.ConvTranspose2d(g_dim, nf * 8, 4, 1, 0), nn.BatchNorm2d(nf * 8),
                                   nn.LeakyReLU(0.2, inplace=True))  # 4x4
-        self.upc2 = dcgan_up(nf * 8 * 2, nf * 4)  # 8x8
-        self.upc3 = dcgan_up(nf * 4 * 2, nf * 2)  # 16x16
-        self.upc4 = dcgan_up(nf * 2 * 2, nf)  # 32x32
-        self.upc5 = nn.Sequential(nn.ConvTranspose2d(nf * 2, nc, 4, 2, 1), nn.Sigmoid())  # 64x64
+        self.upc2 = dcgan_up(nf * 8 * 2 + side, nf * 4)  # 8x8
+        self.upc3 = dcgan_up(nf * 4 * 2 + side, nf * 2)  # 16x16
+        self.upc4 = dcgan_up(nf * 2 * 2 + side, nf)  # 32x32
+        self.upc5 = nn.Sequential(nn.ConvTranspose2d(nf * 2 + side, out_channels or nc, 4, 2, 1))  # 64x64
 
-    def forward(self, h: Tensor, skips: list[Tensor]) -> Tensor:
+    def forward(self, h: Tensor, skips: list[Tensor], side: Tensor | None = None) -> Tensor:
         d1 = self.upc1(h[:, :, None, None])
-        d2 = self.upc2(torch.cat([d1, skips[3]], 1))
-        d3 = self.upc3(torch.cat([d2, skips[2]], 1))
-        d4 = self.upc4(torch.cat([d3, skips[1]], 1))
-        return self.upc5(torch.cat([d4, skips[0]], 1))
+        d2 = self.upc2(stage_input(d1, skips[3], side))
+        d3 = self.upc3(stage_input(d2, skips[2], side))
+        d4 = self.upc4(stage_input(d3, skips[1], side))
+        return self.upc5(stage_input(d4, skips[0], side))
 
 
 BACKBONES = {"vgg64": (VGGEncoder, VGGDecoder), "dcgan64": (DCGANEncoder, DCGANDecoder)}

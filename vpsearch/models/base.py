@@ -1,8 +1,10 @@
 """The recurrence every CVAE video predictor here shares, written once.
 
 A model predicts frame t from (the encoding of frame t-1, a latent z_t, the condition
-c_t). Subclasses define four hooks; this class runs the time loop for training (with
-teacher forcing) and for generation (z from the prior, memory flat in video length).
+c_t). c_t is cut from the condition rows of the window by one rule, select_cond: each
+CondPart (a span of columns: BAIR's actions, positions; the dance labels) takes row t,
+t-1 or both. Subclasses define four hooks; this class runs the time loop for training
+(with teacher forcing) and for generation (z from the prior, memory flat in video length).
 
 Hooks:
   encode(x (N, C, H, W))          -> encoding, a tensor or tuple of tensors with leading N
@@ -15,7 +17,7 @@ Hooks:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -43,14 +45,19 @@ def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
     return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
 
-def cond_at(cond: Tensor | None, t: int, index: str) -> Tensor | None:
-    """Condition row fed to the step that predicts frame t.
+@dataclass(frozen=True)
+class CondPart:
+    """Columns [start, stop) of the condition features (dim 1; None: to the end) and which
+    rows of them the step predicting frame t takes (`index`, see cond_rows)."""
 
-    The single place the c_t / c_{t-1} choice is made, for training and generation alike.
-    """
-    if cond is None:
-        return None
-    return torch.cat([cond[:, i] for i in cond_rows(t, index)], 1)
+    start: int | None
+    stop: int | None
+    index: str
+
+
+def whole(index: str) -> tuple[CondPart, ...]:
+    """One part covering every condition column (the dance labels)."""
+    return (CondPart(None, None, index),)
 
 
 def cond_rows(t: int, index: str) -> list[int]:
@@ -58,8 +65,33 @@ def cond_rows(t: int, index: str) -> list[int]:
     return {"current": [t], "previous": [t - 1], "both": [t - 1, t]}[index]
 
 
+def rows_needed(t: int, parts: Sequence[CondPart]) -> list[int]:
+    return sorted({i for p in parts for i in cond_rows(t, p.index)})
+
+
+def select_cond(row: Callable[[int], Tensor], t: int, parts: Sequence[CondPart]) -> Tensor:
+    """Condition fed to the step that predicts frame t: for each part in order, its columns
+    of each of its rows, concatenated on dim 1. row(i) -> features of frame i (B, D, ...).
+
+    The single place the c_t / c_{t-1} choice is made, for training and generation alike.
+    """
+    return torch.cat([row(i)[:, p.start:p.stop] for p in parts for i in cond_rows(t, p.index)], 1)
+
+
+def cond_at(cond: Tensor | None, t: int, parts: Sequence[CondPart]) -> Tensor | None:
+    """select_cond over a whole window of features cond (B, T, D, ...)."""
+    if cond is None:
+        return None
+    return select_cond(lambda i: cond[:, i], t, parts)
+
+
+def cond_width(parts: Sequence[CondPart], width: int) -> int:
+    """Width of the step's condition when each row holds `width` features."""
+    return sum(len(range(width)[p.start:p.stop]) * len(cond_rows(1, p.index)) for p in parts)
+
+
 class StepwiseCVAE(nn.Module):
-    cond_index: str = "current"
+    cond_parts: tuple[CondPart, ...] = whole("current")  # which condition rows each step sees
     memory_format: torch.memory_format = torch.contiguous_format  # channels_last when asked
 
     # --- hooks -------------------------------------------------------------------------
@@ -90,12 +122,14 @@ class StepwiseCVAE(nn.Module):
         return self.encode_cond(cond.flatten(0, 1)).unflatten(0, (b, t))
 
     def forward(self, frames: Tensor, cond: Tensor | None, n_past: int,
-                teacher: Tensor) -> tuple[Tensor, list[Gaussians]]:
+                teacher: Tensor, detach_predictions: bool = False) -> tuple[Tensor, list[Gaussians]]:
         """Training pass: predict frames 1..T-1 with posterior z.
 
         frames (B, T, C, H, W); cond (B, T, ...) or None; teacher (B, T) bool: True where
         the step predicting frame t is fed the true frame t-1 (context steps always are); keep
         it on the CPU, where its branches below are decided without waiting for the GPU.
+        detach_predictions: a fed-back own frame enters the next step as a constant (no
+        gradient flows back through it into earlier steps).
         Returns predictions (B, T-1, C, H, W) and one Gaussians per step.
         """
         b, length = frames.shape[:2]
@@ -108,13 +142,13 @@ class StepwiseCVAE(nn.Module):
             prev = map_encoding(lambda e: e[:, t - 1], enc)
             feed_truth = teacher[:, t] if t > n_past else None  # frame t-1 is context up to t = n_past
             if feed_truth is not None and not bool(feed_truth.all()):
-                own = self.encode(preds[-1])
+                own = self.encode(preds[-1].detach() if detach_predictions else preds[-1])
                 if bool(feed_truth.any()):  # per-sample mix (scheduled sampling)
                     prev = zip_encodings(lambda a, o: _mix(feed_truth, a, o), prev, own)
                 else:
                     prev = own
             target = map_encoding(lambda e: e[:, t], enc)
-            x_hat, g, state = self.step(prev, target, cond_at(cfeat, t, self.cond_index), state, t, n_past)
+            x_hat, g, state = self.step(prev, target, cond_at(cfeat, t, self.cond_parts), state, t, n_past)
             preds.append(x_hat)
             stats.append(g)
         return torch.stack(preds, 1), stats
@@ -144,14 +178,14 @@ class StepwiseCVAE(nn.Module):
             prev = self.encode(x_hat)
 
     def _cond_step(self, cond, t: int, device: torch.device, encoded: dict[int, Tensor]) -> Tensor:
-        rows = cond_rows(t, self.cond_index)
+        rows = rows_needed(t, self.cond_parts)
         for i in rows:
             if i not in encoded:
                 row = cond[:, i] if isinstance(cond, Tensor) else cond[i]
                 encoded[i] = self.encode_cond(torch.as_tensor(row).to(device))
         for i in [i for i in encoded if i not in rows]:
             del encoded[i]  # keep memory flat over a long video
-        return torch.cat([encoded[i] for i in rows], 1)
+        return select_cond(encoded.__getitem__, t, self.cond_parts)
 
 
 def zip_encodings(fn, a: Encoding, b: Encoding) -> Encoding:

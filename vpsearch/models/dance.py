@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from vpsearch.config import DanceModelConfig
-from vpsearch.models.base import Gaussians, StepwiseCVAE, cond_rows, reparameterize
+from vpsearch.models.base import Gaussians, StepwiseCVAE, cond_width, reparameterize, whole
+from vpsearch.models.compose import Compositor
 
 
 class ResidualBlock(nn.Module):
@@ -65,14 +66,14 @@ def quarter_half_full(n: int) -> list[int]:
 class DanceCVAE(StepwiseCVAE):
     def __init__(self, cfg: DanceModelConfig, channels: int = 3, label_channels: int = 3):
         super().__init__()
-        self.cfg, self.cond_index = cfg, cfg.cond_index
+        self.cfg, self.cond_parts = cfg, whole(cfg.cond_index)
         f, l, n, d = cfg.f_dim, cfg.l_dim, cfg.n_dim, cfg.d_out_dim
         self.rgb_encoder = nn.Sequential(*pyramid(channels, [max(1, f // 8), max(1, f // 4), max(1, f // 2)]),
                                          nn.Conv2d(max(1, f // 2), f, 3, 1, 1))
         self.label_encoder = nn.Sequential(
             nn.ReflectionPad2d(3), nn.Conv2d(label_channels, max(1, l // 2), 7), nn.BatchNorm2d(max(1, l // 2)),
             nn.LeakyReLU(0.2, inplace=True), ResidualBlock(max(1, l // 2), l))
-        lc = l * len(cond_rows(1, cfg.cond_index))  # label features the step receives
+        lc = cond_width(self.cond_parts, l)  # label features the step receives
         self.posterior = nn.Sequential(*pyramid(f + lc, quarter_half_full(n * 4)), nn.Conv2d(n * 4, n * 2, 1))
         # start q at the prior N(0, I): a random head puts a KL of thousands on the spatial z,
         # and under grad clipping that term would starve the reconstruction for whole epochs
@@ -84,6 +85,7 @@ class DanceCVAE(StepwiseCVAE):
             DepthConvBlock(d), *pyramid(d, [max(1, d // 2), max(1, d // 4), max(1, d // 8)]),
             nn.Conv2d(max(1, d // 8), channels + Compositor.extra_channels(cfg.composite), 1))
         self.compositor = Compositor(cfg.composite, channels, cfg.max_flow)
+        self.compositor.init_head(self.generator[-1], cfg.copy_bias)
 
     def encode(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         # composite needs the pixels of the reference frame too
@@ -115,48 +117,3 @@ class DanceCVAE(StepwiseCVAE):
         if self.cfg.anchor == "last_context":
             parts.append(anchor)
         return self.compositor(self.generator(self.fusion(torch.cat(parts, 1))), pixels), gauss, state
-
-
-class Compositor(nn.Module):
-    """Generator output -> frame in [0, 1].
-
-    No sources: the painted frame sigmoid(out). With sources, out also holds one mask logit
-    per candidate (painted first) and, for "warped", a flow in pixels; the frame is the
-    softmax-weighted blend of the candidates. "warped" is the previous frame resampled
-    along that flow (vid2vid's warp): a limb that moves keeps its colours.
-    """
-
-    def __init__(self, sources: list[str], channels: int, max_flow: float):
-        super().__init__()
-        self.sources, self.channels, self.max_flow = list(sources), channels, max_flow
-
-    @staticmethod
-    def extra_channels(sources: list[str]) -> int:
-        return (1 + len(sources) + 2 * ("warped" in sources)) if sources else 0
-
-    def forward(self, out: Tensor, pixels: dict[str, Tensor]) -> Tensor:
-        c = self.channels
-        painted = torch.sigmoid(out[:, :c])
-        if not self.sources:
-            return painted
-        k = 1 + len(self.sources)
-        weights = torch.softmax(out[:, c:c + k].float(), dim=1).to(out.dtype)
-        candidates = [painted]
-        for name in self.sources:
-            if name == "warped":
-                flow = torch.tanh(out[:, c + k:c + k + 2].float()) * self.max_flow
-                candidates.append(warp(pixels["previous"].float(), flow).to(out.dtype))
-            else:
-                candidates.append(pixels[name].to(out.dtype))
-        return (weights.unsqueeze(2) * torch.stack(candidates, 1)).sum(1)
-
-
-def warp(frame: Tensor, flow: Tensor) -> Tensor:
-    """Sample frame (B, C, H, W) at each pixel + flow (B, 2, H, W; dx, dy in pixels)."""
-    h, w = frame.shape[-2:]
-    ys = torch.linspace(-1.0, 1.0, h, device=frame.device)
-    xs = torch.linspace(-1.0, 1.0, w, device=frame.device)
-    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (H, W, 2) as (x, y)
-    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=frame.device)
-    grid = base + flow.permute(0, 2, 3, 1) * scale
-    return nn.functional.grid_sample(frame, grid, mode="bilinear", padding_mode="border", align_corners=True)

@@ -14,17 +14,17 @@ import sys
 import time
 from pathlib import Path
 
-from vpsearch.args import port_number
+from vpsearch.args import examples, port_number
 from vpsearch.errors import UserError
 from vpsearch.settings import listen_notice, make_dir, runs_root, storage_url, study_dir
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", metavar="NAME", help="study name")
-    p.add_argument("--storage", help="Optuna storage: journal:PATH or an RDB URL (default: VPSEARCH_STORAGE, "
-                                     "else journal:ROOT/optuna-journal.log)")
-    p.add_argument("--root", help="runs root (default: VPSEARCH_ROOT, else ./runs)")
-    p.add_argument("--out", help="output folder (default: ROOT/studies/NAME/<kind>)")
+def _common(p: argparse.ArgumentParser, kind: str) -> None:
+    p.add_argument("name", metavar="NAME", help="study name (vpsearch study list)")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage: journal:PATH or an RDB URL (default: "
+                                                    "VPSEARCH_STORAGE, else journal:ROOT/optuna-journal.log)")
+    p.add_argument("--root", metavar="FOLDER", help="runs root (default: VPSEARCH_ROOT, else ./runs)")
+    p.add_argument("--out", metavar="FOLDER", help=f"output folder (default: ROOT/studies/NAME/{kind})")
 
 
 def _out_dir(args: argparse.Namespace, kind: str) -> Path:
@@ -136,15 +136,23 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="strategy tables, figures and CSVs of a study (Markdown, HTML)")
-    _common(p)
-    p.add_argument("--tracking-uri", help="MLflow tracking URI to log the report to the study's parent run "
-                                          "(default: MLFLOW_TRACKING_URI, else the study's, else the embedded "
-                                          "store; 'off' skips logging)")
+    p = sub.add_parser("report", help="strategy tables, figures and CSVs of a study (Markdown, HTML)",
+                       description="Which KL-annealing and teacher-forcing strategy works best, with 95% intervals "
+                                   "over seeds: tables, figures and CSVs (Markdown and HTML), also logged to the "
+                                   "study's MLflow run.",
+                       epilog=examples("vpsearch report quickstart", "vpsearch report annealing_vs_tfr --out report/"))
+    _common(p, "report")
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI to log the report to the study's parent "
+                                                         "run; 'off' skips logging (default: MLFLOW_TRACKING_URI, "
+                                                         "else the study's, else the embedded store)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("export-best", help="best config (best.yaml) with its metrics, plots, GIF and environment")
-    _common(p)
+    p = sub.add_parser("export-best", help="best config (best.yaml) with its metrics, plots, GIF and environment",
+                       description="The best configuration as best.yaml (which `vpsearch train --config` reruns as "
+                                   "is), with its metrics, plots, GIF, the exact command and the environment.",
+                       epilog=examples("vpsearch export-best quickstart",
+                                       "vpsearch train --config runs/studies/quickstart/best/best.yaml"))
+    _common(p, "best")
     p.add_argument("--by", choices=["mean-over-seeds", "single"], default="mean-over-seeds",
                    help="best configuration by its mean over seeds (default), or the single best trial")
     p.add_argument("--no-test", action="store_true", help="do not evaluate the exported checkpoint on the test "
@@ -153,27 +161,33 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "trial's run folder is not here (trained on another machine); default: that is an error")
     p.set_defaults(func=cmd_export_best)
 
-    p = sub.add_parser("dashboard", help="HTML dashboard of a study from a definition in dashboards/")
-    _common(p)
+    p = sub.add_parser("dashboard", help="HTML dashboard of a study from a definition in dashboards/",
+                       description="An HTML dashboard of a study laid out by a definition in dashboards/; --serve "
+                                   "serves it and refreshes it as trials finish.",
+                       epilog=examples("vpsearch dashboard quickstart", "vpsearch dashboard quickstart --serve "
+                                                                        "--definition live"))
+    _common(p, "dashboard")
     p.add_argument("--definition", default="study", help="definition name in dashboards/ or a YAML path "
                                                          "(default: study)")
-    p.add_argument("--serve", action="store_true", help="serve on 127.0.0.1 and refresh as trials finish")
+    p.add_argument("--serve", action="store_true", help="serve on 127.0.0.1 and refresh as trials finish (default: off: write once)")
     p.add_argument("--host", default="127.0.0.1", help="interface for --serve (default 127.0.0.1: this machine "
                                                        "only; 0.0.0.0 in a container whose port is published)")
-    p.add_argument("--port", type=port_number, default=8765, help="port for --serve (0: any free port)")
-    p.add_argument("--poll", type=float, default=None, help="seconds between study checks (default: the "
-                                                            "definition's refresh_seconds)")
+    p.add_argument("--port", type=port_number, default=8765, help="port for --serve; 0: any free port (default: 8765)")
+    p.add_argument("--poll", type=float, default=None, metavar="SECONDS",
+                   help="seconds between study checks (default: the definition's refresh_seconds)")
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("replay", help="what pruning and Bayesian search would have saved, replayed on a study's "
                                       "own recorded curves (a study run with pruner none)",
-                       epilog="examples:\n  vpsearch replay annealing_vs_tfr\n"
-                              "  vpsearch replay studies/recorded/pushing_grid.json --pruner median "
-                              "--pruner schedule_aware --orders 50",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description="What pruning and Bayesian search would have saved, replayed on a study's own "
+                                   "recorded curves (a study run with pruner none).",
+                       epilog=examples("vpsearch replay annealing_vs_tfr",
+                                       "vpsearch replay studies/recorded/pushing_grid.json --pruner median "
+                                       "--pruner schedule_aware --orders 50"))
     p.add_argument("name", metavar="NAME", help="study name, or a recorded study file (.json)")
-    p.add_argument("--storage", help="Optuna storage (default: VPSEARCH_STORAGE, else the journal under --root)")
-    p.add_argument("--root", help="runs root (default: VPSEARCH_ROOT, else ./runs)")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage (default: VPSEARCH_STORAGE, else the journal "
+                                                    "under --root)")
+    p.add_argument("--root", metavar="FOLDER", help="runs root (default: VPSEARCH_ROOT, else ./runs)")
     p.add_argument("--out", help="where the replay's JSON goes (default: ROOT/studies/NAME/replay.json, which "
                                  "`vpsearch report` shows)")
     p.add_argument("--pruner", action="append", metavar="NAME", help="replay this pruner (repeatable; default: "
@@ -184,8 +198,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=_positive, default=2, help="simulated parallel workers (default 2)")
     p.add_argument("--seeds", type=_positive, default=10, help="seeds per sampler (default 10)")
     p.add_argument("--record", metavar="FILE", help="also write the study's recording (curves, params, seeds) "
-                                                  "to FILE, to replay later or elsewhere")
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+                                                  "to FILE, to replay later or elsewhere (default: none)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables (default: off)")
     p.set_defaults(func=cmd_replay)
 
 

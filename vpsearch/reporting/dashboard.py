@@ -29,9 +29,13 @@ from vpsearch.reporting.html import esc, page, render, write_atomic
 from vpsearch.reporting.study import ReportError, StudyData, load_study, study_data
 
 
+KPI_NAMES = {"FAIL": "failed", "WAITING": "queued"}
+
+
 def _summary(data: StudyData) -> str:
     c = data.counts()
-    kpis = [(k.lower(), v) for k, v in c.items() if v or k in ("COMPLETE", "RUNNING")]
+    # complete, pruned and failed always (a 0 is news too); other states when there are any
+    kpis = [(KPI_NAMES.get(k, k.lower()), v) for k, v in c.items() if v or k in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")]
     done = data.completed[data.completed["val_psnr"].notna()]
     if len(done):
         best = done.loc[done["val_psnr"].idxmax()]

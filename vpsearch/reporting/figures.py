@@ -13,14 +13,16 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import optuna
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from vpsearch.config import Config, config_from_dict
+from vpsearch.fmt import number
 from vpsearch.reporting.stats import t_interval
-from vpsearch.reporting.study import StudyData, resolve_run_dir, trial_psnr
+from vpsearch.reporting.study import StudyData, resolve_run_dir
 from vpsearch.training.schedules import KLAnnealing, TeacherForcing
 
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Dark24
@@ -150,21 +152,28 @@ def learning_curves(data: StudyData, groups: dict[str, list[int]] | None = None)
     return _layout(fig, f"{label.removesuffix(' (dB)')} per epoch (mean, 95% band)", "epoch", label)
 
 
+# how a trial's state shows in the per-trial curves (its colour is its own)
+STATE_DASH = {"COMPLETE": "solid", "RUNNING": "dot", "PRUNED": "dash", "FAIL": "dashdot"}
+
+
 def trial_curves(data: StudyData) -> go.Figure:
-    """Every trial's val-PSNR curve, coloured by state: the live view of a running study."""
+    """Every trial's val-PSNR curve, a colour per trial and a legend of trial numbers (the line
+    style says its state): the live view of a running study."""
     if not data.curves:
         raise NoFigure("no trial has reported an epoch yet")
     fig = go.Figure()
     states = data.frame.set_index("number")["state"]
-    shown: set[str] = set()
-    for n, c in sorted(data.curves.items()):
+    for i, (n, c) in enumerate(sorted(data.curves.items())):
         st = states.get(n, "?")
-        fig.add_trace(go.Scatter(x=list(c), y=list(c.values()), mode="lines+markers", name=st, legendgroup=st,
-                                 showlegend=st not in shown, line=dict(color=STATE_COLORS.get(st, "black"), width=1.5),
-                                 marker=dict(size=4), text=f"trial {n}", hovertemplate="trial %d: %%{y:.2f}" % n))
-        shown.add(st)
+        fig.add_trace(go.Scatter(
+            x=list(c), y=list(c.values()), mode="lines+markers", name=f"trial {n}" + (
+                "" if st == "COMPLETE" else f" ({st.lower()})"),
+            line=dict(color=PALETTE[i % len(PALETTE)], width=1.8, dash=STATE_DASH.get(st, "solid")),
+            marker=dict(size=5), hovertemplate=f"trial {n} ({st.lower()}), epoch %{{x}}: %{{y:.2f}}<extra></extra>"))
     label = data.curve_label()
-    return _layout(fig, f"{label.removesuffix(' (dB)')} per epoch, every trial", "epoch", label)
+    fig = _layout(fig, f"{label.removesuffix(' (dB)')} per epoch, every trial", "epoch", label)
+    fig.update_xaxes(dtick=1)  # epochs are whole numbers
+    return fig
 
 
 def _config(raw: dict | None) -> Config | None:
@@ -241,11 +250,48 @@ def history(data: StudyData) -> go.Figure:
     return _layout(fig, "Optimisation history", "trial", "best val PSNR (dB)")
 
 
+def _short(name: str) -> str:
+    """An axis label that fits: the parameter's last dotted part (schedule.kl_anneal_type -> kl_anneal_type)."""
+    return name.rsplit(".", 1)[-1]
+
+
 def parallel(data: StudyData) -> go.Figure:
-    if data.completed.empty or not data.param_names:
+    """One line per completed trial across its searched params, coloured by best val PSNR.
+
+    Drawn here rather than with Optuna's plot, whose full dotted names overlap and are clipped
+    at the figure's edges: short labels tilted so neighbours do not collide, values with 3
+    significant digits, categorical axes with their values, log-spaced lr axes."""
+    done = data.completed[data.completed["val_psnr"].notna()]
+    if done.empty or not data.param_names:
         raise NoFigure("no completed trial with search parameters")
-    return _optuna_plot(lambda: optuna.visualization.plot_parallel_coordinate(
-        data.study, target=trial_psnr, target_name="best val PSNR"), "Parallel coordinates")
+    dims = []
+    for p in data.param_names:
+        col = done[f"param:{p}"]
+        numeric = col.dropna().map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all()
+        if numeric and col.notna().any():
+            values = col.astype(float)
+            if values.notna().all() and (values > 0).all() and values.max() / values.min() >= 20:
+                # searched on a log scale: equal spacing per decade, ticks in real values
+                ticks = [10.0 ** e for e in range(math.floor(math.log10(values.min())),
+                                                  math.ceil(math.log10(values.max())) + 1)]
+                dims.append(dict(label=_short(p), values=np.log10(values), tickvals=np.log10(ticks),
+                                 ticktext=[number(t, 2) for t in ticks]))
+            else:
+                dims.append(dict(label=_short(p), values=values.fillna(values.min()), tickformat=".3~g"))
+        else:
+            cats = sorted({str(v) for v in col})
+            dims.append(dict(label=_short(p), values=[cats.index(str(v)) for v in col],
+                             tickvals=list(range(len(cats))), ticktext=cats, range=[-0.2, len(cats) - 0.8]))
+    psnr = done["val_psnr"].astype(float)
+    dims.append(dict(label="best val PSNR (dB)", values=psnr, tickformat=".2f"))
+    fig = go.Figure(go.Parcoords(
+        line=dict(color=psnr, colorscale="Viridis"),  # the last axis is the colour's key
+        dimensions=dims, labelangle=-12, labelside="top", labelfont=dict(size=11), tickfont=dict(size=10),
+        rangefont=dict(size=9)))
+    fig = _layout(fig, "Parallel coordinates: searched params of completed trials (colour: best val PSNR)", "", "")
+    # room above the axes for the tilted labels, and at the sides for the outer axes' tick labels
+    fig.update_layout(margin=dict(l=80, r=90, t=90, b=30))
+    return fig
 
 
 def importances(data: StudyData) -> go.Figure:

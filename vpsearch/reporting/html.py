@@ -32,6 +32,7 @@ table.table th { background: #f5f5f5; position: sticky; top: 0; }
 table.table tr:nth-child(even) td { background: #fafafa; }
 .scroll { max-height: 520px; overflow: auto; }
 .figure { margin: 10px 0; min-width: 0; }
+.fig-title { font-weight: 600; font-size: 0.98em; margin: 4px 0 0 8px; }
 .missing { color: #777; border: 1px dashed #ccc; padding: 12px; font-style: italic; }
 .grid { display: grid; gap: 14px; }
 .panel { border: 1px solid #e3e3e3; border-radius: 6px; padding: 6px; min-width: 0; overflow: auto; }
@@ -50,10 +51,25 @@ def plotly_js() -> str:
     return get_plotlyjs()
 
 
+TOOLBAR_ROOM = 40  # px above the plot area: plotly's toolbar (shown on hover, top right) sits there
+
+
 def figure_html(fig: go.Figure, name: str) -> str:
-    """A figure's div and its newPlot call; plotly.js itself comes once from page()."""
+    """A figure's div and its newPlot call; plotly.js itself comes once from page().
+
+    The figure's title becomes a heading above the figure, where plotly's toolbar (top right,
+    on hover) cannot cover it; the top margin keeps subplot titles below the toolbar."""
+    title = fig.layout.title.text
+    fig = go.Figure(fig)  # a copy: the caller's figure keeps its title
+    own = fig.layout.margin.t if fig.layout.margin.t is not None else 100  # plotly's default
+    fig.update_layout(title=None, margin=dict(t=max(TOOLBAR_ROOM, own) + 20 * _has_subplot_titles(fig)))
     body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}", config=PLOTLY_CONFIG)
-    return f'<div class="figure" data-figure="{html.escape(name)}">{body}</div>'
+    head = f'<div class="fig-title">{html.escape(title)}</div>' if title else ""
+    return f'<div class="figure" data-figure="{html.escape(name)}">{head}{body}</div>'
+
+
+def _has_subplot_titles(fig: go.Figure) -> bool:
+    return any(a.yref == "paper" and (a.y or 0) >= 1 for a in fig.layout.annotations or ())
 
 
 def missing_html(name: str, reason: str) -> str:

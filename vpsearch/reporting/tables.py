@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from vpsearch.fmt import number
 from vpsearch.reporting.stats import Interval, compare, holm, mark, t_interval
 
 # trial states that are over (a replaced attempt of a re-run trial is not counted at all)
@@ -164,7 +165,10 @@ def trials_table(frame: pd.DataFrame, param_names: list[str]) -> pd.DataFrame:
         cols.insert(2, "value")
     out = frame.sort_values("number")[cols].rename(columns={**TRIAL_COLUMNS, "value": "objective"})
     for p in param_names:
-        out[p] = frame.sort_values("number")[f"param:{p}"].values
+        values = frame.sort_values("number")[f"param:{p}"]
+        # an int parameter left out of some trials (conditional) comes back as floats with NaN
+        whole = values.dropna().map(lambda v: isinstance(v, (int, float)) and float(v).is_integer())
+        out[p] = values.astype("Int64").values if len(whole) and whole.all() else values.values
     return out
 
 
@@ -174,10 +178,12 @@ def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fmt(v: Any) -> str:
+    """A cell: PSNR-sized values with 2 decimals, others with 3 significant digits (lr 1.08e-3
+    and 1.77e-3 stay apart), integers as integers."""
     if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return ""
     if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e-3 or abs(v) >= 1e5 else f"{v:.2f}" if abs(v) >= 1 else f"{v:.3f}"
+        return f"{v:.2f}" if 1 <= abs(v) < 1e5 else number(v, digits=3)
     return str(v)
 
 

@@ -1,19 +1,16 @@
-"""Search-layer subcommands: `study run|submit|create|status|check` and `worker` (thin calls into library code)."""
+"""Search-layer subcommands: `study run|submit|create|status|list|check` and `worker` (thin calls into library code)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from vpsearch.args import positive_int
+from vpsearch.args import examples, positive_int
 
 
 def cmd_study_run(args: argparse.Namespace) -> int:
-    from vpsearch import settings
     from vpsearch.search.launcher import RunOptions, run_study
 
-    settings.make_dir(settings.runs_root(args.root), "the runs root (trial folders, logs, tracking spool)",
-                      "pass --root (or set VPSEARCH_ROOT to) a writable folder")
     return run_study(RunOptions(args.study_file, workers=args.workers, devices=args.devices, storage=args.storage,
                                 tracking_uri=args.tracking_uri, root=args.root, threads=args.threads,
                                 storage_wait=args.storage_wait, trials_per_device=args.trials_per_device))
@@ -66,6 +63,37 @@ def cmd_study_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_list(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vpsearch import settings
+    from vpsearch.search.status import study_rows
+    from vpsearch.search.storage import open_storage, study_names
+
+    url = settings.storage_url(args.storage, args.root)
+    rows = []
+    if not url.startswith("journal:") or Path(url[len("journal:"):]).is_file():  # reading creates nothing
+        store = open_storage(url, wait=args.storage_wait)
+        names = store.call(lambda: study_names(store), "listing studies")
+        rows = study_rows(store, names)
+        print(f"studies in {store.shown}:" if rows else f"no study in {store.shown} yet")
+    else:
+        print(f"no study under {settings.runs_root(args.root)} yet (no {url[len('journal:'):]})")
+    if rows:
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    files = sorted(Path("studies").glob("*.yaml"))
+    if files:
+        from vpsearch.fmt import first_comment
+
+        print("study files in ./studies (vpsearch study run FILE):")
+        width = max(len(str(f)) for f in files)
+        for f in files:
+            print(f"  {str(f).ljust(width)}  {first_comment(f)}")
+    return 0
+
+
 def cmd_study_check(args: argparse.Namespace) -> int:
     from vpsearch.search.plan import load_study
 
@@ -85,8 +113,9 @@ def cmd_study_check(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from vpsearch import settings
     from vpsearch.search.storage import require_existing
-    from vpsearch.search.worker import WorkerOptions, run_worker
+    from vpsearch.search.worker import WorkerOptions, check_sharing, run_worker
 
+    check_sharing(args.device, args.trials_per_device or 1)  # before the storage: the argument is wrong anyway
     url = settings.storage_url(args.storage, args.root)
     require_existing(url)  # a worker joins a study; it never creates the store
     settings.make_dir(settings.runs_root(args.root), "the runs root (trial folders, tracking spool)",
@@ -99,13 +128,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", help="Optuna storage URL: journal:PATH (default runs/optuna-journal.log), "
-                                     "sqlite:///PATH (one worker) or postgresql://USER:PASS@HOST/DB "
-                                     "(env VPSEARCH_STORAGE)")
-    p.add_argument("--root", help="runs root for storage, tracking and trial outputs (default ./runs, "
-                                  "env VPSEARCH_ROOT)")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage: journal:PATH, sqlite:///PATH (one worker) or postgresql://USER:PASS@HOST/DB "
+                        "(default: VPSEARCH_STORAGE, else journal:ROOT/optuna-journal.log)")
+    p.add_argument("--root", metavar="FOLDER", help="runs root for storage, tracking and trial outputs "
+                                                    "(default: VPSEARCH_ROOT, else ./runs)")
     p.add_argument("--storage-wait", type=float, default=60.0, metavar="SECONDS",
-                   help="keep retrying an unreachable storage this long, with backoff (default 60)")
+                   help="keep retrying an unreachable storage this long, with backoff (default: 60)")
 
 
 def _positive(value: str) -> int:
@@ -117,25 +146,48 @@ def _positive(value: str) -> int:
 
 def _per_device(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--trials-per-device", type=_positive, metavar="K",
-                   help=f"{what}; size K from a trial's peak memory (docs/scale-out.md)")
+                   help=f"{what}; size K from a trial's peak memory, docs/scale-out.md (default: 1)")
+
+
+def _study_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study_file", metavar="STUDY.yaml", help="the study: search space, objective, sampler, budget "
+                                                           "(shipped ones in studies/)")
+
+
+def _tracking(p: argparse.ArgumentParser, who: str = "",
+              default: str = "MLFLOW_TRACKING_URI, else the embedded store under the root") -> None:
+    p.add_argument("--tracking-uri", metavar="URI", help=f"MLflow tracking URI {who}or 'off' (default: {default})")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    study = sub.add_parser("study", help="hyperparameter studies: run, submit, create, status, check")
+    study = sub.add_parser("study", help="hyperparameter studies: run, status, list, check, create, submit",
+                           description="Hyperparameter studies: many trials of one search, in parallel.",
+                           epilog=examples("vpsearch study run studies/quickstart.yaml",
+                                           "vpsearch study status quickstart"))
     ssub = study.add_subparsers(dest="study_cmd", required=True, metavar="ACTION")
 
-    p = ssub.add_parser("run", help="create or resume a study and run its trials on local workers")
-    p.add_argument("study_file", metavar="STUDY.yaml")
-    p.add_argument("--workers", type=positive_int, help="worker processes (default: the study's workers)")
-    p.add_argument("--devices", help="cpu, auto, cuda, or cuda:0,cuda:1 (one worker per GPU)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads per worker (default: cores / workers)")
+    p = ssub.add_parser("run", help="create or resume a study and run its trials on local workers",
+                        description="Create (or resume) a study and run its trials on local worker processes, "
+                                    "with live progress; ends with the best trial and what to run next.",
+                        epilog=examples("vpsearch study run studies/quickstart.yaml",
+                                        "vpsearch study run studies/annealing_vs_tfr.yaml --devices cuda:0,cuda:1"))
+    _study_file(p)
+    p.add_argument("--workers", type=positive_int, metavar="N", help="worker processes (default: the study's "
+                                                                     "workers)")
+    p.add_argument("--devices", metavar="DEVICES", help="cpu, auto, cuda, or cuda:0,cuda:1 (one worker per GPU) "
+                                                        "(default: the study's devices)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads per worker (default: the study's "
+                                                                     "threads_per_worker, else cores / workers)")
     _per_device(p, "K workers on each device (the CPU counts as one), instead of --workers")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI or 'off' (env MLFLOW_TRACKING_URI)")
+    _tracking(p)
     _common(p)
     p.set_defaults(func=cmd_study_run)
 
-    p = ssub.add_parser("submit", help="create or join a study and run its workers as a Slurm job array")
-    p.add_argument("study_file", metavar="STUDY.yaml")
+    p = ssub.add_parser("submit", help="create or join a study and run its workers as a Slurm job array",
+                        description="Create or join a study and run its workers as a Slurm job array.",
+                        epilog=examples("vpsearch study submit studies/bayes_bair.yaml --slurm --workers 8 "
+                                        "--storage postgresql://vp:PASS@db/optuna --dry-run"))
+    _study_file(p)
     p.add_argument("--slurm", action="store_true", help="submit to Slurm with sbatch (required)")
     p.add_argument("--workers", type=_positive, metavar="N", help="array tasks (default: the study's workers)")
     p.add_argument("--gpus-per-worker", type=int, metavar="G",
@@ -144,46 +196,68 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _per_device(p, "K worker processes on each GPU of a task (G x K per task)")
     p.add_argument("--cpus-per-task", type=_positive, metavar="C",
                    help="CPU cores per array task, shared by its workers (default: one per worker)")
-    p.add_argument("--partition", metavar="P")
-    p.add_argument("--time", metavar="T", help="time limit per task, e.g. 1-00:00:00")
-    p.add_argument("--account", metavar="A")
+    p.add_argument("--partition", metavar="P", help="Slurm partition (default: the cluster's)")
+    p.add_argument("--time", metavar="T", help="time limit per task, e.g. 1-00:00:00 (default: the partition's)")
+    p.add_argument("--account", metavar="A", help="Slurm account (default: yours)")
     p.add_argument("--sbatch-arg", dest="sbatch_args", action="append", default=[], metavar="ARG",
                    help="extra sbatch option, repeatable (--sbatch-arg=--mem=32G); replaces a generated one "
-                        "of the same name (--sbatch-arg=--gres=gpu:a100:1)")
-    p.add_argument("--dry-run", action="store_true", help="print the sbatch script; create and submit nothing")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI the workers log to, or 'off' (env MLFLOW_TRACKING_URI)")
+                        "of the same name (--sbatch-arg=--gres=gpu:a100:1) (default: none)")
+    p.add_argument("--dry-run", action="store_true", help="print the sbatch script; create and submit nothing "
+                                                          "(default: off)")
+    _tracking(p, "the workers log to, ")
     _common(p)
     p.set_defaults(func=cmd_study_submit)
 
     p = ssub.add_parser("create", help="create (or check and update) a study for `vpsearch worker`s to join; "
-                                       "starts no workers")
-    p.add_argument("study_file", metavar="STUDY.yaml")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI the workers log to, or 'off' (env MLFLOW_TRACKING_URI)")
+                                       "starts no workers",
+                        description="Create (or check and update) a study in the storage for `vpsearch worker`s "
+                                    "on any machine to join; starts no workers.",
+                        epilog=examples("vpsearch study create studies/bayes_bair.yaml "
+                                        "--storage postgresql://vp:PASS@db/optuna"))
+    _study_file(p)
+    _tracking(p, "the workers log to, ")
     _common(p)
     p.set_defaults(func=cmd_study_create)
 
-    p = ssub.add_parser("status", help="table of a study's trials")
-    p.add_argument("name", help="study name")
+    p = ssub.add_parser("status", help="table of a study's trials (the best marked)",
+                        description="A study's trials: state, value, time, params, why one failed or was pruned; "
+                                    "the best marked *.",
+                        epilog=examples("vpsearch study status quickstart", "vpsearch study status quickstart --json"))
+    p.add_argument("name", metavar="NAME", help="study name (vpsearch study list)")
     p.add_argument("--json", action="store_true",
-                   help="print JSON: each trial's number, state, value, params, seed, reason")
+                   help="print JSON: each trial's number, state, value, params, seed, reason (default: off)")
     _common(p)
     p.set_defaults(func=cmd_study_status)
 
-    p = ssub.add_parser("check", help="validate a study YAML without running anything")
-    p.add_argument("study_file", metavar="STUDY.yaml")
+    p = ssub.add_parser("list", help="the studies in the storage, and the study files in ./studies",
+                        description="The studies in the storage (trials, best value) and the study files in "
+                                    "./studies.",
+                        epilog=examples("vpsearch study list", "vpsearch study list --root /scratch/runs"))
+    _common(p)
+    p.set_defaults(func=cmd_study_list)
+
+    p = ssub.add_parser("check", help="validate a study YAML without running anything",
+                        description="Validate a study YAML without running anything.",
+                        epilog=examples("vpsearch study check studies/quickstart.yaml"))
+    _study_file(p)
     p.set_defaults(func=cmd_study_check)
 
-    p = sub.add_parser("worker", help="join a study: pull and train its trials until none is left")
-    p.add_argument("--study", required=True, help="study name (its YAML is stored in the storage)")
+    p = sub.add_parser("worker", help="join a study: pull and train its trials until none is left",
+                       description="Join a study from any machine: pull and train its trials until none is left.",
+                       epilog=examples("vpsearch worker --study bayes_bair --storage postgresql://vp:PASS@db/optuna "
+                                       "--device cuda:free"))
+    p.add_argument("--study", required=True, metavar="NAME", help="study name; its YAML is stored in the storage "
+                                                                  "(required)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, auto, or cuda:free (a GPU of this machine "
-                                                    "that no other worker holds; PostgreSQL storage)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for training")
+                                                    "that no other worker holds; PostgreSQL storage) (default: auto)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for training (default: torch's)")
     _per_device(p, "with --device cuda:free: claim one of K slots of a GPU, so K workers share it")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI or 'off' (default: the study's)")
+    _tracking(p, default="MLFLOW_TRACKING_URI, else the study's")
     _common(p)
     # set by `study run` for the workers it spawns
     p.add_argument("--slot", type=int, help=argparse.SUPPRESS)
     p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     p.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
-    p.add_argument("--max-trials", type=positive_int, help="stop after this many trials")
+    p.add_argument("--max-trials", type=positive_int, metavar="N", help="stop after this many trials "
+                                                                        "(default: until none is left)")
     p.set_defaults(func=cmd_worker)

@@ -25,7 +25,6 @@ configurations are then left out for GP, CMA-ES and skopt.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -152,7 +151,3 @@ class SamplerView:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
-
-
-def finite(values: list[float]) -> bool:
-    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)

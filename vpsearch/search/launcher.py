@@ -23,12 +23,13 @@ from typing import Any
 import optuna
 
 from vpsearch import settings
+from vpsearch.search.checkpoints import check_disk
 from vpsearch.search.lost import finish_study_tracking
 from vpsearch.search.records import StudyRecord, write_study
 from vpsearch.search.plan import StudyPlan, load_study
 from vpsearch.search.recovery import RetryStaleTrial, reap_dead_local, reap_worker, tally, worker_id
 from vpsearch.search.spec import StudyError
-from vpsearch.search.status import progress_line, summary
+from vpsearch.search.status import parent_progress, progress_line, summary
 from vpsearch.search.storage import StudyStorage, open_storage, study_names
 from vpsearch.search.worker import make_study_tracker
 from vpsearch.training.device import split_devices, threads_per_worker
@@ -76,8 +77,10 @@ def prepare_study(plan: StudyPlan, store: StudyStorage, tracking: str, root: str
     tracker = make_study_tracker(tracking, root, plan.name)
     parent = tracker.ensure_parent(plan.record()["study_config"], plan.spec.sampler.name, store.shown,
                                    parent_run_id=record.mlflow_parent_run_id)
+    tracker.set_view(plan.spec.objective.metric, list(plan.space))  # the runs table `vpsearch ui` opens
     store.call(lambda: write_study(study, mlflow_parent_run_id=parent or record.mlflow_parent_run_id,
-                                   mlflow_tracking_uri=settings.redact(tracking)), "writing the study record")
+                                   mlflow_tracking_uri=settings.recorded_tracking_uri(tracking, root)),
+               "writing the study record")
     tracker.close()
     return study
 
@@ -108,6 +111,8 @@ class Launcher:
         cpu_workers = sum(d == "cpu" for d in self.devices) or len(self.devices)
         self.threads = opts.threads or spec.threads_per_worker or threads_per_worker(cpu_workers)
         self.root = str(settings.runs_root(opts.root))
+        settings.make_dir(self.root, "the runs root (trial folders, logs, tracking spool)",  # a valid study only
+                          "pass --root (or set VPSEARCH_ROOT to) a writable folder")
         self.url = settings.storage_url(opts.storage, self.root)
         self.tracking = settings.tracking_uri(opts.tracking_uri, self.root)
         self.store = open_storage(self.url, workers=len(self.devices), failure=spec.failure, wait=opts.storage_wait)
@@ -192,6 +197,7 @@ class Launcher:
 
     def run(self) -> int:
         t0 = time.time()
+        disk = check_disk(self.plan, self.root, len(self.devices))  # refuses before anything is created
         with self.store.lock(self.plan.name):  # a second `study run` started at once reuses our parent run
             study = prepare_study(self.plan, self.store, self.tracking, self.root)
         from vpsearch.data.builtin import resolve_root
@@ -203,6 +209,7 @@ class Launcher:
               f"pruner {self.plan.spec.pruner.name}, storage {self.store.shown}; "
               f"{len(self.devices)} worker(s) on {','.join(sorted(set(self.devices)))} x {self.threads} thread(s); "
               f"logs in {settings.study_dir(self.plan.name, self.root) / 'logs'}", flush=True)
+        print(disk, flush=True)
         old = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         idle_rounds = 0
         try:
@@ -226,7 +233,7 @@ class Launcher:
             self.finish_tracking(study)
         print(("\r\033[K" if sys.stdout.isatty() else ""), end="")
         trials = self.trials(study)
-        print(summary(self.plan, trials, time.time() - t0))
+        print(summary(self.plan, trials, time.time() - t0, self.where()))
         if self.interrupts:
             print(f"interrupted: running trials were re-queued; resume with: vpsearch study run {self.opts.study_file}")
             return 130
@@ -243,6 +250,11 @@ class Launcher:
         return 0
 
 
+    def where(self) -> str:
+        """The options the next commands need to find this study (as the user gave them)."""
+        out = f" --root {self.opts.root}" if self.opts.root else ""
+        return out + (f" --storage {settings.redact(self.opts.storage)}" if self.opts.storage else "")
+
     def finish_tracking(self, study: optuna.Study) -> None:
         """End the MLflow runs of trials lost for good, and the parent run if the study is over."""
         try:
@@ -250,6 +262,7 @@ class Launcher:
             record = StudyRecord.of(study)
             tracker.ensure_parent(record.study_config or {}, self.plan.spec.sampler.name, self.store.shown,
                                   parent_run_id=record.mlflow_parent_run_id)
+            tracker.study_progress(*parent_progress(self.plan, self.trials(study)))
             finish_study_tracking(study, tracker, self.plan.n_trials)
         except Exception as e:  # tracking trouble must not turn a finished study into an error
             self.say(f"warning: could not end the study's MLflow runs: {e}")
@@ -276,11 +289,13 @@ def create_study(opts: RunOptions) -> int:
     store = open_storage(settings.storage_url(opts.storage, root), failure=plan.spec.failure,
                          wait=opts.storage_wait)
     existed = plan.name in study_names(store)
+    disk = check_disk(plan, root, plan.spec.workers)
     with store.lock(plan.name):
         study = prepare_study(plan, store, settings.tracking_uri(opts.tracking_uri, root), root)
     t = tally(study.get_trials(deepcopy=False))
     print(f"study {plan.name} {'found' if existed else 'created'} in {store.shown}: {plan.n_trials} trials "
           f"({t.finished} finished), sampler {plan.spec.sampler.name}, pruner {plan.spec.pruner.name}; "
           f"tracking {StudyRecord.of(study).mlflow_tracking_uri or 'off'}")
+    print(disk)
     print(f"join it from any machine: vpsearch worker --study {plan.name} --storage URL (or VPSEARCH_STORAGE)")
     return 0

@@ -19,7 +19,7 @@ from vpsearch.search.space import check_space, distinct_grid_size
 from vpsearch.search.spec import StudyError, StudySpec, base_path_for, parse_spec
 
 # Fields a re-run may change without making old and new trials incomparable.
-RESUMABLE_CHANGES = {"description", "workers", "devices", "threads_per_worker", "failure"}
+RESUMABLE_CHANGES = {"description", "workers", "devices", "threads_per_worker", "failure", "checkpoints"}
 RESUMABLE_BUDGET = {"n_trials", "timeout"}
 
 

@@ -166,9 +166,5 @@ def stale_trial_ids(study: optuna.Study, rdb: optuna.storages.RDBStorage) -> lis
     return rdb._get_stale_trial_ids(study._study_id)
 
 
-def set_system_attr(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> None:
-    study._storage.set_trial_system_attr(trial_id(trial), key, value)
-
-
 __all__ = ["Outcome", "StudyRecord", "TrialRecord", "TrialResults", "fail_running", "get_trial", "stale_trial_ids",
            "trial_by_number", "trial_id", "write_study", "write_trial"]

@@ -185,7 +185,6 @@ SAMPLERS: dict[str, Callable[[SamplerSpec, dict, int], BaseSampler]] = {
                                                  warn_independent_sampling=False),
     "random": lambda s, space, seed: RandomSampler(seed=seed),
 }
-PROPOSERS = ("grid", "skopt")  # samplers of our own (not Optuna's): GridProposer, SkoptProposer
 POLICY: dict[str, Policy] = {"tpe": "pruned"}  # TPE ranks pruned trials itself; the others get a penalty
 
 

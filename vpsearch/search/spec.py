@@ -203,6 +203,18 @@ class Failure(Strict):
         return self.grace_seconds or 3 * self.heartbeat_seconds
 
 
+class CheckpointPolicy(Strict):
+    """Which checkpoint files a study keeps once its trials end (trial folders and MLflow alike).
+
+    best.pt holds weights only, last.pt everything to resume. A running trial keeps both, and a
+    trial whose worker died keeps last.pt until its re-run continues from it.
+    """
+
+    keep: Literal["best", "last", "both", "none"] = Field(
+        "best", description="best: best.pt of the top_k trials; last: every completed trial's last.pt; both; none")
+    top_k: int = Field(3, ge=0, description="trials whose best.pt is kept (ranked by the objective)")
+
+
 class StudySpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str = ""
@@ -219,6 +231,7 @@ class StudySpec(Strict):
     devices: str = Field("cpu", description="cpu, auto, cuda, or cuda:0,cuda:1,...")
     threads_per_worker: int | None = Field(None, ge=1, description="CPU threads; default cores / workers")
     failure: Failure = Field(default_factory=Failure)
+    checkpoints: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
 
     @field_validator("sampler", "pruner", mode="before")
     @classmethod

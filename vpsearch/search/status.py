@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 import math
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from vpsearch.fmt import duration as _fmt_time
+from vpsearch.fmt import number as _short
 from vpsearch.search.records import TrialRecord
 from vpsearch.search.plan import StudyPlan
 from vpsearch.search.recovery import tally
@@ -17,13 +19,6 @@ def _duration(t: FrozenTrial) -> float | None:
     if t.datetime_start and t.datetime_complete:
         return (t.datetime_complete - t.datetime_start).total_seconds()
     return None
-
-
-def _fmt_time(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
 def best_trial(plan: StudyPlan, trials: list[FrozenTrial]) -> FrozenTrial | None:
@@ -51,16 +46,37 @@ def progress_line(plan: StudyPlan, trials: list[FrozenTrial], workers: int) -> s
             f"failed {t.failed} | {best_s} | ETA {eta}")
 
 
-def summary(plan: StudyPlan, trials: list[FrozenTrial], seconds: float) -> str:
+def params_text(params: dict[str, Any]) -> str:
+    """kl_anneal_type=monotonic lr=1.08e-3: params by their last dotted part."""
+    return " ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in params.items())
+
+
+def summary(plan: StudyPlan, trials: list[FrozenTrial], seconds: float, where: str = "") -> str:
+    """The end of `study run`: counts, the best trial against the copy-last baseline, what to run
+    next. where: the options the next commands need (--root, --storage), with a leading space."""
     t = tally(trials)
     best = best_trial(plan, trials)
     lines = [f"study {plan.name}: {t.finished}/{plan.n_trials} trials finished ({t.complete} complete, "
              f"{t.pruned} pruned, {t.failed} failed; {len(t.retried)} re-run) in {_fmt_time(seconds)}"]
     if best is not None:
-        lines.append(f"best {plan.spec.objective.metric} {best.values[0]:.4f}: trial {best.number} "
-                     f"(seed {TrialRecord.of(best).seed}) {json.dumps(best.params)}")
-    lines.append(f"table: vpsearch study status {plan.name}")
+        rec = TrialRecord.of(best)
+        lines.append(f"best {plan.spec.objective.metric} {best.values[0]:.3f}: trial {best.number} "
+                     f"(seed {rec.seed}) {params_text(best.params)}")
+        res = rec.results
+        if res is not None and res.val_psnr_best is not None and res.baseline_psnr is not None:
+            lines.append(f"copy-last baseline {res.baseline_psnr:.2f} dB on the same sequences: the best trial's "
+                         f"{res.val_psnr_best:.2f} dB gains {res.val_psnr_best - res.baseline_psnr:+.2f} dB")
+    lines += next_commands([(f"vpsearch report {plan.name}{where}", "strategy tables with 95% intervals, figures"),
+                            (f"vpsearch ui {plan.name}{where}", "the trials' curves and GIFs in MLflow"),
+                            (f"vpsearch export-best {plan.name}{where}", "best.yaml to retrain, with its report"),
+                            (f"vpsearch study status {plan.name}{where}", "every trial, the best marked")])
     return "\n".join(lines)
+
+
+def next_commands(commands: list[tuple[str, str]]) -> list[str]:
+    """'next:' and one line per command, their descriptions lined up."""
+    width = max(len(c) for c, _ in commands)
+    return ["next:", *(f"  {c.ljust(width)}  # {why}" for c, why in commands)]
 
 
 def trial_json(t: FrozenTrial, retried: set[int]) -> dict[str, Any]:
@@ -86,29 +102,79 @@ def status_json(plan: StudyPlan, trials: list[FrozenTrial]) -> dict[str, Any]:
             "trials": [trial_json(tr, t.retried) for tr in trials]}
 
 
-def _short(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+def _took(t: FrozenTrial) -> str:
+    """How long a trial took (a running one: so far, with '+')."""
+    seconds = _duration(t)
+    if seconds is not None:
+        return _fmt_time(seconds)
+    if t.state == TrialState.RUNNING and t.datetime_start:
+        return _fmt_time((dt.datetime.now() - t.datetime_start).total_seconds()) + "+"
+    return ""
 
 
 def status_table(plan: StudyPlan, trials: list[FrozenTrial]) -> str:
-    """A plain-text table, one row per trial; params abbreviated to their last dotted part."""
+    """A plain-text table, one row per trial, the best marked *; params by their last dotted part."""
     t = tally(trials)
-    rows = [["#", "state", plan.spec.objective.metric, "repeat", "seed", "params", "note"]]
+    best = best_trial(plan, trials)
+    rows = [["#", "state", plan.spec.objective.metric, "time", "repeat", "seed", "params", "note"]]
     for tr in trials:
-        value = _short(tr.values[0]) if tr.values else ""
-        params = " ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in tr.params.items())
+        value = f"{tr.values[0]:.3f}" if tr.values else ""
         rec = TrialRecord.of(tr)
         note = rec.fail_reason or ""
         if rec.retry_of is not None:
             note = f"re-run of {rec.retry_of}" + (f"; {note}" if note else "")
-        rows.append([str(tr.number), tr.state.name, value, _short("" if rec.repeat is None else rec.repeat),
-                     _short("" if rec.seed is None else rec.seed), params, note[:90]])
+        mark = " *" if best is not None and tr.number == best.number else ""
+        rows.append([f"{tr.number}{mark}", tr.state.name, value, _took(tr), _short(rec.repeat), _short(rec.seed),
+                     params_text(tr.params), note[:90]])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     out = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     out.insert(1, "-" * min(120, len(out[0])))
     out.append("")
     out.append(f"{t.finished}/{plan.n_trials} finished: {t.complete} complete, {t.pruned} pruned, {t.failed} failed, "
                f"{t.running} running, {t.waiting} queued, {len(t.retried)} re-run")
+    if best is not None:
+        out.append(f"* best: trial {best.number}, {plan.spec.objective.metric} {best.values[0]:.3f}")
     return "\n".join(out)
+
+
+def study_rows(store: Any, names: list[str]) -> list[list[str]]:
+    """`study list`: one row per stored study: name, trials finished, best value, sampler, started."""
+    from vpsearch.search.plan import StudyPlan
+    from vpsearch.search.records import StudyRecord
+    from vpsearch.search.storage import load_optuna_study
+
+    rows = [["NAME", "TRIALS", "BEST", "SAMPLER", "STARTED"]]
+    for name in sorted(names):
+        study = store.call(lambda: load_optuna_study(store, name), "reading a study")
+        trials = study.get_trials(deepcopy=False)
+        record = StudyRecord.of(study)
+        if record.study_config is None:  # not a vpsearch study: show what Optuna knows
+            rows.append([name, str(len(trials)), "", "", ""])
+            continue
+        plan = StudyPlan.from_record(record, f"study {name} in {store.shown}")
+        t, best = tally(trials), best_trial(plan, trials)
+        started = min((tr.datetime_start for tr in trials if tr.datetime_start), default=None)
+        rows.append([name, f"{t.finished}/{plan.n_trials}" + (f" ({t.running} running)" if t.running else ""),
+                     f"{plan.spec.objective.metric} {best.values[0]:.3f} (trial {best.number})" if best else "-",
+                     plan.spec.sampler.name, started.strftime("%Y-%m-%d %H:%M") if started else "-"])
+    return rows if len(rows) > 1 else []
+
+
+def parent_progress(plan: StudyPlan, trials: list[FrozenTrial]) -> tuple[int, dict[str, float], dict[str, str]]:
+    """What the study's parent run shows (tracking.study_progress): at step = trials finished,
+    the trials by state and the best trial's objective and copy-last baseline, under the names
+    its trial runs use, so the parent's row in the runs table reads as the study's best so far."""
+    from vpsearch.tracking import names
+
+    t = tally(trials)
+    metrics: dict[str, float] = {names.TRIALS_COUNTS["complete"]: t.complete,
+                                 names.TRIALS_COUNTS["pruned"]: t.pruned, names.TRIALS_COUNTS["failed"]: t.failed}
+    tags: dict[str, str] = {}
+    best = best_trial(plan, trials)
+    if best is not None:
+        metrics[names.best_metric(plan.spec.objective.metric)] = best.values[0]
+        res = TrialRecord.of(best).results
+        if res is not None and res.baseline_psnr is not None:
+            metrics[names.EPOCH_METRICS["baseline_psnr"]] = res.baseline_psnr
+        tags[names.TAG_BEST_TRIAL] = names.trial_run_name(best.number, best.params)
+    return t.finished, metrics, tags

@@ -25,6 +25,7 @@ import optuna
 from vpsearch import settings
 from vpsearch.provenance import trial_provenance
 from vpsearch.config import config_from_dict
+from vpsearch.search.checkpoints import sweep
 from vpsearch.search.gpus import FREE, claim_gpu, gpu_uuids
 from vpsearch.search.lost import end_lost_runs
 from vpsearch.search.objective import Heartbeat, TrialReporter
@@ -35,7 +36,8 @@ from vpsearch.search.records import (StudyRecord, TrialRecord, get_trial, trial_
 from vpsearch.search.recovery import HOST, RetryStaleTrial, fail_and_requeue, reap_stale, tally, worker_id
 from vpsearch.search.samplers import ConfigSampler, SpaceExhausted
 from vpsearch.search.space import suggest, trial_config
-from vpsearch.search.spec import StudyError
+from vpsearch.search.spec import CheckpointPolicy, StudyError
+from vpsearch.search.status import parent_progress
 from vpsearch.search.storage import StorageUnavailable, StudyStorage, load_optuna_study, open_storage
 from vpsearch.tracking import make_tracker
 from vpsearch.tracking.base import StudyTracker, TrialTracker
@@ -73,10 +75,20 @@ def open_study_storage(url: str, name: str, wait: float) -> tuple[StudyStorage, 
     return store, plan
 
 
-def make_study_tracker(uri: str | None, root: str | None, name: str) -> StudyTracker:
-    """The tracker, or none (with a warning) while the configured backend is not available."""
+def check_sharing(device: str, trials_per_device: int) -> None:
+    """Several workers share a device only through --device cuda:free's claims."""
+    if trials_per_device != 1 and device != FREE:
+        raise StudyError(f"--trials-per-device needs --device {FREE} (with --device {device} the "
+                         "device is fixed: start as many workers on it as you like)")
+
+
+def make_study_tracker(uri: str | None, root: str | None, name: str, policy: CheckpointPolicy | None = None
+                       ) -> StudyTracker:
+    """The tracker, or none (with a warning) while the configured backend is not available.
+    policy: the study's checkpoint retention, which MLflow's copies follow too."""
+    keep = (policy.top_k if policy.keep in ("best", "both") else 0) if policy else 0
     try:
-        return make_tracker(uri, settings.runs_root(root), name)
+        return make_tracker(uri, settings.runs_root(root), name, keep_checkpoints=keep)
     except NotImplementedError as e:
         print(f"vpsearch: warning: tracking {settings.redact(str(uri))} unavailable ({e}); "
               "continuing without it", file=sys.stderr)
@@ -90,9 +102,7 @@ class Worker:
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.opts = opts
-        if opts.trials_per_device != 1 and opts.device != FREE:
-            raise StudyError(f"--trials-per-device needs --device {FREE} (with --device {opts.device} the "
-                             "device is fixed: start as many workers on it as you like)")
+        check_sharing(opts.device, opts.trials_per_device)
         self.store, self.plan = open_study_storage(opts.storage, opts.study, opts.storage_wait)
         self.gpu_claim = None  # --device cuda:free: the connection that holds this worker's GPU
         if opts.device == FREE:
@@ -107,7 +117,7 @@ class Worker:
         self.id = worker_id()
         record = StudyRecord.of(self.study)
         uri = settings.study_tracking_uri(opts.tracking_uri, record.mlflow_tracking_uri, opts.root)
-        self.tracker = make_study_tracker(uri, opts.root, opts.study)
+        self.tracker = make_study_tracker(uri, opts.root, opts.study, spec.checkpoints)
         self.tracker.ensure_parent(record.study_config or {}, spec.sampler.name, self.store.shown,
                                    parent_run_id=record.mlflow_parent_run_id)
         if opts.deadline is None and spec.budget.timeout:
@@ -180,7 +190,7 @@ class Worker:
             chash = cfg.hash()
             tags = {"study": self.plan.name, "trial": str(number), "repeat": str(repeat), "seed": str(seed),
                     "config_hash": chash, "worker": self.id, "sampler": spec.sampler.name}
-            tt = self._start_tracking(number, run_cfg, tags)
+            tt = self._start_tracking(number, run_cfg, tags, params)
             retry_of = TrialRecord.of(trial).retry_of
             if retry_of is not None:
                 self._end_lost_attempt(retry_of)
@@ -221,6 +231,8 @@ class Worker:
         self._record(trial, results=reporter.results(seconds), fail_reason=reason, outcome=outcome)
         self._close(tt, state, reason)
         self._tell(trial, state, values)
+        self._sweep()
+        self._study_progress()
         shown = f" {spec.objective.metric}={values[0]:.3f}" if values and state == "COMPLETE" else ""
         log(f"trial {number} {state}{shown} in {seconds:.1f}s" + (f": {reason}" if reason else ""))
         return state
@@ -240,9 +252,27 @@ class Worker:
         where = folder / "checkpoints" / "last.pt" if folder else "(no run folder was recorded)"
         return own, f"started over: trial {retry_of}'s last checkpoint {where} is not reachable from {HOST}"
 
-    def _start_tracking(self, number: int, cfg: Any, tags: dict[str, str]) -> TrialTracker:
+    def _sweep(self) -> None:
+        """Checkpoint retention after a trial ends (checkpoints.py); never fails the trial."""
         try:
-            return self.tracker.trial(number, cfg, tags)
+            deleted = self.store.call(lambda: sweep(self.study, self.plan.spec.checkpoints, self.opts.root),
+                                      "reading trials")
+            if deleted:
+                log(f"checkpoints removed by the study's retention ({self.plan.spec.checkpoints.keep}, top "
+                    f"{self.plan.spec.checkpoints.top_k}): {len(deleted)} file(s)")
+        except OSError as e:
+            log(f"warning: checkpoint retention could not delete a file: {e}")
+
+    def _study_progress(self) -> None:
+        """The parent run's best-so-far and counts, after each trial (status.parent_progress)."""
+        try:
+            self.tracker.study_progress(*parent_progress(self.plan, self.study.get_trials(deepcopy=False)))
+        except Exception as e:  # tracking trouble must not fail the study
+            log(f"warning: could not log the study's progress to its parent run: {e}")
+
+    def _start_tracking(self, number: int, cfg: Any, tags: dict[str, str], params: dict[str, Any]) -> TrialTracker:
+        try:
+            return self.tracker.trial(number, cfg, tags, params)
         except Exception as e:  # a tracking outage must not stop the search: train untracked
             log(f"warning: tracking could not start a run for trial {number}: {e}")
             return TrialTracker()

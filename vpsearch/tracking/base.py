@@ -9,9 +9,11 @@ Lifecycle:
   parent = tracker.ensure_parent(study_yaml, sampler, storage_url, parent_run_id=None)
       (the creator passes None and stores the id in the Optuna study's user attrs;
        workers pass the stored id so every trial nests under one parent run)
-  t = tracker.trial(number, config, tags)             # a Reporter for fit()
+  tracker.set_view(objective_key, searched_params)     # the creator: the runs table's columns
+  t = tracker.trial(number, config, tags, params)     # a Reporter for fit(), run named by params
   fit(config, run_dir, reporter=Reporters(pruner, t))
   t.close("COMPLETE" | "PRUNED" | "FAIL", reason)     # always, in a finally
+  tracker.study_progress(step, metrics, tags)         # best so far, counts: on the parent run
   tracker.lost_trial(number, run_id, worker, reason)  # a trial whose worker died, from its re-run
   tracker.log_study_artifacts([report files])          # reporting layer
 """
@@ -45,7 +47,16 @@ class StudyTracker:
                       parent_run_id: str | None = None) -> str | None:
         return None
 
-    def trial(self, number: int, config: Config, tags: dict[str, str]) -> TrialTracker:
+    def set_view(self, objective: str, params: list[str]) -> None:
+        """The runs table's saved view: the objective (a training/history.py key), the copy-last
+        baseline, these searched params and the state."""
+
+    def study_progress(self, step: int, metrics: dict[str, float], tags: dict[str, str]) -> None:
+        """The study so far, on its parent run: metrics at step (trials finished) and tags."""
+
+    def trial(self, number: int, config: Config, tags: dict[str, str],
+              params: dict[str, Any] | None = None) -> TrialTracker:
+        """A trial's run, named by its number and searched params (names.trial_run_name)."""
         return TrialTracker()
 
     def log_study_artifacts(self, paths: list[Path], artifact_path: str = "report") -> None:

@@ -2,10 +2,13 @@
 
 Layout in MLflow (names in names.py):
   experiment  <study name>                  one per study
-  parent run  <study name>                  study.yaml, sampler, storage URL (redacted), reports
-  child runs  trial-<n>  (mlflow.parentRunId = parent)
+      tags      the runs table's saved view (names.study_view: objective, baseline, params, state)
+  parent run  <study name>                  study.yaml, sampler, storage URL (redacted), reports;
+                                            the best value so far, the best trial, trials by state
+  child runs  t<n> <searched params>  (mlflow.parentRunId = parent), e.g. `t2 monotonic lr=1.1e-3`
       params    the flattened resolved config (train.lr, schedule.kl_anneal_type, ...)
-      metrics   train/loss ... time/epoch_seconds (step = epoch); val/psnr_frame (step = frame)
+      metrics   train/loss ... time/epoch_seconds (step = epoch); val/psnr_best ... (step = best
+                epoch); val/psnr_frame (step = predicted frame index, 1 = first after the context)
       artifacts config.yaml metrics.csv frame_psnr.csv frame_psnr/epoch_<e>.csv plots/ samples/
                 checkpoints/best.pt (top-k trials only, retention.py)
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import getpass
+import math
 import os
 import re
 import socket
@@ -30,13 +34,16 @@ import yaml
 from vpsearch.config import Config, flatten
 from vpsearch.errors import UserError
 from vpsearch.provenance import git_commit
-from vpsearch.settings import artifact_root, redact
+from vpsearch.settings import EMBEDDED, artifact_root, embedded_uri, redact
 from vpsearch.tracking import names
 from vpsearch.tracking.base import StudyTracker, TrialState, TrialTracker
 from vpsearch.tracking.journal import Stream, spool_root
 from vpsearch.tracking.probe import is_remote
 from vpsearch.tracking.sender import STALL, Sender
+from vpsearch.training.history import EPOCH_METRICS
 from vpsearch.training.outputs import DRAWER
+
+OBJECTIVES = [m for m in EPOCH_METRICS if m.objective]  # each gets a best-epoch summary (names.best_metric)
 
 # run-dir file -> artifact folder ("" = the run's artifact root)
 RUN_ARTIFACTS = [
@@ -149,23 +156,40 @@ class MLflowStudyTracker(StudyTracker):
 
     def _stream(self, label: str, run_name: str, run_id: str | None = None) -> Stream:
         stream = Stream.create(self.spool, _safe_name(label), {
-            "tracking_uri": self.uri, "study": self.study_name, "run_name": run_name,
+            # the root's own store as 'embedded': `vpsearch sync` of a moved runs folder uses its copy
+            "tracking_uri": EMBEDDED if self.uri == embedded_uri(self.root) else self.uri,
+            "study": self.study_name, "run_name": run_name,
             "experiment_id": self.experiment()})
         if run_id:
             stream.set_run_id(run_id)
         return stream
 
-    def trial(self, number: int, config: Config, tags: dict[str, str]) -> TrialTracker:
+    def set_view(self, objective: str, params: list[str]) -> None:
+        """The experiment's saved runs-table view (names.study_view); set at study creation."""
+        self.client.set_experiment_tag(self.experiment(), names.MLFLOW_SHARED_VIEW + names.VIEW_KEY,
+                                       names.study_view(objective, params))
+
+    def study_progress(self, step: int, metrics: dict[str, float], tags: dict[str, str]) -> None:
+        """The study so far on its parent run (journaled, sent in the background)."""
+        if self.parent_run_id is None:
+            return
+        now = names.now_ms()
+        self.sender.submit(self.parent_stream(), {
+            "op": "log_batch", "metrics": [[k, float(v), now, int(step)] for k, v in metrics.items()],
+            "tags": names.clean_tags(tags)})
+
+    def trial(self, number: int, config: Config, tags: dict[str, str],
+              params: dict[str, Any] | None = None) -> TrialTracker:
         if not self._joined and self.parent_run_id is not None:
             # the parent run stays RUNNING while any process trains trials of the study
             self.sender.submit(self.parent_stream(), {"op": "reopen", "key": self.worker_key})
             self._joined = True
-        return MLflowTrialTracker(self, number, config, tags)
+        return MLflowTrialTracker(self, number, config, tags, params)
 
     def lost_trial(self, number: int, run_id: str | None, worker: str | None, reason: str) -> None:
         """See StudyTracker.lost_trial; journaled like every trial operation."""
         if run_id:
-            stream = self._stream(f"trial-{number}-lost", names.trial_run_name(number), run_id)
+            stream = self._stream(f"trial-{number}-lost", names.trial_run_name(number), run_id)  # names the spool
             # end_lost leaves a run alone that its own process ended after all (a Ctrl-C'd worker)
             self.sender.submit(stream, {"op": "end_lost", "end_time": names.now_ms(), "tags": names.clean_tags(
                 {names.TAG_STATE: "FAIL", names.TAG_REASON: reason})})
@@ -208,23 +232,27 @@ class MLflowStudyTracker(StudyTracker):
 class MLflowTrialTracker(TrialTracker):
     """One trial's run. Hooks run on the training thread and only journal + enqueue."""
 
-    def __init__(self, study: MLflowStudyTracker, number: int, config: Config, tags: dict[str, str]):
+    def __init__(self, study: MLflowStudyTracker, number: int, config: Config, tags: dict[str, str],
+                 params: dict[str, Any] | None = None):
         self.study = study
         self.number = number
         self.config = config
         self.run_dir: Path | None = None
         self.result: Any = None
         self.closed = False
-        self.stream = study._stream(f"trial-{number}", names.trial_run_name(number))
+        self.best: dict[str, tuple[float, int]] = {}  # objective metric key -> (best value, its epoch)
+        name = names.trial_run_name(number, params)
+        self.stream = study._stream(f"trial-{number}", name)
         run_tags = {**study._base_tags(), names.TAG_ROLE: "trial", names.TAG_TRIAL: number,
                     names.TAG_STATE: "RUNNING", names.TAG_SEED: config.train.seed,
-                    names.TAG_CONFIG_HASH: config.hash(), names.TAG_DEVICE: config.train.device}
+                    names.TAG_CONFIG_HASH: config.hash(), names.TAG_DEVICE: config.train.device,
+                    names.MLFLOW_NOTE: names.trial_note()}
         if study.sampler:
             run_tags[names.TAG_SAMPLER] = study.sampler
         if study.parent_run_id:
             run_tags[names.MLFLOW_PARENT] = study.parent_run_id
         run_tags.update(tags)  # the search layer knows best (device actually used, sampler, ...)
-        self.send({"op": "create_run", "experiment_id": study.experiment(), "run_name": names.trial_run_name(number),
+        self.send({"op": "create_run", "experiment_id": study.experiment(), "run_name": name,
                    "tags": names.clean_tags(run_tags), "start_time": names.now_ms()})
         self.send({"op": "log_batch", "params": names.params_from_flat(config.flat())})
         # the search layer may want the run id at once (trial user attrs); a few ms while online
@@ -254,6 +282,12 @@ class MLflowTrialTracker(TrialTracker):
 
     def report(self, epoch: int, metrics: dict[str, float]) -> bool:
         self.send({"op": "log_batch", "metrics": names.epoch_metrics(epoch, metrics, names.now_ms())})
+        for m in OBJECTIVES:
+            v = metrics.get(m.key)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                old = self.best.get(m.key)
+                if old is None or (v > old[0] if m.direction == "maximize" else v < old[0]):
+                    self.best[m.key] = (float(v), int(epoch))
         return False
 
     def evaluated(self, epoch: int, frame_metrics: dict[str, list[float]]) -> None:
@@ -298,8 +332,8 @@ class MLflowTrialTracker(TrialTracker):
                 rows = list(csv.DictReader(frames.open()))
                 batch["metrics"] += names.frame_metrics(names.FRAME_PSNR, [r["psnr"] for r in rows], now)
                 batch["metrics"] += names.frame_metrics(names.FRAME_SSIM, [r["ssim"] for r in rows], now)
-        if self.result is not None and self.result.best_epoch >= 0:
-            batch["metrics"].append([names.BEST_PSNR, float(self.result.best_psnr), now, int(self.result.best_epoch)])
+        # each objective metric's best epoch (val/psnr_best: the value top-k retention ranks by)
+        batch["metrics"] += [[names.best_metric(k), v, now, e] for k, (v, e) in self.best.items()]
         self.send(batch)
         if self.run_dir is not None:
             for rel, folder in RUN_ARTIFACTS:

@@ -11,15 +11,28 @@ import math
 import time
 from typing import Any, Iterable
 
+from vpsearch.fmt import number
 from vpsearch.training import history
 
 # trainer metrics key -> MLflow metric name, step = epoch (the one registry: training/history.py)
 EPOCH_METRICS: dict[str, str] = {m.key: m.mlflow for m in history.EPOCH_METRICS}
-# per-frame curves of the best evaluation, step = predicted frame index (1-based, as frame_psnr.csv)
+# per-frame curves of the best evaluation. Their step (MLflow's x axis) is the predicted frame's
+# index, not an epoch: 1 = the first frame after the context (as in frame_psnr.csv)
 FRAME_PSNR = "val/psnr_frame"
 FRAME_SSIM = "val/ssim_frame"
-# summary of a finished trial, step = best epoch; top-k checkpoint retention ranks by it
-BEST_PSNR = "val/psnr_best"
+
+
+def best_metric(key: str) -> str:
+    """The summary a finished trial logs for each objective metric: its best epoch's value
+    (step = that epoch), e.g. val/psnr_best. The study's parent run logs the best trial's."""
+    return EPOCH_METRICS[key] + "_best"
+
+
+# top-k checkpoint retention ranks trials by it
+BEST_PSNR = best_metric("val_psnr")
+# the study's parent run: trials by state, step = trials finished so far
+TRIALS_COUNTS = {"complete": "trials/complete", "pruned": "trials/pruned", "failed": "trials/failed"}
+TAG_BEST_TRIAL = "best_trial"  # the parent run's: the best trial's run name
 
 # tags (the search layer may add more; these are set by the tracker itself)
 TAG_ROLE = "vpsearch.role"  # "study" | "trial"
@@ -40,6 +53,11 @@ MLFLOW_PARENT = "mlflow.parentRunId"
 MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
 MLFLOW_SOURCE = "mlflow.source.name"
 MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"
+MLFLOW_NOTE = "mlflow.note.content"  # a run's description in the UI (markdown)
+# a saved view of the runs table (MLflow 3 UI: columns, sort), opened by viewStateShareKey=VIEW_KEY
+VIEW_KEY = "vpsearch"
+RUN_NAME_COLUMN = "attributes.`Run Name`"
+MLFLOW_SHARED_VIEW = "mlflow.sharedViewState."
 
 # Optuna-style trial states -> MLflow run status
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
@@ -58,8 +76,75 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def trial_run_name(number: int) -> str:
-    return f"trial-{number}"
+# how a searched parameter is shortened in a run name (by its last dotted part); others by the
+# initials of their words (kl_anneal_ratio -> kar); None: the value alone (categorical schedules)
+SHORT = {"kl_anneal_type": None, "kl_anneal_cycle": "cycles", "tfr_decay_step": "tfd", "tfr_start_decay_epoch": "tfs",
+         "tfr_lower_bound": "tfmin", "lr": "lr", "beta": "beta", "z_dim": "z", "g_dim": "g", "rnn_size": "rnn"}
+
+
+def short_param(key: str) -> str | None:
+    last = key.rsplit(".", 1)[-1]
+    if last in SHORT:
+        return SHORT[last]
+    words = last.split("_")
+    return "".join(w[0] for w in words if w) if len(words) > 1 else last
+
+
+def trial_run_name(n: int, params: dict[str, Any] | None = None) -> str:
+    """What tells a trial apart in the runs table: `t2 monotonic lr=1.1e-3 tfd=0.1`."""
+    parts = [f"t{n}"]
+    for key, value in (params or {}).items():
+        short = short_param(key)
+        text = number(value, digits=2)
+        parts.append(text if short is None and isinstance(value, str) else f"{short or key}={text}")
+    return " ".join(parts)
+
+
+def trial_note() -> str:
+    """A trial run's description in the MLflow UI: what its metrics are and what their x axis is
+    (the first lines show before "Show more": the two surprises come first)."""
+    lines = [f"Step = epoch, except for `{FRAME_PSNR}` and `{FRAME_SSIM}`: there the step is the **predicted "
+             "frame index** (1 = the first frame after the context), at the best epoch. "
+             f"`{EPOCH_METRICS['log10_lr']}` is the learning rate on a scale the charts show (-3 = 1e-3).", ""]
+    lines += [f"- `{m.mlflow}`: {m.label}" for m in history.EPOCH_METRICS]
+    lines += [f"- `{best_metric(m.key)}`: best epoch's {m.label} (step = that epoch)"
+              for m in history.EPOCH_METRICS if m.objective]
+    lines += [f"- `{FRAME_PSNR}`, `{FRAME_SSIM}`: PSNR / SSIM per predicted frame at the best epoch "
+              "(step = predicted frame index)",
+              "", "Artifacts: `samples/best.gif` and `samples/best_strip.png` (context, ground truth, prediction), "
+              "`plots/`, `frame_psnr.csv`."]
+    return "\n".join(lines)
+
+
+def study_view(objective: str, params: list[str], name: str = "vpsearch: objective, baseline, params, state") -> str:
+    """The saved runs-table view of a study's experiment (a tag value, MLFLOW_SHARED_VIEW + VIEW_KEY):
+    the objective, the copy-last baseline, the searched params and the state, best first.
+
+    The format is the MLflow 3 UI's saved-view envelope ({name, createdAt, state: JSON of the
+    runs table's facets and columns}); column keys are `metrics.`name``, `params.`name``, `tags.`name``.
+    """
+    best = best_metric(objective)
+    columns = [f"metrics.`{best}`", f"metrics.`{EPOCH_METRICS['baseline_psnr']}`",
+               *(f"params.`{p}`" for p in params), f"tags.`{TAG_STATE}`"]
+    # column ids are the keys; widths apply to the columns listed in columnOrder. The run name
+    # first (`t2 monotonic lr=1.1e-3 tfd=0.1`), then the columns share what a 1400 px window
+    # leaves (~690 px beside the run name and start time), so the state column stays in view
+    # with up to 4 params; more scroll.
+    per_param = max(80, min(110, (690 - 2 * 100 - 95) // max(1, len(params))))
+    widths = {RUN_NAME_COLUMN: 210, **{c: 100 for c in columns[:2]}, **{c: per_param for c in columns[2:-1]},
+              f"tags.`{TAG_STATE}`": 95}
+    state = {"selectedColumns": columns, "orderByKey": f"metrics.`{best}`",
+             "orderByAsc": history.BY_KEY[objective].direction == "minimize",
+             "columnOrder": [RUN_NAME_COLUMN, *columns], "columnWidths": widths}
+    created = now_ms()
+    return json.dumps({"name": name, "createdAt": created, "updatedAt": created, "state": json.dumps(state)})
+
+
+def runs_url(base: str, experiment_id: str, view: bool = True) -> str:
+    """The runs table of an experiment in the model-training workflow (not the GenAI overview),
+    with the study's saved view when the experiment has one."""
+    query = "workflowType=machine_learning" + (f"&viewStateShareKey={VIEW_KEY}" if view else "")
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
 def _text(value: Any) -> str:

@@ -17,6 +17,8 @@ it back, since every completion re-ranks all kept trials.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from vpsearch.tracking import names
@@ -52,6 +54,26 @@ def delete_checkpoints(client: Any, run: Any) -> str:
     return "kept_undeletable" if left else "deleted"
 
 
+def store_checkpoint(client: Any, run_id: str, path: str) -> None:
+    """Upload a checkpoint to the run's checkpoints/; into a local artifact folder (the embedded
+    store) as a hard link to the trial folder's file: the same bytes, not a second copy on disk."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    uri = client.get_run(run_id).info.artifact_uri
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        dest = Path(url2pathname(parsed.path)) / CHECKPOINT_DIR / Path(path).name
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.unlink(missing_ok=True)
+            os.link(path, dest)
+            return
+        except OSError:  # another file system, or no hard links here: upload a copy
+            pass
+    client.log_artifact(run_id, path, CHECKPOINT_DIR)
+
+
 def retain_checkpoint(client: Any, run_id: str, op: dict[str, Any]) -> str:
     """Upload op['path'] for run_id if the trial ranks in the top op['keep']; trim the rest.
 
@@ -62,7 +84,7 @@ def retain_checkpoint(client: Any, run_id: str, op: dict[str, Any]) -> str:
     if keep is not None and keep <= 0:
         state = "not_top_k"
     elif keep is None:
-        client.log_artifact(run_id, op["path"], CHECKPOINT_DIR)
+        store_checkpoint(client, run_id, op["path"])
         state = "kept"
     else:
         kept = [r for r in _kept_runs(client, op["experiment_id"], op.get("parent_run_id"))
@@ -71,7 +93,7 @@ def retain_checkpoint(client: Any, run_id: str, op: dict[str, Any]) -> str:
                          + [(names.score(op["score"]), run_id, None)], key=lambda x: x[0], reverse=True)
         top = {rid for _, rid, _ in ranking[:keep]}
         if run_id in top:
-            client.log_artifact(run_id, op["path"], CHECKPOINT_DIR)
+            store_checkpoint(client, run_id, op["path"])
             state = "kept"
         else:
             state = "not_top_k"

@@ -13,7 +13,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vpsearch.settings import redact
+from vpsearch.settings import EMBEDDED, embedded_uri, redact
+from vpsearch.tracking import create_sqlite_store
 from vpsearch.tracking.journal import Stream, pending_streams, spool_root
 from vpsearch.tracking.probe import TrackingUnavailable, apply_env_defaults, check_reachable
 from vpsearch.tracking.sender import Delivery, is_permanent
@@ -107,6 +108,10 @@ def sync_spool(root: str | Path | None = None, uri: str | None = None, force: bo
             stream.discard()  # delivered, only its final mark was missing (a killed process)
             continue
         target = uri or stream.meta["tracking_uri"]
+        if target == EMBEDDED:  # the runs root's own store, wherever the root is now
+            target = embedded_uri(root)
+            if target not in clients:
+                create_sqlite_store(target, root)
         try:
             if target not in clients:
                 check_reachable(target)

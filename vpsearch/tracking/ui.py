@@ -15,6 +15,9 @@ import sys
 from pathlib import Path
 from typing import IO
 
+from vpsearch.errors import UserError
+from vpsearch.settings import redact
+from vpsearch.tracking import names
 from vpsearch.tracking.probe import wait_healthy
 
 SERVER_ENV = {
@@ -92,3 +95,34 @@ class ServerProcess:
                 pass
             self.proc.wait(5)
         self.proc = None
+
+
+def study_page(uri: str, base_url: str, name: str | None) -> tuple[str, list[str]]:
+    """(the URL of a study's runs table, the other studies' names) in the store at uri.
+
+    name None: the newest study. The page is the model-training runs view with the study's
+    saved columns (names.runs_url); with no study yet, the experiments list.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    studies = [e for e in client.search_experiments(order_by=["creation_time DESC"])
+               if names.TAG_STUDY in e.tags]
+    if name is not None:
+        found = [e for e in studies if e.name == name] or [e for e in [client.get_experiment_by_name(name)] if e]
+        if not found:
+            known = ", ".join(e.name for e in studies) or "none yet"
+            raise UserError(f"no study {name!r} in the MLflow store {redact(uri)} (studies there: {known})")
+        studies = found + [e for e in studies if e.name != name]
+    if not studies:
+        return f"{base_url.rstrip('/')}/#/experiments", []
+    exp = studies[0]
+    view = names.MLFLOW_SHARED_VIEW + names.VIEW_KEY in exp.tags
+    return names.runs_url(base_url, exp.experiment_id, view), [e.name for e in studies[1:]]
+
+
+def can_open_browser() -> bool:
+    """A browser can show a page here: a desktop session, and a person at the terminal."""
+    desktop = sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or
+                                                           os.environ.get("WAYLAND_DISPLAY"))
+    return desktop and sys.stdout.isatty()

@@ -1,8 +1,10 @@
 """Checkpoints that rebuild a model from the file alone, and resume exactly.
 
-A checkpoint holds the resolved config, the data shape, weights, optimizer state, the
-schedule counters (schedules are pure, so counters are all they need), every RNG state,
-the fp16 loss scaler and the metric history. It is written to a temporary file and renamed, so a crash
+A resume checkpoint (last.pt) holds the resolved config, the data shape, weights, optimizer
+state, the schedule counters (schedules are pure, so counters are all they need), every
+RNG state, the fp16 loss scaler and the metric history. A weights checkpoint (best.pt, and
+what MLflow keeps) holds the config, data shape, weights and history only: a third of an
+Adam run's resume checkpoint, and all that evaluate, predict and export need. It is written to a temporary file and renamed, so a crash
 mid-write never corrupts the previous checkpoint, and read with
 torch.load(weights_only=True): tensors and plain Python values only, no pickled code.
 What must match to resume a run or to use a model on data is checked in resume.py.
@@ -46,7 +48,7 @@ def restore_rng(state: dict[str, Any], sampler: torch.Generator, tf: torch.Gener
 def save_checkpoint(path: Path, *, cfg: Config, shape: DataShape, model: StepwiseCVAE,
                     optimizer: torch.optim.Optimizer, epoch: int, best: float, best_epoch: int,
                     history: list[dict[str, float]], rng: dict[str, Any], lr: float,
-                    scaler: torch.amp.GradScaler | None = None) -> None:
+                    scaler: torch.amp.GradScaler | None = None, weights_only: bool = False) -> None:
     payload = {
         "format": FORMAT, "config": cfg.to_dict(), "data_shape": shape.to_dict(),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -58,6 +60,9 @@ def save_checkpoint(path: Path, *, cfg: Config, shape: DataShape, model: Stepwis
         # skips steps until the scale has come down again
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
     }
+    if weights_only:  # nothing to resume from: no optimizer, RNG or scaler state
+        for key in ("optimizer", "rng", "scaler"):
+            payload.pop(key)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -128,7 +133,7 @@ def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu") 
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
     try:
-        model = build_model(cfg.model, DataShape(**payload["data_shape"]))
+        model = build_model(cfg.model, DataShape.from_dict(payload["data_shape"]))
     except TypeError as e:
         raise CheckpointError(f"checkpoint {path}: not a vpsearch checkpoint (bad data_shape: {e})") from None
     try:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from vpsearch.config import Config
+from vpsearch.data.augment import augment, draw_gaps
 from vpsearch.data.base import DataError, VideoSet, to_uint8_video
 from vpsearch.errors import VpsearchError
 from vpsearch.models.base import StepwiseCVAE
@@ -34,7 +35,7 @@ class StepContext:
     scaler: torch.amp.GradScaler
     cfg: Config
     device: torch.device
-    generator: torch.Generator  # teacher-forcing coins; saved in checkpoints
+    generator: torch.Generator  # teacher-forcing and augmentation coins; saved in checkpoints
     tf: TeacherForcing
     kl: KLAnnealing
 
@@ -47,25 +48,29 @@ def sequence_loss(preds: Tensor, frames: Tensor, stats, beta: float, reduction: 
 
 
 def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: list[np.ndarray],
-                epoch: int, on_step: Callable[[int], None] | None = None) -> dict[str, float]:
+                epoch: int, on_step: Callable[[int], None] | None = None,
+                length: int | None = None) -> dict[str, float]:
+    """length: frames per window (default data.window; shorter for a split of short videos)."""
     cfg, model, opt = ctx.cfg, ctx.model, ctx.optimizer
     model.train()
-    length, n_past = cfg.data.window, cfg.data.n_past
+    length, n_past = length or cfg.data.window, cfg.data.n_past
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = cfg.optim.grad_clip or float("inf")
     log = StepLog(4, read_every(ctx.device), lambda v, step: check_finite(v, epoch, step, ctx.scaler.is_enabled()))
-    frames_seen, beta, tfr = 0, 0.0, 0.0
+    frames_seen, beta, weight, tfr = 0, 0.0, 0.0, 0.0
     start = time.perf_counter()
     for i, idx in enumerate(batches):
-        batch = data.batch(windows[idx], length)
+        gaps = draw_gaps(windows[idx], cfg.data.anchor_gap, ctx.generator)
+        batch = augment(data.batch(windows[idx], length, gaps, n_past), cfg.data, ctx.generator)
         frames = batch["frames"].to(ctx.device, non_blocking=True)
         cond = batch.get("cond")
         cond = cond.to(ctx.device, non_blocking=True) if cond is not None else None
         tfr = ctx.tf.at(epoch, i, len(batches))
         teacher = ctx.tf.mask(tfr, frames.shape[0], length, ctx.generator)  # CPU: the model branches on it
-        beta = cfg.loss.beta * ctx.kl.at(epoch, i, len(batches))
+        weight = ctx.kl.at(epoch, i, len(batches))
+        beta = cfg.loss.beta * weight
         with autocast(ctx.device, cfg.train.amp):
-            preds, stats = model(frames, cond, n_past, teacher)
+            preds, stats = model(frames, cond, n_past, teacher, cfg.schedule.detach_predictions)
         loss, mse, kl = sequence_loss(preds, frames, stats, beta, cfg.loss.kl_reduction)
         opt.zero_grad(set_to_none=True)
         ctx.scaler.scale(loss).backward()
@@ -83,7 +88,7 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
     loss, mse, kl, gnorm = (float(x) for x in rows.sum(0))  # plain floats: checkpoints hold no numpy
     gnorm_max = float(rows[:, 3].max()) if len(rows) else 0.0
     return {"loss": loss / n, "mse": mse / n, "kl": kl / n, "grad_norm": gnorm / n, "grad_norm_max": gnorm_max,
-            "kl_beta": float(beta), "tfr": float(tfr), "train_seconds": seconds,
+            "kl_beta": float(beta), "kl_weight": float(weight), "tfr": float(tfr), "train_seconds": seconds,
             "frames_per_second": frames_seen / seconds}
 
 
@@ -127,13 +132,15 @@ class Evaluation:
     n_sequences: int
     samples: int
     horizon: int
-    # first sequences, sample 0: predicted and true future frames, (S, T, H, W, C) uint8
+    # first sequences, sample 0: predicted and true future frames, (S, T, H, W, C) uint8, and
+    # the context frames they were rolled out from, (S, n_past, H, W, C): the pictures show all three
     predictions: list[np.ndarray] = field(default_factory=list, repr=False)
     truths: list[np.ndarray] = field(default_factory=list, repr=False)
+    contexts: list[np.ndarray] = field(default_factory=list, repr=False)
     seconds: float = 0.0
 
     def summary(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("predictions", "truths")}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("predictions", "truths", "contexts")}
         d["psnr_reduction"] = f"mean over {self.samples} sample(s); best_of_n picks each sequence's best sample"
         return d
 
@@ -159,12 +166,13 @@ def evaluation_plan(data: VideoSet, cfg: Config, horizon: int | str | None, max_
 @torch.no_grad()
 def evaluate(model: StepwiseCVAE, data: VideoSet, cfg: Config, device: torch.device, *,
              samples: int = 1, horizon: int | str | None = None, max_sequences: int = 64,
-             keep: int = 0) -> Evaluation:
+             keep: int = 0, on_batch: Callable[[int, int], None] | None = None) -> Evaluation:
     """Roll out from the context frames with z from the prior; PSNR/SSIM per frame per sample.
 
     BatchNorm runs in eval mode. N samples per sequence run as one batch; the reported
     psnr is the mean over samples, psnr_best_of_n takes each sequence's best sample (by
-    its mean PSNR over frames).
+    its mean PSNR over frames). keep: how many sequences' frames (context, truth, sample 0's
+    prediction) to return for pictures. on_batch(done, total) after each batch (progress).
     """
     start = time.perf_counter()
     was_training = model.training
@@ -178,7 +186,10 @@ def evaluate(model: StepwiseCVAE, data: VideoSet, cfg: Config, device: torch.dev
     sums = {k: np.zeros(max_h) for k in ("psnr", "ssim", "best", "base")}
     counts = np.zeros(max_h)
     seq_psnr, seq_ssim, seq_best, seq_best_ssim = [], [], [], []
-    predictions, truths = [], []
+    predictions, truths, contexts = [], [], []
+    n_batches, done = sum(-(-len(s) // cfg.eval.batch_size) for s in groups.values()), 0
+    if on_batch:
+        on_batch(0, n_batches)
     for h, seqs in groups.items():
         for b0 in range(0, len(seqs), cfg.eval.batch_size):
             chunk = np.array(seqs[b0:b0 + cfg.eval.batch_size])
@@ -206,6 +217,10 @@ def evaluate(model: StepwiseCVAE, data: VideoSet, cfg: Config, device: torch.dev
                         kept_true[j].append(to_uint8_video(truth[j]))
             predictions += [np.stack(x) for x in kept_pred]
             truths += [np.stack(x) for x in kept_true]
+            contexts += [to_uint8_video(batch["frames"][j]) for j in range(n_keep)]
+            done += 1
+            if on_batch:
+                on_batch(done, n_batches)
             best = p_all.mean(0).argmax(0)  # (b,) best sample per sequence
             cols = np.arange(b)
             sums["psnr"][:h] += p_all.mean(1).sum(1)
@@ -225,5 +240,5 @@ def evaluate(model: StepwiseCVAE, data: VideoSet, cfg: Config, device: torch.dev
         psnr_per_frame=per["psnr"], ssim_per_frame=per["ssim"],
         psnr_best_of_n_per_frame=per["best"], baseline_per_frame=per["base"],
         n_sequences=len(plan), samples=samples, horizon=max_h,
-        predictions=predictions, truths=truths, seconds=time.perf_counter() - start)
+        predictions=predictions, truths=truths, contexts=contexts, seconds=time.perf_counter() - start)
 

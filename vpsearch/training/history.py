@@ -31,8 +31,12 @@ EPOCH_METRICS: tuple[EpochMetric, ...] = (
     EpochMetric("mse", "train/mse", "MSE summed over predicted steps", direction="minimize"),
     EpochMetric("kl", "train/kl", "KL summed over predicted steps", direction="minimize"),
     EpochMetric("kl_beta", "schedule/kl_beta", "effective KL weight beta x w(t) (last step)"),
+    # w(t) alone: the annealing schedule's shape on a 0..1 axis (beta x w(t) with beta 1e-4 charts as 0)
+    EpochMetric("kl_weight", "schedule/kl_weight", "KL annealing weight w(t), 0..1 (last step)"),
     EpochMetric("tfr", "schedule/tfr", "teacher-forcing ratio"),
     EpochMetric("lr", "train/lr", "learning rate"),
+    # MLflow's charts draw a small constant (lr 1e-3) as a flat line at 0; its log10 (-3) reads
+    EpochMetric("log10_lr", "train/log10_lr", "log10 of the learning rate (-3 = 1e-3)"),
     EpochMetric("grad_norm", "train/grad_norm", "gradient norm before clipping (mean over steps)",
                 direction="minimize"),
     EpochMetric("grad_norm_max", "train/grad_norm_max", "gradient norm before clipping (max over steps)",
@@ -58,13 +62,6 @@ def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
         w.writeheader()
         for row in history:
             w.writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
-
-
-def read_metrics(path: Path) -> list[dict[str, float]]:
-    """metrics.csv back into rows; empty cells are left out of their row."""
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if v not in ("", None)} for r in rows]
 
 
 def read_frame_psnr(path: Path) -> dict[str, list[float]] | None:

@@ -1,8 +1,8 @@
 """The pictures of a run, drawn off the training thread.
 
-The GIF and strip of a run's best evaluation and its end-of-run plots (visualize.py) take a
-second or more each on a CPU: more than a short trial's whole overhead budget when the
-training thread draws them. fit() hands them to the process's one drawing thread (DRAWER)
+The GIF and strip of a run's best evaluation (visualize.py) and its end-of-run plots
+(plots.py) take a second or more each on a CPU: more than a short trial's whole overhead
+budget when the training thread draws them. fit() hands them to the process's one drawing thread (DRAWER)
 through a :class:`RunPictures`, then waits for them (``vpsearch train``) or, in a study
 worker, leaves them drawing while the worker takes its next trial.
 
@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Hashable
 
-from vpsearch.training.visualize import plot_run, write_gif, write_strip
+from vpsearch.training.plots import plot_run
+from vpsearch.training.visualize import write_gif, write_strip
 
 
 @dataclass
@@ -111,13 +112,13 @@ class RunPictures:
         self.run_dir = Path(run_dir)
         self.drawer = drawer
         self._pending = 0  # jobs queued or running (guarded by the drawer's lock)
-        self._held: tuple[list, list] | None = None  # the best evaluation not drawn yet
+        self._held: tuple[list, list, list | None] | None = None  # the best evaluation not drawn yet
 
-    def best(self, truths: list, predictions: list) -> None:
-        """A new best evaluation ((T, H, W, C) uint8 per sequence): samples/best.gif and
-        samples/best_strip.png once it stands (confirm(), plots())."""
+    def best(self, truths: list, predictions: list, contexts: list | None = None) -> None:
+        """A new best evaluation ((T, H, W, C) uint8 per sequence; contexts (P, H, W, C) or None):
+        samples/best.gif and samples/best_strip.png once it stands (confirm(), plots())."""
         samples = self.run_dir / "samples"
-        self._held = (truths, predictions)
+        self._held = (truths, predictions, contexts)
 
         def remove() -> None:  # in order after a drawing of the previous best still under way
             for name in ("best.gif", "best_strip.png"):
@@ -128,20 +129,20 @@ class RunPictures:
         """An evaluation did not beat the held best: draw it now."""
         if self._held is None:
             return
-        (truths, predictions), self._held = self._held, None
+        (truths, predictions, contexts), self._held = self._held, None
         samples = self.run_dir / "samples"
 
         def draw() -> None:
             samples.mkdir(parents=True, exist_ok=True)
             for name, writer in (("best.gif", write_gif), ("best_strip.png", write_strip)):
                 tmp = samples / f".tmp-{name}"  # keeps the extension: Pillow picks the format from it
-                writer(tmp, truths, predictions)
+                writer(tmp, truths, predictions, contexts)
                 _replace_into(tmp, samples / name)
         self.drawer.submit(draw, key=(str(self.run_dir), "best"), run=self)
 
     def plots(self, history: list[dict[str, float]], frame_psnr: dict[str, list[float]] | None) -> None:
         """The end of the run: the held best, and curves.png, schedules.png, frame_psnr.png
-        (visualize.plot_run)."""
+        (plots.plot_run)."""
         self.confirm()
         rows = [dict(r) for r in history]
 

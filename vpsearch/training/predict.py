@@ -16,7 +16,7 @@ from vpsearch.config import Config
 from vpsearch.data.base import DataError, VideoSet, to_uint8_video
 from vpsearch.models.base import StepwiseCVAE
 from vpsearch.training.engine import TimeSlices, evaluate
-from vpsearch.training.visualize import GifStream, write_strip
+from vpsearch.training.visualize import CONTEXT, PREDICTION, TRUTH, GifStream, labelled_frame, strip_columns, write_strip
 
 STRIP_FRAMES = 16
 
@@ -49,7 +49,27 @@ def evaluation_json(model: StepwiseCVAE, cfg: Config, data: VideoSet, device: to
     out = ev.summary()
     if cfg.data.n_past == 1:  # the only context frame is the first one
         out["baseline_copy_first_psnr"] = out["baseline_copy_last_psnr"]
+    out["gain_db"] = ev.psnr - ev.baseline_copy_last_psnr
+    # the first predicted frame: a model that repaints what it could copy loses here first
+    out["first_frame"] = {"psnr": ev.psnr_per_frame[0], "baseline_psnr": ev.baseline_per_frame[0],
+                          "gain_db": ev.psnr_per_frame[0] - ev.baseline_per_frame[0]}
     return out
+
+
+def frame_table(result: dict, baseline: str, rows: int = 12) -> str:
+    """Per-frame PSNR of the model (mean over samples) against the copying baseline, as text:
+    every frame of a short horizon, else frames 1, 2, 3 and then spaced out to the last."""
+    model, base = result["psnr_per_frame"], result["baseline_per_frame"]
+    n = len(model)
+    picks = list(range(n)) if n <= rows else sorted(
+        {0, 1, 2, n - 1, *np.geomspace(4, n, rows - 4).round().astype(int) - 1})
+    lines = [f"{'frame':>6} {'model':>7} {baseline:>10} {'gain':>7}"]
+    for k in picks:
+        lines.append(f"{k + 1:>6} {model[k]:7.2f} {base[k]:10.2f} {model[k] - base[k]:+7.2f}")
+    lines.append(f"{'mean':>6} {result['psnr']:7.2f} {result['baseline_copy_last_psnr']:10.2f} "
+                 f"{result['gain_db']:+7.2f}  (PSNR dB, mean of {result['samples']} sample(s), "
+                 f"{result['n_sequences']} sequence(s))")
+    return "\n".join(lines)
 
 
 class SubmissionWriter:
@@ -102,25 +122,36 @@ def rollout_to_files(model: StepwiseCVAE, cfg: Config, data: VideoSet, device: t
             truth = TimeSlices(data, win, "frames", device)
             have_truth = length if given_frames is None else given_frames[i]
             name = data.names[i].replace("/", "_")
-            gif = GifStream(out_dir / f"{name}.gif", fps=12, scale=2)
-            strip_t, strip_p = [], []
-            keep_at = set(np.linspace(0, h - 1, min(h, STRIP_FRAMES)).round().astype(int).tolist())
+            gif = GifStream(out_dir / f"{name}.gif", fps=12)
+            ctx = to_uint8_video(context[0])  # (n_past, H, W, C)
+            scale, total = max(1, 128 // ctx.shape[1]), n_past + h
+            for t in range(n_past):
+                gif.add(labelled_frame([ctx[t]], [ctx[t]], f"frame {t + 1}/{total}: context (given)",
+                                       (CONTEXT, CONTEXT), scale))
+            strip_t, strip_p, sides = [], [], set()
+            keep_at = set(strip_columns(h, STRIP_FRAMES).tolist())
             if sub:
                 for t in range(n_past):
                     sub.add(context[0, t])
             for k, x_hat in enumerate(model.generate(context, cond, h)):
                 pred = to_uint8_video(x_hat[0])
                 t_idx = n_past + k
-                side = (to_uint8_video(truth[t_idx][0]) if t_idx < have_truth else
-                        to_uint8_video(cond[t_idx][0]) if data.cond_kind == "image" else np.zeros_like(pred))
-                gif.add(np.concatenate([side, np.full((pred.shape[0], 2, 3), 255, np.uint8), pred], 1))
+                # beside the prediction: the true frame where the split has it, else the pose label
+                side, side_label = ((to_uint8_video(truth[t_idx][0]), TRUTH) if t_idx < have_truth else
+                                    (to_uint8_video(cond[t_idx][0]), "pose (condition)") if data.cond_kind == "image"
+                                    else (np.zeros_like(pred), "no ground truth"))
+                gif.add(labelled_frame([side], [pred], f"frame {t_idx + 1}/{total}: predicted {k + 1}/{h}",
+                                       (side_label, PREDICTION), scale))
                 if k in keep_at:
                     strip_t.append(side)
                     strip_p.append(pred)
+                    sides.add(side_label)
                 if sub:
                     sub.add(x_hat[0])
             gif.close()
-            write_strip(out_dir / f"{name}_strip.png", [np.stack(strip_t)], [np.stack(strip_p)])
+            write_strip(out_dir / f"{name}_strip.png", [np.stack(strip_t)], [np.stack(strip_p)], [ctx],
+                        frame_numbers=[n_past + k + 1 for k in sorted(keep_at)],
+                        truth_label="truth / pose" if len(sides) > 1 else sides.pop())
             written.append({"sequence": data.names[i], "frames": h, "gif": str(out_dir / f"{name}.gif")})
     finally:
         if sub:

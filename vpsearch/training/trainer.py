@@ -6,14 +6,17 @@ Run directory layout:
   frame_psnr.csv     per-frame PSNR/SSIM of the best evaluation (+ copy-last baseline)
   curves.png schedules.png frame_psnr.png
   samples/best.gif samples/best_strip.png   prediction vs truth at the best epoch
-  checkpoints/best.pt checkpoints/last.pt
+  checkpoints/best.pt   weights of the best epoch (no optimizer state: for evaluate, predict, export)
+  checkpoints/last.pt   everything to resume exactly (optimizer, RNG, scaler)
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,7 @@ import torch
 
 from vpsearch.config import Config
 from vpsearch.data import WindowSampler, load_split
-from vpsearch.data.base import DataError, VideoSet
+from vpsearch.data.base import DataError, VideoSet, training_windows
 from vpsearch.models import DataShape, build_model
 from vpsearch.training.checkpoint import rng_state, save_checkpoint
 from vpsearch.training.device import grad_scaler, select_device, set_threads
@@ -33,6 +36,8 @@ from vpsearch.training.outputs import RunPictures
 from vpsearch.training.reporter import Reporter
 from vpsearch.training.resume import resume as resume_run
 from vpsearch.training.schedules import KLAnnealing, TeacherForcing, lr_factor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,7 +69,8 @@ def seed_everything(seed: int) -> None:
 def data_shape(data: VideoSet) -> DataShape:
     h, w, c = data.frame_shape
     cond_channels = int(data.cond.shape[-1]) if data.cond_kind == "image" else 0
-    return DataShape(channels=c, height=h, width=w, cond_dim=data.cond_dim, cond_channels=cond_channels)
+    return DataShape(channels=c, height=h, width=w, cond_dim=data.cond_dim, cond_channels=cond_channels,
+                     cond_parts=tuple(data.cond_parts or ()))
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -114,7 +120,10 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         model = model.to(memory_format=torch.channels_last)
         model.memory_format = torch.channels_last
     optimizer = make_optimizer(model, cfg)
-    windows = train_set.windows(cfg.data.window, cfg.data.window_stride)
+    windows, length, note = training_windows(train_set, cfg.data.n_past, cfg.data.window, cfg.data.window_stride,
+                                             cfg.train.batch_size, cfg.data.train_split)
+    if note:
+        log.warning("%s", note)
     check_data_serves(cfg, val_set, len(windows))
     sampler_gen = torch.Generator().manual_seed(cfg.train.seed)
     teacher_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
@@ -137,7 +146,8 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
     if start_epoch:
         reporter.resumed(start_epoch, history)
 
-    progress = _progress(cfg, (cfg.train.epochs - start_epoch) * steps)
+    progress = _progress(cfg, (cfg.train.epochs - start_epoch) * steps,
+                         start_line(cfg, train_set, val_set, len(windows), device, run_dir))
     stopped = False
     for epoch in range(start_epoch, cfg.train.epochs):
         lr = cfg.optim.lr * lr_factor(epoch, cfg.optim, cfg.train.epochs)
@@ -147,12 +157,15 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         limit = int(len(windows) * cfg.data.fast_train_fraction) if fast else None
         batches = sampler.epoch(cfg.train.steps_per_epoch, limit)
         t0 = time.perf_counter()
-        stats = train_epoch(ctx, train_set, windows, batches, epoch, on_step=progress.update_step)
+        stats = train_epoch(ctx, train_set, windows, batches, epoch, on_step=progress.update_step, length=length)
         row = {"epoch": epoch, **{k: v for k, v in stats.items() if k != "train_seconds"}, "lr": lr}
+        if lr > 0:
+            row["log10_lr"] = math.log10(lr)
         last_epoch = epoch == cfg.train.epochs - 1
         if (epoch + 1) % cfg.eval.every == 0 or last_epoch:
             ev = evaluate(model, val_set, cfg, device, samples=cfg.eval.samples, horizon=cfg.eval.n_future,
-                          max_sequences=cfg.eval.max_sequences, keep=cfg.eval.gif_sequences)
+                          max_sequences=cfg.eval.max_sequences, keep=cfg.eval.gif_sequences,
+                          on_batch=progress.evaluating)
             row.update(val_psnr=ev.psnr, val_ssim=ev.ssim, val_psnr_best_of_n=ev.psnr_best_of_n,
                        baseline_psnr=ev.baseline_copy_last_psnr)
             reporter.evaluated(epoch, {"psnr": ev.psnr_per_frame, "ssim": ev.ssim_per_frame,
@@ -169,16 +182,16 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
                     best_epoch=best_epoch, history=history, rng=rng_state(sampler_gen, teacher_gen), lr=lr,
                     scaler=ctx.scaler)
         if best_epoch == epoch:
-            save_checkpoint(run_dir / "checkpoints" / "best.pt", **ckpt)
+            save_checkpoint(run_dir / "checkpoints" / "best.pt", **ckpt, weights_only=True)
         save_checkpoint(last_ckpt, **ckpt)
         progress.epoch_done(epoch, row)
         if reporter.report(epoch, {k: v for k, v in row.items() if k != "epoch"}):
             stopped = True
             break
-    progress.close()
     pictures.plots(history, read_frame_psnr(run_dir / "frame_psnr.csv"))
     if wait_pictures:
         pictures.wait()
+    progress.close()
     result = FitResult(run_dir, best, best_epoch, len(history), stopped, time.perf_counter() - started, history,
                        pictures)
     reporter.finished(result)
@@ -193,28 +206,48 @@ def write_best_outputs(run_dir: Path, ev: Evaluation, pictures: RunPictures) -> 
                                     ev.baseline_per_frame)):
             w.writerow([i + 1, *(f"{v:.4f}" for v in row)])
     if ev.predictions:
-        pictures.best(ev.truths, ev.predictions)
+        pictures.best(ev.truths, ev.predictions, ev.contexts)
+
+
+def start_line(cfg: Config, train_set: VideoSet, val_set: VideoSet, n_windows: int, device: torch.device,
+               run_dir: Path) -> str:
+    """What a training run is about to do, in one line (the first line of `vpsearch train`)."""
+    from vpsearch.data.builtin import resolve_root
+
+    root = str(cfg.data.root)
+    where = f"{root} ({resolve_root(root)})" if root.startswith("builtin:") else root
+    threads = torch.get_num_threads()
+    return (f"training {cfg.name} on {where}: {len(train_set)} train / {len(val_set)} val sequences "
+            f"({n_windows} windows of {cfg.data.window} frames); device {device}, {threads} thread"
+            f"{'s' if threads != 1 else ''}; {cfg.train.epochs} epochs; output {run_dir}")
 
 
 class _progress:
-    """tqdm bar over training steps; silent when train.progress is off."""
+    """With train.progress: the start line, then a tqdm bar over training steps that shows the
+    evaluation batches as they run (so it does not sit still at 100% during the last one)."""
 
-    def __init__(self, cfg: Config, total: int):
+    def __init__(self, cfg: Config, total: int, first_line: str):
         self.bar = None
+        self.post: dict[str, str] = {}
         if cfg.train.progress:
             from tqdm.auto import tqdm
+            print(first_line, file=sys.stderr, flush=True)  # with the bar: stdout keeps only the result
             self.bar = tqdm(total=total, desc=cfg.name, unit="step", dynamic_ncols=True)
 
     def update_step(self, _i: int) -> None:
         if self.bar is not None:
             self.bar.update(1)
 
+    def evaluating(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix({**self.post, "evaluating": f"{done}/{total} batches"})
+
     def epoch_done(self, epoch: int, row: dict) -> None:
         if self.bar is not None:
-            post = {"epoch": epoch, "loss": f"{row['loss']:.4f}"}
+            self.post = {"epoch": str(epoch), "loss": f"{row['loss']:.4f}"}
             if "val_psnr" in row:
-                post["val_psnr"] = f"{row['val_psnr']:.2f}"
-            self.bar.set_postfix(post)
+                self.post["val_psnr"] = f"{row['val_psnr']:.2f}"
+            self.bar.set_postfix(self.post)
 
     def close(self) -> None:
         if self.bar is not None:

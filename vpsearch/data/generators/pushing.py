@@ -18,14 +18,17 @@ by its height z (bigger, lighter, shifted up the image) while its shadow marks i
 (z < Z_CONTACT), runs into them; friction stops them within a few frames and the bin
 walls keep them on the table. Boxes collide as discs (the physics stays one rule).
 
-Condition convention (one row per frame, so row t describes frame t):
+Condition convention: the real BAIR set's (one row per frame, written at frame t):
 
-* ``actions.csv`` row t = (dx, dy, dz, gripper): the command applied between frame t-1
-  and frame t; row 0 is zeros. dx, dy, dz are fractions of the top speed SPEED, in
-  [-1, 1]; gripper is 1 closed, 0 open (the state drawn in frame t).
+* ``actions.csv`` row t = (dx, dy, dz, gripper): the command applied AFTER frame t, which
+  takes the scene from frame t to frame t+1 (the last row is a command whose result is
+  never filmed). dx, dy, dz are fractions of the top speed SPEED, in [-1, 1]; gripper is
+  1 closed, 0 open (the state drawn in frame t+1).
 * ``endeffector_positions.csv`` row t = (x, y, z): the gripper position shown in frame t;
   x, y in [-1, 1] (left to right, top to bottom of the table), z in [0, 1].
-  Hence position[t] = clip(position[t-1] + SPEED * action[t, :3]).
+  Hence position[t+1] = clip(position[t] + SPEED * action[t, :3]): predicting frame t
+  needs action row t-1 and/or position row t (``model.action_index: previous``,
+  ``model.position_index: current``).
 
 Determinism: sequence i of split s draws from ``SeedSequence([seed, crc32(s), i])``,
 so its bytes do not depend on the split sizes or on how work is spread over processes.
@@ -46,7 +49,7 @@ from PIL import Image
 from vpsearch.errors import UserError
 
 GENERATOR = "pushing"
-VERSION = 2  # 2: faster drawing, quicker gripper, bigger objects (more pushing)
+VERSION = 3  # 3: action row t is the command after frame t (the real set); 2: faster drawing
 GROUP = 256  # sequences per traj_<a>_to_<b>.tfrecords folder, as in the real set
 
 SPEED = np.array([0.12, 0.12, 0.15])  # table units per frame at |command| = 1 (x, y, z)
@@ -126,19 +129,20 @@ def simulate(rng: np.random.Generator, frames: int, size: int
     grip = 0.0
     goal, hold = p.copy(), 0
     for t in range(frames):
-        if t > 0:
-            if hold == 0:
-                goal, hold = _new_goal(rng, p, q), int(rng.integers(5, 12))
-            hold -= 1
-            if rng.random() < 0.08:
-                grip = 1.0 - grip
-            # proportional steering with noise: smooth, but not a straight line. Rounded to
-            # what actions.csv stores, so the file determines the motion exactly.
-            cmd = np.round(np.clip(0.7 * (goal - p) / SPEED + rng.normal(0, 0.15, 3), -1, 1), 6)
-            p, q, v = step(p, cmd, q, v, radius)
-            actions[t] = [*cmd, grip]
         positions[t] = p
         video[t] = scene.render(p, grip, q, radius, box, colour)
+        # the command after frame t, also after the last one (the real set records it too)
+        if hold == 0:
+            goal, hold = _new_goal(rng, p, q), int(rng.integers(5, 12))
+        hold -= 1
+        if rng.random() < 0.08:
+            grip = 1.0 - grip
+        # proportional steering with noise: smooth, but not a straight line. Rounded to
+        # what actions.csv stores, so the file determines the motion exactly.
+        cmd = np.round(np.clip(0.7 * (goal - p) / SPEED + rng.normal(0, 0.15, 3), -1, 1), 6)
+        actions[t] = [*cmd, grip]
+        if t < frames - 1:
+            p, q, v = step(p, cmd, q, v, radius)
     return video, actions, positions
 
 

@@ -1,0 +1,81 @@
+"""Compositing output head shared by both model families (CDNA / SAVP / vid2vid style).
+
+A decoder that composes paints, besides its C colour channels, one mask logit per
+candidate and, for "warped", a flow; the frame is the per-pixel softmax blend of the
+candidates. Copying a static background from a known frame is then one mask value per
+pixel instead of a repainting that blurs, and a moving part can keep its colours by
+being warped along the flow. Sources (frames the output may copy):
+  anchor    the last context frame (the given first frame of a dance video)
+  previous  the previous frame x_{t-1} (true or the model's own, as fed to the step)
+  warped    x_{t-1} resampled along a predicted flow of at most max_flow pixels
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+SOURCES = ("anchor", "previous", "warped")
+
+
+class Compositor(nn.Module):
+    """Decoder output (B, C + extra_channels, H, W) -> frame (B, C, H, W) in [0, 1].
+
+    No sources: the painted frame sigmoid(out[:, :C]), the plain decoder. With sources,
+    out[:, C:C+K] are mask logits for [painted, *sources] (K = 1 + len(sources)) and, for
+    "warped", out[:, C+K:C+K+2] a flow (dx, dy) squashed to max_flow pixels by tanh.
+    """
+
+    def __init__(self, sources: Sequence[str], channels: int, max_flow: float):
+        super().__init__()
+        unknown = [s for s in sources if s not in SOURCES]
+        if unknown or len(set(sources)) != len(sources):
+            raise ValueError(f"composite sources {list(sources)}: expected distinct names from {list(SOURCES)}")
+        self.sources, self.channels, self.max_flow = list(sources), channels, max_flow
+
+    def init_head(self, head: nn.Module, copy_bias: float) -> None:
+        """copy_bias != 0: start the decoder's last layer (conv or transposed conv) with mask
+        logits of copy_bias for every source and 0 for the painted pixels, and a zero flow
+        (zero weights: its gradient still flows), so an untrained model copies x_{t-1}."""
+        if not self.sources or copy_bias == 0:
+            return
+        c, k = self.channels, 1 + len(self.sources)
+        out_dim = 1 if isinstance(head, nn.ConvTranspose2d) else 0  # where the output channels are
+        with torch.no_grad():
+            head.bias[c + 1:c + k] = copy_bias
+            head.weight.narrow(out_dim, c + k, head.weight.shape[out_dim] - c - k).zero_()
+            head.bias[c + k:] = 0.0
+
+    @staticmethod
+    def extra_channels(sources: Sequence[str]) -> int:
+        return (1 + len(sources) + 2 * ("warped" in sources)) if sources else 0
+
+    def forward(self, out: Tensor, pixels: dict[str, Tensor]) -> Tensor:
+        """pixels: {"anchor": (B, C, H, W), "previous": (B, C, H, W)}, as the sources need."""
+        c = self.channels
+        painted = torch.sigmoid(out[:, :c])
+        if not self.sources:
+            return painted
+        k = 1 + len(self.sources)
+        weights = torch.softmax(out[:, c:c + k].float(), dim=1).to(out.dtype)  # (B, K, H, W)
+        candidates = [painted]
+        for name in self.sources:
+            if name == "warped":
+                flow = torch.tanh(out[:, c + k:c + k + 2].float()) * self.max_flow
+                candidates.append(warp(pixels["previous"].float(), flow).to(out.dtype))
+            else:
+                candidates.append(pixels[name].to(out.dtype))
+        return (weights.unsqueeze(2) * torch.stack(candidates, 1)).sum(1)
+
+
+def warp(frame: Tensor, flow: Tensor) -> Tensor:
+    """Sample frame (B, C, H, W) at each pixel + flow (B, 2, H, W; dx, dy in pixels)."""
+    h, w = frame.shape[-2:]
+    ys = torch.linspace(-1.0, 1.0, h, device=frame.device)
+    xs = torch.linspace(-1.0, 1.0, w, device=frame.device)
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (H, W, 2) as (x, y)
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=frame.device)
+    grid = base + flow.permute(0, 2, 3, 1) * scale
+    return nn.functional.grid_sample(frame, grid, mode="bilinear", padding_mode="border", align_corners=True)
