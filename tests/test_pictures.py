@@ -18,6 +18,7 @@ from vpsearch import provenance
 from vpsearch.tracking import StudyTracker, make_tracker
 from vpsearch.training import Reporters, fit
 from vpsearch.training.outputs import DRAWER, Drawer, RunPictures
+from vpsearch.training.visualize import write_strip
 
 
 def video(value: int) -> list[np.ndarray]:
@@ -52,7 +53,10 @@ def test_a_best_is_drawn_once_it_stands_and_a_queued_one_is_replaced(tmp_path):
     gate.set()
     assert pics.wait(30) and drawer.drain(30)
     assert seen == [["best.gif", "best_strip.png"]]  # on disk, no temporary file, before then() ran
-    assert np.asarray(Image.open(samples / "best_strip.png")).min() == 255
+    strip = lambda path, v: np.asarray(Image.open(write_strip(path, video(v), video(v))))  # noqa: E731
+    drawn = np.asarray(Image.open(samples / "best_strip.png"))
+    assert np.array_equal(drawn, strip(tmp_path / "255.png", 255))  # the newer best's pictures
+    assert not np.array_equal(drawn, strip(tmp_path / "100.png", 100))
 
 
 def test_a_failed_drawing_warns_and_later_ones_still_run(tmp_path, capsys):

@@ -77,6 +77,16 @@ def test_the_disk_estimate_counts_what_retention_keeps(tmp_path):
             check_disk(big, tmp_path, 2)
 
 
+STUDIES = Path(__file__).resolve().parent.parent / "studies"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in STUDIES.glob("*.yaml")))
+def test_every_shipped_study_gets_a_disk_estimate(name):
+    plan = load_study(STUDIES / f"{name}.yaml")
+    est = estimate(plan, workers=1)  # builds the study's model as its data will shape it
+    assert est.params > 1e5 and est.kept > 0
+
+
 @pytest.mark.slow
 def test_a_study_keeps_one_best_checkpoint_linked_into_mlflow(tmp_path, pushing_root):
     study_file = write_study(tmp_path / "s.yaml", pushing_root, budget={"n_trials": 3, "epochs": 1, "steps_per_epoch": 2},

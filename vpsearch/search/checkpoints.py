@@ -95,11 +95,14 @@ def _mb(n: float) -> str:
 
 def estimate(plan, workers: int) -> DiskEstimate:
     """Disk the study takes at its budget, from the model's parameter count and what retention keeps."""
+    from vpsearch.data.bair import CSV_COLUMNS, CSV_KIND
     from vpsearch.models import DataShape, build_model
 
     cfg = plan.base
-    cond_dim = 7 if cfg.data.format == "bair" else 0  # actions + positions; a few weights either way
-    shape = DataShape(3, cfg.data.height, cfg.data.width, cond_dim, 3 if cfg.data.format == "dance" else 0)
+    # BAIR's actions + positions (both CSVs assumed: a few weights either way); no data is read
+    parts = tuple((CSV_KIND[c], w) for c, w in CSV_COLUMNS.items()) if cfg.data.format == "bair" else ()
+    shape = DataShape(3, cfg.data.height, cfg.data.width, sum(w for _, w in parts),
+                      3 if cfg.data.format == "dance" else 0, cond_parts=parts)
     params = sum(p.numel() for p in build_model(cfg.model, shape).parameters())
     weights = params * 4 + 200_000  # fp32 weights, plus config and history
     moments = {"adam": 2, "adamw": 2, "sgd": 1}[cfg.optim.name]
