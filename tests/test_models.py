@@ -246,6 +246,22 @@ def test_compositor_copies_the_chosen_source():
     assert Compositor([], 3, 4.0)(torch.zeros(1, 3, 4, 5), {}).eq(0.5).all()
 
 
+def test_a_nan_flow_does_not_crash_the_backward():
+    """A diverged model (lr 1e6) paints a NaN flow; CPU grid_sample's backward segfaults on NaN
+    coordinates, which killed study workers instead of failing the trial (run in a child process)."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from vpsearch.models.compose import Compositor\n"
+            "out = torch.zeros(2, 3 + 4 + 2, 8, 8); out[:, 3 + 4:] = float('nan'); out.requires_grad_()\n"
+            "x = torch.rand(2, 3, 8, 8)\n"
+            "frame = Compositor(['anchor', 'previous', 'warped'], 3, 2.0)(out, {'anchor': x, 'previous': x})\n"
+            "frame.sum().backward(); print(torch.isfinite(frame).all().item())")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "True"  # finite masks: the warped candidate samples in place
+
+
 def test_warp_moves_by_whole_pixels_in_both_axes():
     x = torch.arange(2 * 3 * 4 * 5.0).view(2, 3, 4, 5)
     down = torch.zeros(2, 2, 4, 5)

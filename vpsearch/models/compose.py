@@ -78,4 +78,7 @@ def warp(frame: Tensor, flow: Tensor) -> Tensor:
     base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (H, W, 2) as (x, y)
     scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=frame.device)
     grid = base + flow.permute(0, 2, 3, 1) * scale
+    # a diverged model's NaN flow: CPU grid_sample's backward segfaults on NaN coordinates (torch
+    # 2.13), killing the worker instead of failing the trial; the frame is NaN through its mask anyway
+    grid = torch.nan_to_num(grid, nan=0.0)
     return nn.functional.grid_sample(frame, grid, mode="bilinear", padding_mode="border", align_corners=True)

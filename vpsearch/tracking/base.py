@@ -67,7 +67,8 @@ class StudyTracker:
         failed and re-queued: its process cannot end its run, so end it FAILED with the reason,
         and count that worker out of the study's parent run."""
 
-    def close(self) -> None:
-        """Wait for the pictures of this process's trials that are still being drawn (outputs.py)."""
+    def close(self, end_parent: bool | None = None, timeout: float | None = None) -> None:
+        """Wait for the pictures of this process's trials that are still being drawn (outputs.py).
+        end_parent: see MLflowStudyTracker.close (no parent run here)."""
         from vpsearch.training.outputs import DRAWER  # here: this module stays light to import
-        DRAWER.drain(timeout=300)
+        DRAWER.drain(timeout=300 if timeout is None else timeout)
