@@ -51,10 +51,14 @@ def short_dancer(tmp_path_factory):
 
 
 def test_a_video_shorter_than_a_window_trains(short_dancer, tiny_dance_cfg, tmp_path, caplog):
+    # one 6-frame window: a batch of one (a larger batch would repeat it, below)
     with caplog.at_level(logging.WARNING):
-        result = fit(tiny_dance_cfg(f"data.root={short_dancer[0]}"), tmp_path / "run")
+        result = fit(tiny_dance_cfg(f"data.root={short_dancer[0]}", "train.batch_size=1"), tmp_path / "run")
     assert result.epochs_done == 2 and np.isfinite(result.best_psnr)
     assert "training windows shortened from 8 (data.n_past + data.n_future) to 6" in caplog.text
+    with pytest.raises(DataError, match=r"train.batch_size=2 is larger than the 1 training windows of .* \(6 frames "
+                                        r"each, every start used\); lower train.batch_size"):
+        fit(tiny_dance_cfg(f"data.root={short_dancer[0]}"), tmp_path / "run2")
 
 
 def test_a_one_frame_video_fails_in_one_line(short_dancer, tmp_path):

@@ -82,14 +82,15 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
     return cls(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
 
 
-def check_data_serves(cfg: Config, val_set: VideoSet, n_windows: int) -> None:
+def check_data_serves(cfg: Config, val_set: VideoSet, n_windows: int, length: int) -> None:
     """Refuse before the first epoch what the data cannot serve (instead of failing at the first
     evaluation, or training on batches that repeat windows): a batch larger than the training
-    windows, or a rollout longer than every validation video."""
+    windows (of `length` frames: training_windows may shorten them), or a rollout longer than every
+    validation video."""
     d = cfg.data
     if 0 < n_windows < cfg.train.batch_size:
         raise DataError(f"train.batch_size={cfg.train.batch_size} is larger than the {n_windows} training windows "
-                        f"of {d.root} ({d.window} frames, stride {d.window_stride}); lower train.batch_size or "
+                        f"of {d.root} ({length} frames each, every start used); lower train.batch_size or "
                         "use more or longer videos")
     h = d.n_future if cfg.eval.n_future is None else cfg.eval.n_future
     shown = f"eval.n_future={h}" if cfg.eval.n_future is not None else f"data.n_future={h} (eval.n_future unset)"
@@ -124,7 +125,7 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
                                              cfg.train.batch_size, cfg.data.train_split)
     if note:
         log.warning("%s", note)
-    check_data_serves(cfg, val_set, len(windows))
+    check_data_serves(cfg, val_set, len(windows), length)
     sampler_gen = torch.Generator().manual_seed(cfg.train.seed)
     teacher_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
     sampler = WindowSampler(len(windows), cfg.train.batch_size, sampler_gen)
