@@ -21,6 +21,7 @@ from vpsearch.training.checkpoint import (CheckpointError, load_checkpoint, mode
                                           save_checkpoint)
 from vpsearch.training.device import grad_scaler
 
+BAIR_PARTS = (("action", 4), ("position", 3))  # the condition columns of the pushing/BAIR data
 
 def write_checkpoint(path: Path, cfg, shape: DataShape, scaler=None, **extra) -> Path:
     model = build_model(cfg.model, shape)
@@ -42,7 +43,7 @@ def write_checkpoint(path: Path, cfg, shape: DataShape, scaler=None, **extra) ->
 @pytest.fixture()
 def bair_ckpt(tiny_cfg, tmp_path) -> Path:
     """A checkpoint of an SVG trained with 7-dim conditions (actions + end-effector positions)."""
-    return write_checkpoint(tmp_path / "bair.pt", tiny_cfg(), DataShape(3, 64, 64, cond_dim=7))
+    return write_checkpoint(tmp_path / "bair.pt", tiny_cfg(), DataShape(3, 64, 64, cond_dim=7, cond_parts=BAIR_PARTS))
 
 
 # -- evaluate / predict on data that do not fit ----------------------------------------------------------
@@ -129,7 +130,7 @@ def test_fp16_resume_restores_the_grad_scaler(tiny_cfg, tmp_path):
     scaler.update(2.0 ** 13)  # as after some steps: a new scale and growth tracker
     scaler._growth_tracker.fill_(3)
     saved = scaler.state_dict()
-    path = write_checkpoint(tmp_path / "fp16.pt", cfg, DataShape(3, 64, 64, cond_dim=7), scaler=scaler)
+    path = write_checkpoint(tmp_path / "fp16.pt", cfg, DataShape(3, 64, 64, cond_dim=7, cond_parts=BAIR_PARTS), scaler=scaler)
     state = load_checkpoint(path)
     assert state["scaler"] == saved
     fresh = torch.amp.GradScaler("cpu")
@@ -139,7 +140,7 @@ def test_fp16_resume_restores_the_grad_scaler(tiny_cfg, tmp_path):
 
 def test_a_scaler_that_is_off_stores_nothing(tiny_cfg, tmp_path):
     off = grad_scaler(torch.device("cpu"), "none")
-    path = write_checkpoint(tmp_path / "x.pt", tiny_cfg(), DataShape(3, 64, 64, cond_dim=7), scaler=off)
+    path = write_checkpoint(tmp_path / "x.pt", tiny_cfg(), DataShape(3, 64, 64, cond_dim=7, cond_parts=BAIR_PARTS), scaler=off)
     assert load_checkpoint(path).get("scaler") is None
 
 

@@ -97,7 +97,8 @@ def _save(path: Path, tiny_cfg, value: float) -> None:
     from vpsearch.models import DataShape, build_model
 
     cfg = tiny_cfg()
-    shape = DataShape(channels=3, height=64, width=64, cond_dim=7, cond_channels=0)
+    shape = DataShape(channels=3, height=64, width=64, cond_dim=7, cond_channels=0,
+                      cond_parts=(("action", 4), ("position", 3)))
     model = build_model(cfg.model, shape)
     with torch.no_grad():
         for p in model.parameters():
