@@ -14,7 +14,7 @@ storage and sampler calls, provenance). Tracking is on (the embedded MLflow stor
 
 Parts (each in fresh runs roots under one temporary folder, built-in pushing data made first):
   phases      studies/quickstart.yaml (6 trials of 4 epochs x 6 steps), 1 worker x 1 thread
-  full        one trial of pushing-small as shipped (27 epochs x 60 steps, eval every 2), 1 x 1
+  full        one trial of pushing-small as shipped (13 epochs x 60 steps, eval every 2), 1 x 1
   throughput  trials/hour of 2 workers x 1 thread vs 1 worker x 2 threads: the same small study
               (random learning rates, no pruning, one evaluation at the end) in both layouts
 
