@@ -30,7 +30,7 @@ def test_overrides_apply_after_yaml():
     ("train.batch_size=0", "field train.batch_size"),
     ("nosection.x=1", "field nosection: unknown key"),
     ("train.epochs", "expected section.key=value"),
-    ("model.composite=[anchor, anchor]", "field model.composite: Value error, each source at most once"),
+    ("model.composite=[anchor, anchor]", "field model.composite: each source at most once, got ['anchor', 'anchor']"),
     ("model.composite=[background]", "field model.composite"),
 ])
 def test_bad_overrides_name_the_field(override, needle):

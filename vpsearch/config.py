@@ -76,7 +76,7 @@ CondIndex = Literal["current", "previous", "both"]
 
 def _distinct(sources: list[str]) -> list[str]:
     if len(set(sources)) != len(sources):
-        raise ValueError(f"each source at most once, got {sources}")
+        raise ValueError("each source at most once")
     return sources
 
 
