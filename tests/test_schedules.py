@@ -73,7 +73,7 @@ def test_nine_cycles_in_nine_epochs_are_counted_per_iteration():
     # once per epoch that schedule is [0, ..., 0]: no KL at all (the dance_tpe case)
     per_epoch = KLAnnealing(kind="cyclical", cycles=9, ratio=0.5, total=9)
     assert [per_epoch.weight(e) for e in range(9)] == [0.0] * 9
-    cfg = load_config("dancer-small", ["schedule.kl_anneal_type=cyclical", "schedule.kl_anneal_cycle=9"])
+    cfg = load_config("dancer-small", ["train.epochs=9", "schedule.kl_anneal_type=cyclical", "schedule.kl_anneal_cycle=9"])
     assert cfg.schedule.kl_anneal_unit == "iteration"  # recorded in the resolved config
     kl = KLAnnealing.from_config(cfg)
     steps = cfg.train.steps_per_epoch

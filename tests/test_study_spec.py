@@ -123,7 +123,7 @@ def test_grid_counts_points_times_repeats_and_presets_expand(tmp_path):
     from vpsearch.search.space import trial_config
     cfg = trial_config(plan.base, plan.space, {"schedule.kl_anneal_type": "none", "teacher_forcing": "late_decay"},
                        seed=5, name="x")
-    assert cfg.schedule.kl_anneal_type == "none" and cfg.schedule.tfr_start_decay_epoch == 8
+    assert cfg.schedule.kl_anneal_type == "none" and cfg.schedule.tfr_start_decay_epoch == 6
     assert cfg.schedule.tfr_lower_bound == 0.5 and cfg.train.seed == 5
 
 
