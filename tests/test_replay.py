@@ -125,8 +125,7 @@ def test_replay_command_prints_tables_and_json(tmp_path, capsys):
 def test_shipped_recording_replays_in_seconds():
     from pathlib import Path
     shipped = Path(__file__).resolve().parent.parent / "studies" / "recorded" / "pushing_grid.json"
-    if not shipped.is_file():
-        pytest.skip("the shipped recording is produced by studies/pushing_grid.yaml")
+    assert shipped.is_file(), "studies/recorded/pushing_grid.json: produced by studies/pushing_grid.yaml"
     rec = RecordedStudy.load(shipped)
     assert len(rec.configurations()) == 24 and all(len(t.curve) == rec.epochs for t in rec.trials)
     assert replay.replay_pruners(rec, ["schedule_aware"], orders=2)[0].orders == 2
