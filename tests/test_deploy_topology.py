@@ -41,10 +41,17 @@ OUTAGE_SECONDS = 4
 
 
 def retried_trial_number(trial: optuna.trial.FrozenTrial) -> int | None:
-    """Optuna's own record of which failed trial a re-run retries (experimental API: no warning)."""
+    """Optuna's own record of the first attempt a re-run retries (experimental API: no warning)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return RetryFailedTrialCallback.retried_trial_number(trial)
+
+
+def retry_history(trial: optuna.trial.FrozenTrial) -> list[int]:
+    """The attempts a re-run follows, oldest first (Optuna's record; empty for a first attempt)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryFailedTrialCallback.retry_history(trial)
 
 
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -120,7 +127,8 @@ def test_three_workers_survive_a_killed_worker_and_a_postgres_restart(tmp_path, 
                 w.wait(timeout=150)
             elapsed = time.monotonic() - t_workers
             logs = {i: (tmp_path / f"worker{i}.log").read_text() for i in range(3)}
-            assert [w.returncode for w in workers[1:]] == [0, 0], logs
+            assert [w.returncode for w in workers[1:]] == [0, 0], "\n".join(
+                f"--- worker{i}.log (last 60 lines)\n" + "\n".join(text.splitlines()[-60:]) for i, text in logs.items())
         finally:
             for w in workers:
                 if w.poll() is None:
@@ -135,15 +143,18 @@ def test_three_workers_survive_a_killed_worker_and_a_postgres_restart(tmp_path, 
         assert killed.state == TrialState.FAIL
         assert TrialRecord.of(killed).fail_reason == (
             f"no heartbeat for over 10s from worker {TrialRecord.of(victim).worker} (killed or cut off); re-queued")
-        retried_from = {x.number: retried_trial_number(x) for x in trials}
-        retries = {retried_from[x.number]: x for x in trials if retried_from[x.number] is not None}
-        assert all(TrialRecord.of(x).retry_of == n for n, x in retries.items())
-        rerun = retries[victim.number]
-        assert rerun.state == TrialState.COMPLETE and rerun.params == killed.params
-        # any other failed attempt is one the PostgreSQL outage cut off (created, then the storage
-        # went away before its worker could claim it): reaped as an orphan and re-run as well
+        # a re-run that the outage cut off in turn is re-run again: follow each chain of attempts
+        retried_from = {x.number: retried_trial_number(x) for x in trials}  # the chain's first attempt
+        earlier = {x.number: retry_history(x) for x in trials}  # the attempts before it, oldest first
+        reruns = [x for x in trials if earlier[x.number]]
+        assert all(TrialRecord.of(x).retry_of == earlier[x.number][-1] for x in reruns)  # the attempt it re-runs
+        final = {retried_from[x.number]: x for x in reruns if x.state == TrialState.COMPLETE}
+        rerun = final[victim.number]
+        assert rerun.params == killed.params
+        # every failed attempt was re-run; any other than the victim is one the PostgreSQL outage cut
+        # off (created, then the storage went away before its worker could claim it)
         failed = [x for x in trials if x.state == TrialState.FAIL]
-        assert sorted(x.number for x in failed) == sorted(retries)
+        assert sorted(x.number for x in failed) == sorted({n for x in reruns for n in earlier[x.number]})
         cut_off = ("its worker died before its first heartbeat/write", "lost the storage while starting it")
         assert all(any(why in TrialRecord.of(x).fail_reason for why in cut_off)
                    for x in failed if x.number != victim.number), [x.user_attrs for x in failed]
@@ -159,7 +170,7 @@ def test_three_workers_survive_a_killed_worker_and_a_postgres_restart(tmp_path, 
         assert status.returncode == 0, status.stderr
         counts = json.loads(status.stdout)["counts"]
         assert counts == {"complete": N_TRIALS, "pruned": 0, "failed": 0, "running": 0, "waiting": 0,
-                          "re_run": len(retries)}
+                          "re_run": len(failed)}
 
         # --- MLflow: a child run with metrics for every finished trial; the killed attempt FAILED
         client = server.client()
@@ -189,9 +200,9 @@ def test_three_workers_survive_a_killed_worker_and_a_postgres_restart(tmp_path, 
         assert "12 complete" in report.stdout
         assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/report.md"}
 
-        print(f"\ntopology: 3 workers, {t.complete}/{N_TRIALS} trials complete, {len(retries)} retried "
+        print(f"\ntopology: 3 workers, {t.complete}/{N_TRIALS} trials complete, {len(failed)} re-run "
               f"(trial {victim.number} of the SIGKILLed worker -> trial {rerun.number}"
-              f"{', orphans of the outage: ' + str(len(retries) - 1) if len(retries) > 1 else ''}), PostgreSQL down "
+              f"{', cut off by the outage: ' + str(len(failed) - 1) if len(failed) > 1 else ''}), PostgreSQL down "
               f"{OUTAGE_SECONDS}s mid-study with {before.running} trial(s) running; time: servers up "
               f"{t_servers - t_start:.0f}s, study created {t_workers - t_servers:.0f}s, workers {elapsed:.0f}s "
               f"(kill at {t_kill - t_workers:.0f}s), report {time.monotonic() - t_checks:.0f}s, "

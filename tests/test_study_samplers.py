@@ -148,6 +148,28 @@ def test_worker_follows_the_tracking_lifecycle(tmp_path, pushing_root, monkeypat
     assert [TrialRecord.of(t).mlflow_run_id for t in trials] == ["run-0", "run-1"]
 
 
+class LateRunTracker(StudyTracker):
+    """The tracking server was away when each trial started: its run is created while it trains."""
+
+    def trial(self, number, config, tags, params=None):
+        class T(TrialTracker):
+            run_id = None
+
+            def report(self, epoch, metrics):
+                self.run_id = f"late-{number}"  # the sender got through during the trial
+                return False
+        return T()
+
+
+def test_a_run_created_after_a_tracking_outage_is_named_in_the_trial_record(tmp_path, pushing_root, monkeypatch):
+    monkeypatch.setattr("vpsearch.search.worker.make_tracker", lambda uri, root, name, **kw: LateRunTracker())
+    plan, url, study = create(tmp_path, pushing_root, budget={"n_trials": 2, **ONE_EPOCH})
+    work(url, tmp_path)
+    trials = optuna.load_study(study_name="tiny", storage=open_storage(url).storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert [TrialRecord.of(t).mlflow_run_id for t in trials] == ["late-0", "late-1"]
+
+
 def test_multi_objective_study_stores_both_values(tmp_path, pushing_root):
     plan, url, study = create(tmp_path, pushing_root, budget={"n_trials": 2, **ONE_EPOCH},
                               objective={"metric": "val_psnr", "secondary": {"metric": "train_seconds"}})

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -99,6 +100,24 @@ def test_a_client_error_is_refused_and_sync_replays_it_after_a_fix(proxy, server
     assert "replayed 1 refused operations" in out
     assert history(client, trial.run_id, "val/psnr") == [(0, 20.0), (1, 21.0)]
     assert not list(spool_root(root).iterdir())  # the evidence is gone once delivered
+
+
+def test_a_run_whose_creation_an_outage_delayed_is_awaited_at_the_trial_end(proxy, server, tmp_path, pushing_root):
+    tracker = make_tracker(proxy.uri, tmp_path / "runs", "late-run")
+    tracker.ensure_parent({"name": "late-run"}, "tpe", "journal:/x.log")
+    proxy.fail(503, "TEMPORARILY_UNAVAILABLE")
+    t0 = time.monotonic()
+    trial = tracker.trial(0, tiny_config(pushing_root), {})
+    assert trial.run_id is None and time.monotonic() - t0 < 8  # the trial does not wait for the server
+    trial.report(0, epoch_metrics(0))
+    healer = threading.Timer(2.0, proxy.heal)
+    healer.start()
+    run_id = trial.await_run_id()  # the trial's end: the server came back within OUTAGE_WAIT
+    assert run_id and run_id == trial.run_id
+    assert server.client().get_run(run_id).info.run_name == names.trial_run_name(0)
+    trial.close("COMPLETE")
+    tracker.close()
+    assert history(server.client(), run_id, "val/psnr") == [(0, 20.0)]
 
 
 # -- a frozen server --------------------------------------------------------------------------------------

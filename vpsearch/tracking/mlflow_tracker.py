@@ -53,6 +53,9 @@ RUN_ARTIFACTS = [
 ]
 BEST_CHECKPOINT = "checkpoints/best.pt"
 CREATE_WAIT = 10.0  # seconds trial() waits for its run id while the server answers
+# seconds a trial's end waits for a run whose creation was queued while the server was away, so
+# the trial's record names its run after a short outage (a longer one: the run keeps its stream tag)
+OUTAGE_WAIT = 30.0
 # seconds close() waits for a trial's uploads while they progress; STALL s without a delivery (a
 # frozen server) end the wait: the rest stays in the spool, sent in the background or by `vpsearch sync`
 CLOSE_WAIT = 120.0
@@ -260,6 +263,13 @@ class MLflowTrialTracker(TrialTracker):
 
     @property
     def run_id(self) -> str | None:  # type: ignore[override]
+        return self.stream.run_id
+
+    def await_run_id(self) -> str | None:
+        """trial() does not wait while the server is away: the run may be created later."""
+        if self.stream.run_id is None:
+            self.study.sender.wait(self.stream, OUTAGE_WAIT, offline_grace=OUTAGE_WAIT,
+                                   until=lambda: self.stream.run_id is not None)
         return self.stream.run_id
 
     def send(self, op: dict[str, Any]) -> None:

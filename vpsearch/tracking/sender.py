@@ -204,16 +204,18 @@ class Sender:
         return index
 
     def wait(self, stream: Stream | None = None, timeout: float | None = None,
-             offline_grace: float = 0.0, stall: float | None = None) -> bool:
-        """Block until stream (or everything) is delivered. False on timeout, once the server
-        has been unreachable for offline_grace seconds of this wait (0: give up at once), or
-        after `stall` seconds in which nothing was delivered (a frozen server)."""
+             offline_grace: float = 0.0, stall: float | None = None,
+             until: Callable[[], bool] | None = None) -> bool:
+        """Block until stream (or everything) is delivered, or until `until()` holds. False on
+        timeout, once the server has been unreachable for offline_grace seconds of this wait
+        (0: give up at once), or after `stall` seconds in which nothing was delivered (a frozen server)."""
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         offline_from: float | None = None
         with self._cond:
             while True:
-                if (stream.pending == 0) if stream is not None else not self._items:
+                if (until is not None and until()) or ((stream.pending == 0) if stream is not None
+                                                       else not self._items):
                     return True
                 now = time.monotonic()
                 if stall is not None and now - max(start, self._progress_at) >= stall:
