@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import optuna
 import psycopg2
 import pytest
 import sqlalchemy.exc
+from postgres import postgres_or_skip
+from sqlalchemy import text
 
-from vpsearch.search.storage import StorageUnavailable, retrying
+from vpsearch.search.storage import StorageUnavailable, open_storage, retrying
 
 
 def failing_then(result: str, errors: list[Exception]):
@@ -55,3 +58,32 @@ def test_the_retry_budget_ends_in_one_line_naming_the_storage_and_the_cause(monk
         retrying(fn, "taking a trial", "postgresql://vp:***@db/optuna", wait=10)
     assert str(e.value).startswith("storage postgresql://vp:***@db/optuna unreachable: taking a trial failed ")
     assert "(connection refused)" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_pending_rollback_is_retried():
+    """PostgreSQL restarted while a session was mid-transaction: SQLAlchemy then refuses that
+    session until it is rolled back, and Optuna reports it as a failed commit."""
+    cause = sqlalchemy.exc.PendingRollbackError("Can't reconnect until invalid transaction is rolled back")
+    error = optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
+    error.__cause__ = cause
+    fn, calls = failing_then("ok", [error])
+    assert retrying(fn, "reading trials", "postgresql://db/optuna", wait=60) == "ok"
+    assert calls["n"] == 2
+
+
+@pytest.mark.postgres
+def test_a_worker_session_cut_mid_transaction_recovers(tmp_path):
+    """What a worker met in CI: its thread's session lost its connection inside a transaction
+    (PostgreSQL restarted); the next storage call must recover, not end the worker with a traceback."""
+    with postgres_or_skip() as pg:
+        store = open_storage(pg.create_database("optuna"), wait=30)
+        study = optuna.create_study(study_name="cut", storage=store.storage)
+        study.enqueue_trial({"x": 1.0})
+        session = store.rdb.scoped_session()  # this thread's session, the one Optuna's calls use
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar()  # opens a transaction
+        with store.rdb.engine.connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        with pytest.raises(sqlalchemy.exc.OperationalError):
+            session.execute(text("SELECT 1"))  # the connection is gone, the transaction with it
+        trials = store.call(lambda: study.get_trials(), "reading trials")
+        assert [t.state for t in trials] == [optuna.trial.TrialState.WAITING]

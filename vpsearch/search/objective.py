@@ -141,7 +141,7 @@ class Heartbeat:
             try:
                 self.store.rdb.record_heartbeat(self.trial_id)
             except Exception:  # storage blip: the next beat retries; a long outage makes the trial stale
-                pass
+                self.store.reset_session()  # on a fresh session: this one may be stuck mid-transaction
 
     def __exit__(self, *exc: Any) -> None:
         self.stop.set()

@@ -52,6 +52,8 @@ def _is_transient(e: BaseException) -> bool:
         return True
     if isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated:
         return True  # any other driver error SQLAlchemy recognised as a lost connection (a server restart)
+    if isinstance(e, sqlalchemy.exc.PendingRollbackError):
+        return True  # a session whose connection was lost mid-transaction: usable again once rolled back
     return isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNO
 
 
@@ -124,7 +126,16 @@ class StudyStorage:
         return self.rdb is not None and self.rdb.heartbeat_interval is not None
 
     def call(self, fn: Callable[[], T], what: str) -> T:
-        return retrying(fn, what, self.shown, self.wait)
+        return retrying(fn, what, self.shown, self.wait, on_retry=self.reset_session)
+
+    def reset_session(self) -> None:
+        """Before a retry: drop this thread's RDB session, which a lost connection may have left
+        mid-transaction; Optuna opens a new one on its next call."""
+        if self.rdb is not None:
+            try:
+                self.rdb.scoped_session.remove()
+            except Exception:  # closing a broken session may fail too: the error being retried matters
+                pass
 
     @contextlib.contextmanager
     def lock(self, study_name: str) -> Iterator[None]:
@@ -149,8 +160,10 @@ class StudyStorage:
         yield  # sqlite: one worker only, nothing to serialise
 
 
-def retrying(fn: Callable[[], T], what: str, shown: str, wait: float) -> T:
-    """fn() with exponential backoff (0.5 s doubling to 8 s) on transient errors, for `wait` seconds."""
+def retrying(fn: Callable[[], T], what: str, shown: str, wait: float,
+             on_retry: Callable[[], None] | None = None) -> T:
+    """fn() with exponential backoff (0.5 s doubling to 8 s) on transient errors, for `wait` seconds;
+    on_retry() runs before each new attempt."""
     start, delay, attempts = time.monotonic(), 0.5, 0
     while True:
         attempts += 1
@@ -169,6 +182,8 @@ def retrying(fn: Callable[[], T], what: str, shown: str, wait: float) -> T:
                 ) from None
             time.sleep(delay)
             delay = min(8.0, delay * 2)
+            if on_retry is not None:
+                on_retry()
 
 
 def open_storage(url: str, workers: int = 1, failure: Failure | None = None, wait: float = 60.0) -> StudyStorage:
