@@ -72,7 +72,7 @@ def test_a_pending_rollback_is_retried():
 
 
 @pytest.mark.postgres
-def test_a_worker_session_cut_mid_transaction_recovers(tmp_path):
+def test_a_worker_session_cut_mid_transaction_recovers():
     """What a worker met in CI: its thread's session lost its connection inside a transaction
     (PostgreSQL restarted); the next storage call must recover, not end the worker with a traceback."""
     with postgres_or_skip() as pg:

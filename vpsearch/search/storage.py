@@ -129,8 +129,8 @@ class StudyStorage:
         return retrying(fn, what, self.shown, self.wait, on_retry=self.reset_session)
 
     def reset_session(self) -> None:
-        """Before a retry: drop this thread's RDB session, which a lost connection may have left
-        mid-transaction; Optuna opens a new one on its next call."""
+        """Drop this thread's RDB session (before a retry, after a failed heartbeat): a lost
+        connection may have left it mid-transaction. Optuna opens a new one on its next call."""
         if self.rdb is not None:
             try:
                 self.rdb.scoped_session.remove()

@@ -177,6 +177,7 @@ class Worker:
         run_dir, resume_note = self._run_dir(trial)
         reporter = TrialReporter(trial, self.store, spec.objective, prune=spec.pruner.name != "none")
         tt, state, reason, outcome, t0 = TrialTracker(), "COMPLETE", None, None, time.perf_counter()
+        recorded_run: str | None = None  # the MLflow run id the trial's record names
         try:  # from here on a Ctrl-C re-queues the trial (below), wherever it lands
             self._record(trial, seed=seed, repeat=repeat, run_dir=settings.relative_to_root(run_dir, self.opts.root),
                          worker=self.id, device=self.opts.device, threads=self.opts.threads, fail_reason=None,
@@ -194,7 +195,8 @@ class Worker:
             retry_of = TrialRecord.of(trial).retry_of
             if retry_of is not None:
                 self._end_lost_attempt(retry_of)
-            self._record(trial, config=cfg.to_dict(), config_hash=chash, mlflow_run_id=tt.run_id,
+            recorded_run = tt.run_id
+            self._record(trial, config=cfg.to_dict(), config_hash=chash, mlflow_run_id=recorded_run,
                          provenance=trial_provenance(cfg.data.root, self.opts.device, self.opts.threads))
             log(f"trial {number} started (repeat {repeat}, seed {seed}): {params}"
                 + (f"; {resume_note}" if resume_note else ""))
@@ -228,9 +230,9 @@ class Worker:
         if state == "COMPLETE" and values is None:
             state, outcome = "FAIL", "error"
             reason = f"no finite {spec.objective.metric} was reported (see {run_dir}/metrics.csv)"
-        # again: a run whose creation a tracking outage delayed has its id by now (or soon)
-        self._record(trial, results=reporter.results(seconds), fail_reason=reason, outcome=outcome,
-                     mlflow_run_id=tt.await_run_id())
+        # a run whose creation a tracking outage delayed has its id by now (or soon): name it
+        late_run = {"mlflow_run_id": tt.await_run_id()} if recorded_run is None else {}
+        self._record(trial, results=reporter.results(seconds), fail_reason=reason, outcome=outcome, **late_run)
         self._close(tt, state, reason)
         self._tell(trial, state, values)
         self._sweep()

@@ -258,7 +258,8 @@ class MLflowTrialTracker(TrialTracker):
         self.send({"op": "create_run", "experiment_id": study.experiment(), "run_name": name,
                    "tags": names.clean_tags(run_tags), "start_time": names.now_ms()})
         self.send({"op": "log_batch", "params": names.params_from_flat(config.flat())})
-        # the search layer may want the run id at once (trial user attrs); a few ms while online
+        # the search layer may want the run id at once (trial user attrs), and the run its params
+        # before training starts: a few ms while online
         study.sender.wait(self.stream, CREATE_WAIT, stall=STALL)
 
     @property
