@@ -5,6 +5,7 @@ from vpsearch.config import DanceModelConfig, SVGModelConfig
 from vpsearch.models import DataShape, build_model
 from vpsearch.models.base import cond_at, whole
 from vpsearch.models.compose import Compositor, warp
+from vpsearch.models.dance import FrameGroupNorm
 from vpsearch.training.engine import sequence_loss
 
 SVG_VARIANTS = [(b, p) for b in ("vgg64", "dcgan64") for p in ("learned", "fixed")]
@@ -213,6 +214,42 @@ def test_dance_options_shapes_forward_backward_and_generation():
     assert all(p.grad is not None for p in model.parameters())
     gen = list(model.eval().generate(frames[:, :1], labels, 4))
     assert len(gen) == 4 and gen[0].shape == (2, 3, 16, 24)
+
+
+@pytest.mark.parametrize("norm, alike", [("batch", False), ("group", True)])
+def test_dance_norm_decides_whether_training_and_generation_normalise_alike(norm, alike):
+    """model.norm: with BatchNorm a frame's prediction depends on the rest of the training
+    batch and differs in eval mode (running statistics); GroupNorm depends on the frame
+    alone, so a training step and a generation step given the same inputs agree."""
+    torch.manual_seed(0)
+    cfg = DanceModelConfig(f_dim=8, l_dim=4, n_dim=2, d_out_dim=8, norm=norm, **DANCE_OPTIONS)
+    model = build_model(cfg, DataShape(height=16, width=24, cond_channels=3))
+    frames, labels = torch.rand(3, 3, 3, 16, 24), torch.rand(3, 3, 3, 16, 24)
+    teacher = torch.ones(3, 3, dtype=torch.bool)
+    with torch.no_grad():
+        model.posterior[-1].bias[cfg.n_dim:] = -40.0  # q's variance ~0: z = its mean, no random draw
+
+    def first_sample(batch: int, train: bool) -> torch.Tensor:
+        model.train(train)
+        with torch.no_grad():
+            return model(frames[:batch], labels[:batch], 1, teacher[:batch])[0][0]
+
+    alone, in_batch, generating = first_sample(1, True), first_sample(3, True), first_sample(1, False)
+    kinds = {"batch" if isinstance(m, torch.nn.BatchNorm2d) else "group"
+             for m in model.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm))}
+    assert kinds == {norm}
+    assert torch.allclose(alone, in_batch, atol=1e-5) is alike
+    assert torch.allclose(alone, generating, atol=1e-5) is alike
+
+
+def test_frame_group_norm_keeps_values_and_layout_of_channels_last_maps():
+    norm = FrameGroupNorm(4, 12)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0), norm.bias.uniform_(-1.0, 1.0)
+    x = torch.randn(2, 12, 5, 7)
+    out = norm(x.contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, torch.nn.functional.group_norm(x, 4, norm.weight, norm.bias), atol=1e-5)
 
 
 def test_dance_posterior_starts_at_the_prior():

@@ -152,6 +152,10 @@ class DanceModelConfig(CompositeOptions):
     # (SVG's skips from the last context frame), so appearance cannot drift over a long
     # rollout; none: only the previous frame, as in the lab.
     anchor: Literal["none", "last_context"] = "none"
+    # batch: BatchNorm, as in the lab; its running statistics, gathered from small training
+    # batches, normalise generation. group: GroupNorm, statistics of each frame's own maps,
+    # so training and generation normalise alike whatever the batch.
+    norm: Literal["batch", "group"] = "batch"
 
 
 ModelConfig = Annotated[Union[SVGModelConfig, DanceModelConfig], Field(discriminator="name")]

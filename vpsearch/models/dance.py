@@ -14,6 +14,8 @@ The lab's generator had no output sigmoid and its frames left [0, 1]; ours canno
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -22,12 +24,28 @@ from vpsearch.models.base import Gaussians, StepwiseCVAE, cond_width, reparamete
 from vpsearch.models.compose import Compositor
 
 
+class FrameGroupNorm(nn.GroupNorm):
+    """GroupNorm that normalises channels_last maps on the CPU in the default layout: there
+    torch 2.13's channels_last kernel made the backward ~4x slower (45% of a dancer-small
+    step with bf16; the two layout copies cost a few percent)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu" and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
+def normalisation(kind: str, ch: int) -> nn.Module:
+    """DanceModelConfig.norm: BatchNorm, or GroupNorm of up to 8 groups (per-frame statistics)."""
+    return nn.BatchNorm2d(ch) if kind == "batch" else FrameGroupNorm(math.gcd(ch, 8), ch)
+
+
 class ResidualBlock(nn.Module):
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, norm: str):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+            nn.Conv2d(cin, cout, 3, 1, 1, bias=False), normalisation(norm, cout), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), normalisation(norm, cout))
         self.shortcut = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1, bias=False)
         self.act = nn.LeakyReLU(0.2, inplace=True)
 
@@ -38,23 +56,23 @@ class ResidualBlock(nn.Module):
 class DepthConvBlock(nn.Module):
     """Depthwise 3x3 + pointwise 1x1, residual: cheap spatial mixing."""
 
-    def __init__(self, ch: int):
+    def __init__(self, ch: int, norm: str):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(ch, ch, 3, 1, 1, groups=ch, bias=False), nn.Conv2d(ch, ch, 1, bias=False),
-            nn.BatchNorm2d(ch), nn.LeakyReLU(0.2, inplace=True))
+            normalisation(norm, ch), nn.LeakyReLU(0.2, inplace=True))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
 
 
-def pyramid(cin: int, widths: list[int]) -> list[nn.Module]:
+def pyramid(cin: int, widths: list[int], norm: str) -> list[nn.Module]:
     """ResidualBlock to each width, a DepthConvBlock between them."""
     layers: list[nn.Module] = []
     for i, w in enumerate(widths):
-        layers.append(ResidualBlock(cin, w))
+        layers.append(ResidualBlock(cin, w, norm))
         if i < len(widths) - 1:
-            layers.append(DepthConvBlock(w))
+            layers.append(DepthConvBlock(w, norm))
         cin = w
     return layers
 
@@ -67,22 +85,23 @@ class DanceCVAE(StepwiseCVAE):
     def __init__(self, cfg: DanceModelConfig, channels: int = 3, label_channels: int = 3):
         super().__init__()
         self.cfg, self.cond_parts = cfg, whole(cfg.cond_index)
-        f, l, n, d = cfg.f_dim, cfg.l_dim, cfg.n_dim, cfg.d_out_dim
-        self.rgb_encoder = nn.Sequential(*pyramid(channels, [max(1, f // 8), max(1, f // 4), max(1, f // 2)]),
+        f, l, n, d, norm = cfg.f_dim, cfg.l_dim, cfg.n_dim, cfg.d_out_dim, cfg.norm
+        self.rgb_encoder = nn.Sequential(*pyramid(channels, [max(1, f // 8), max(1, f // 4), max(1, f // 2)], norm),
                                          nn.Conv2d(max(1, f // 2), f, 3, 1, 1))
         self.label_encoder = nn.Sequential(
-            nn.ReflectionPad2d(3), nn.Conv2d(label_channels, max(1, l // 2), 7), nn.BatchNorm2d(max(1, l // 2)),
-            nn.LeakyReLU(0.2, inplace=True), ResidualBlock(max(1, l // 2), l))
+            nn.ReflectionPad2d(3), nn.Conv2d(label_channels, max(1, l // 2), 7), normalisation(norm, max(1, l // 2)),
+            nn.LeakyReLU(0.2, inplace=True), ResidualBlock(max(1, l // 2), l, norm))
         lc = cond_width(self.cond_parts, l)  # label features the step receives
-        self.posterior = nn.Sequential(*pyramid(f + lc, quarter_half_full(n * 4)), nn.Conv2d(n * 4, n * 2, 1))
+        self.posterior = nn.Sequential(*pyramid(f + lc, quarter_half_full(n * 4), norm), nn.Conv2d(n * 4, n * 2, 1))
         # start q at the prior N(0, I): a random head puts a KL of thousands on the spatial z,
         # and under grad clipping that term would starve the reconstruction for whole epochs
         nn.init.zeros_(self.posterior[-1].weight)
         nn.init.zeros_(self.posterior[-1].bias)
         fused = f + lc + n + (f if cfg.anchor == "last_context" else 0)
-        self.fusion = nn.Sequential(DepthConvBlock(fused), *pyramid(fused, quarter_half_full(d)), nn.Conv2d(d, d, 1))
+        self.fusion = nn.Sequential(DepthConvBlock(fused, norm), *pyramid(fused, quarter_half_full(d), norm),
+                                    nn.Conv2d(d, d, 1))
         self.generator = nn.Sequential(
-            DepthConvBlock(d), *pyramid(d, [max(1, d // 2), max(1, d // 4), max(1, d // 8)]),
+            DepthConvBlock(d, norm), *pyramid(d, [max(1, d // 2), max(1, d // 4), max(1, d // 8)], norm),
             nn.Conv2d(max(1, d // 8), channels + Compositor.extra_channels(cfg.composite), 1))
         self.compositor = Compositor(cfg.composite, channels, cfg.max_flow)
         self.compositor.init_head(self.generator[-1], cfg.copy_bias)
