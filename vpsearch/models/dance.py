@@ -9,7 +9,9 @@ With anchor "last_context" the fusion also takes f of the last given frame (the 
 frame of a test video), the appearance reference a long rollout must not lose. With
 composite sources the generator also paints a mask per source and x_t is their softmax
 blend with the painted frame (pixels of the anchor frame and/or of x_{t-1}).
-The lab's generator had no output sigmoid and its frames left [0, 1]; ours cannot.
+With norm "group" every BatchNorm is a GroupNorm: a frame is normalised by its own maps,
+in training and generation alike. The lab's generator had no output sigmoid and its
+frames left [0, 1]; ours cannot.
 """
 
 from __future__ import annotations
