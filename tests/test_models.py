@@ -245,7 +245,8 @@ def test_dance_norm_decides_whether_training_and_generation_normalise_alike(norm
 def test_frame_group_norm_keeps_values_and_layout_of_channels_last_maps():
     norm = FrameGroupNorm(4, 12)
     with torch.no_grad():
-        norm.weight.uniform_(0.5, 2.0), norm.bias.uniform_(-1.0, 1.0)
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-1.0, 1.0)
     x = torch.randn(2, 12, 5, 7)
     out = norm(x.contiguous(memory_format=torch.channels_last))
     assert out.is_contiguous(memory_format=torch.channels_last)
