@@ -27,10 +27,9 @@ from vpsearch.data import WindowSampler, load_split
 from vpsearch.data.bair import find_sequences
 from vpsearch.data.builtin import resolve_root
 from vpsearch.models import DataShape, build_model
-from vpsearch.models.base import reparameterize
+from vpsearch.models.base import cond_at
 from vpsearch.training.device import autocast
-from vpsearch.training.engine import StepContext, train_epoch
-from vpsearch.training.losses import kl_gaussian
+from vpsearch.training.engine import StepContext, sequence_loss, train_epoch
 from vpsearch.training.schedules import KLAnnealing, TeacherForcing
 from vpsearch.training.trainer import data_shape, make_optimizer
 
@@ -53,25 +52,19 @@ class PngWindows(torch.utils.data.Dataset):
         return x, torch.from_numpy(np.concatenate([act, pos], 1))
 
 
-def reference_step(model, opt, x, c, n_past: int, beta: float) -> None:
-    """SVG-LP training step as in the lab template: per-step encoder calls, fp32."""
-    b, t_len = x.shape[:2]
-    state = model.init_state(b, x.device)
-    mse = kl = 0
-    for t in range(1, t_len):
-        h_prev, skips = model.encoder(x[:, t - 1])
-        h_t, _ = model.encoder(x[:, t])
-        if t <= n_past:
-            state["skip"] = skips
-        mu, logvar, state["post"] = model.posterior(h_t, state["post"])
-        mu_p, logvar_p, state["prior"] = model.prior(h_prev, state["prior"])
-        g, state["pred"] = model.predictor(torch.cat([h_prev, reparameterize(mu, logvar), c[:, t]], 1), state["pred"])
-        pixels = {"anchor": x[:, n_past - 1], "previous": x[:, t - 1]}  # the compositing head's sources
-        x_hat = model.compositor(model.decoder(g, state["skip"]), pixels)
-        mse = mse + torch.nn.functional.mse_loss(x_hat, x[:, t])
-        kl = kl + kl_gaussian(mu, logvar, mu_p, logvar_p)
+def reference_step(model, opt, x, c, n_past: int, beta: float, reduction: str) -> None:
+    """SVG-LP training step as in the lab template: fp32, the encoder called on x_{t-1} and on
+    x_t at every time step (the model's own step and loss, so both loops compute the same)."""
+    state = model.init_state(x.shape[0], x.device)
+    preds, stats = [], []
+    for t in range(1, x.shape[1]):
+        x_hat, gauss, state = model.step(model.encode(x[:, t - 1]), model.encode(x[:, t]),
+                                         cond_at(c, t, model.cond_parts), state, t, n_past)
+        preds.append(x_hat)
+        stats.append(gauss)
+    loss = sequence_loss(torch.stack(preds, 1), x, stats, beta, reduction)[0]
     opt.zero_grad()
-    (mse + beta * kl).backward()
+    loss.backward()
     opt.step()
 
 
@@ -87,15 +80,18 @@ def time_reference(cfg, root: Path, steps: int) -> float:
         if i == 1:  # the first step warms up allocators and kernels
             start = time.perf_counter()
         x, c = next(it)
-        reference_step(model, opt, x, c, cfg.data.n_past, cfg.loss.beta)
+        reference_step(model, opt, x, c, cfg.data.n_past, cfg.loss.beta, cfg.loss.kl_reduction)
         frames += x.shape[0] * (x.shape[1] - 1) if i else 0
     return frames / (time.perf_counter() - start)
 
 
-def time_engine(cfg, steps: int) -> float:
+def time_engine(cfg, steps: int, adapt=None) -> float:
+    """Frames/s of the engine's own training step; adapt(model) may change the model first."""
     torch.manual_seed(0)
     data = load_split(cfg.data, cfg.data.train_split)
     model = build_model(cfg.model, data_shape(data))
+    if adapt:
+        adapt(model)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
         model.memory_format = torch.channels_last
