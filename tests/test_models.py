@@ -4,7 +4,7 @@ import torch
 from vpsearch.config import DanceModelConfig, SVGModelConfig
 from vpsearch.models import DataShape, build_model
 from vpsearch.models.base import cond_at, whole
-from vpsearch.models.compose import Compositor, warp
+from vpsearch.models.compose import Compositor, recording_flow, warp
 from vpsearch.models.dance import FrameGroupNorm
 from vpsearch.training.engine import sequence_loss
 
@@ -382,6 +382,18 @@ def test_copy_bias_starts_the_model_as_a_copier(family):
     assert not torch.allclose(next(iter(model.generate(context, cond, 1))), context[:, -1], atol=1e-2)
 
 
+def test_copy_bias_per_source_sets_each_sources_starting_logit():
+    """copy_bias {anchor: 4, warped: 2}: the head starts with those mask logits and a zero
+    flow; a source the mapping leaves out starts at 0; an unknown source is refused."""
+    cfg = DanceModelConfig(f_dim=8, l_dim=4, n_dim=2, d_out_dim=8, composite=["anchor", "previous", "warped"],
+                           copy_bias={"anchor": 4, "warped": 2})
+    head = build_model(cfg, DataShape(height=8, width=8, cond_channels=3)).generator[-1]
+    assert head.bias[4:9].tolist() == [4.0, 0.0, 2.0, 0.0, 0.0]  # [3] is the painted pixels' logit
+    assert (head.weight[7:9] == 0).all()
+    with pytest.raises(ValueError, match=r"copy_bias: \['previous'\] not in composite \['anchor', 'warped'\]"):
+        DanceModelConfig(composite=["anchor", "warped"], copy_bias={"previous": 4})
+
+
 def test_side_maps_tile_the_vector_beside_the_coordinates():
     from vpsearch.models.backbones import side_maps
 
@@ -409,3 +421,21 @@ def test_condition_reaches_the_decoder_as_maps(backbone, cond):
         a = model.decoder(g, skips, torch.zeros(2, 7))
         b = model.decoder(g, skips, torch.ones(2, 7))
         assert not torch.allclose(a, b)
+
+
+def test_recording_flow_collects_each_steps_mean_flow_size_only_while_on():
+    """loss.flow_penalty's measure: mean over pixels and batch of |dx| + |dy| in pixels, one
+    entry per call of a warping head, differentiable; nothing is kept outside the context."""
+    head = Compositor(["anchor", "warped"], 3, max_flow=4.0)
+    model = torch.nn.Sequential(torch.nn.Identity(), head)
+    out = torch.zeros(2, 3 + 3 + 2, 4, 5)
+    out[:, 6] = torch.atanh(torch.tensor(0.25))  # dx = 1 px everywhere
+    out[:, 7, :2] = torch.atanh(torch.tensor(-0.125))  # dy = -0.5 px on half the rows
+    out.requires_grad_(True)
+    pixels = {"anchor": torch.rand(2, 3, 4, 5), "previous": torch.rand(2, 3, 4, 5)}
+    with recording_flow(model) as sizes:
+        head(out, pixels)
+        head(out, pixels)
+    head(out, pixels)
+    assert [round(float(s.detach()), 5) for s in sizes] == [1.25, 1.25] and head.flow_sizes is None
+    assert torch.autograd.grad(sizes[0], out)[0][:, 6].abs().sum() > 0

@@ -38,6 +38,26 @@ def test_grad_norm_max_is_the_largest_step_norm(tiny_cfg, tmp_path, monkeypatch)
     assert [(h["grad_norm"], h["grad_norm_max"]) for h in result.history] == [(4.0, 7.0), (2.5, 3.0)]
 
 
+@pytest.mark.parametrize("penalty", [0.0, 0.01])
+def test_flow_penalty_adds_its_weight_times_the_flow_size_of_every_step(tiny_dance_cfg, tmp_path, monkeypatch,
+                                                                       penalty):
+    """loss = MSE + beta KL + flow_penalty * sum over the 7 predicted steps of the mean flow
+    size; the flow head starts at dx = 1 px everywhere and lr ~0 keeps it there."""
+    from vpsearch.models.compose import Compositor
+
+    start = Compositor.init_head
+
+    def one_pixel_right(self, head, copy_bias):
+        start(self, head, copy_bias)
+        with torch.no_grad():
+            head.bias[3 + 3] = float(torch.atanh(torch.tensor(1 / self.max_flow)))
+
+    monkeypatch.setattr(Compositor, "init_head", one_pixel_right)
+    cfg = tiny_dance_cfg(f"loss.flow_penalty={penalty}", "optim.lr=1e-12", "train.epochs=1")
+    h = fit(cfg, tmp_path / "run").history[0]
+    assert h["loss"] - h["mse"] - h["kl_beta"] * h["kl"] == pytest.approx(penalty * 7 * 1.0, rel=1e-3, abs=1e-6)
+
+
 def test_checkpoint_round_trip_rebuilds_the_model(tiny_cfg, tmp_path):
     result = fit(tiny_cfg(), tmp_path / "run")
     model, cfg, payload = model_from_checkpoint(result.best_checkpoint)

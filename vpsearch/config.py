@@ -93,8 +93,17 @@ class CompositeOptions(Section):
     composite: CompositeSources = Field(default_factory=list)
     max_flow: float = Field(4.0, gt=0, description="largest warp per step, in pixels")
     # initial mask logit of every source over the painted pixels: > 0 starts the model as a
-    # copier (the last frame, unmoved) that learns where to paint; 0 starts an even blend
-    copy_bias: float = 0.0
+    # copier (the last frame, unmoved) that learns where to paint; 0 starts an even blend. A
+    # mapping gives each source its own ({anchor: 4, warped: 2}: the given frame wins wherever
+    # nothing teaches the head otherwise); sources it leaves out start at 0.
+    copy_bias: float | dict[CompositeSource, float] = 0.0
+
+    @model_validator(mode="after")
+    def _bias_for_composed_sources(self) -> "CompositeOptions":
+        if isinstance(self.copy_bias, dict) and set(self.copy_bias) - set(self.composite):
+            raise ValueError(f"copy_bias: {sorted(set(self.copy_bias) - set(self.composite))} not in composite "
+                             f"{self.composite}")
+        return self
 
 
 class SVGModelConfig(CompositeOptions):
@@ -193,6 +202,10 @@ class LossConfig(Section):
     # sum_batchmean: KL summed over latent elements, divided by batch (the labs; beta ~1e-4)
     # mean: KL averaged over latent elements and batch (beta ~1)
     kl_reduction: Literal["sum_batchmean", "mean"] = "sum_batchmean"
+    # + flow_penalty * sum over steps of the mean flow size (|dx| + |dy|, pixels) of a warping
+    # head (model.composite with "warped"): moving what does not move then costs, so the flow
+    # next to a moving body falls to zero instead of dragging a textured background along
+    flow_penalty: float = Field(0.0, ge=0)
 
 
 class OptimConfig(Section):

@@ -12,7 +12,8 @@ being warped along the flow. Sources (frames the output may copy):
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -34,17 +35,20 @@ class Compositor(nn.Module):
         if unknown or len(set(sources)) != len(sources):
             raise ValueError(f"composite sources {list(sources)}: expected distinct names from {list(SOURCES)}")
         self.sources, self.channels, self.max_flow = list(sources), channels, max_flow
+        self.flow_sizes: list[Tensor] | None = None  # a list while recording_flow is on
 
-    def init_head(self, head: nn.Module, copy_bias: float) -> None:
+    def init_head(self, head: nn.Module, copy_bias: float | Mapping[str, float]) -> None:
         """copy_bias != 0: start the decoder's last layer (conv or transposed conv) with mask
-        logits of copy_bias for every source and 0 for the painted pixels, and a zero flow
-        (zero weights: its gradient still flows), so an untrained model copies x_{t-1}."""
-        if not self.sources or copy_bias == 0:
+        logits of copy_bias for every source (or copy_bias[source], 0 where it has none) over
+        the painted pixels' (left at their small initial value), and a zero flow (zero weights: its gradient still flows), so an
+        untrained model copies x_{t-1}."""
+        bias = [copy_bias.get(s, 0.0) if isinstance(copy_bias, Mapping) else copy_bias for s in self.sources]
+        if not any(bias):
             return
         c, k = self.channels, 1 + len(self.sources)
         out_dim = 1 if isinstance(head, nn.ConvTranspose2d) else 0  # where the output channels are
         with torch.no_grad():
-            head.bias[c + 1:c + k] = copy_bias
+            head.bias[c + 1:c + k] = torch.tensor(bias)
             head.weight.narrow(out_dim, c + k, head.weight.shape[out_dim] - c - k).zero_()
             head.bias[c + k:] = 0.0
 
@@ -64,10 +68,27 @@ class Compositor(nn.Module):
         for name in self.sources:
             if name == "warped":
                 flow = torch.tanh(out[:, c + k:c + k + 2].float()) * self.max_flow
+                if self.flow_sizes is not None:
+                    self.flow_sizes.append(flow.abs().sum(1).mean())
                 candidates.append(warp(pixels["previous"].float(), flow).to(out.dtype))
             else:
                 candidates.append(pixels[name].to(out.dtype))
         return (weights.unsqueeze(2) * torch.stack(candidates, 1)).sum(1)
+
+
+@contextmanager
+def recording_flow(model: nn.Module) -> Iterator[list[Tensor]]:
+    """Within: every step of a warping head in model appends its mean flow size (|dx| + |dy|,
+    pixels; differentiable) to the yielded list, for loss.flow_penalty."""
+    heads = [m for m in model.modules() if isinstance(m, Compositor)]
+    sizes: list[Tensor] = []
+    for head in heads:
+        head.flow_sizes = sizes
+    try:
+        yield sizes
+    finally:
+        for head in heads:
+            head.flow_sizes = None
 
 
 def warp(frame: Tensor, flow: Tensor) -> Tensor:

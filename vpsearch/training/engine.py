@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -15,6 +16,7 @@ from vpsearch.data.augment import augment, draw_gaps
 from vpsearch.data.base import DataError, VideoSet, to_uint8_video
 from vpsearch.errors import VpsearchError
 from vpsearch.models.base import StepwiseCVAE
+from vpsearch.models.compose import recording_flow
 from vpsearch.training.device import autocast
 from vpsearch.training.losses import kl_gaussian
 from vpsearch.training.metrics import psnr, ssim
@@ -69,9 +71,12 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
         teacher = ctx.tf.mask(tfr, frames.shape[0], length, ctx.generator)  # CPU: the model branches on it
         weight = ctx.kl.at(epoch, i, len(batches))
         beta = cfg.loss.beta * weight
-        with autocast(ctx.device, cfg.train.amp):
+        penalty = cfg.loss.flow_penalty
+        with autocast(ctx.device, cfg.train.amp), recording_flow(model) if penalty else nullcontext() as flow:
             preds, stats = model(frames, cond, n_past, teacher, cfg.schedule.detach_predictions)
         loss, mse, kl = sequence_loss(preds, frames, stats, beta, cfg.loss.kl_reduction)
+        if flow:
+            loss = loss + penalty * torch.stack(flow).sum()
         opt.zero_grad(set_to_none=True)
         ctx.scaler.scale(loss).backward()
         ctx.scaler.unscale_(opt)
