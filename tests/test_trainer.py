@@ -58,6 +58,14 @@ def test_flow_penalty_adds_its_weight_times_the_flow_size_of_every_step(tiny_dan
     assert h["loss"] - h["mse"] - h["kl_beta"] * h["kl"] == pytest.approx(penalty * 7 * 1.0, rel=1e-3, abs=1e-6)
 
 
+def test_flow_penalty_without_a_warping_head_is_refused(tiny_cfg):
+    from vpsearch.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"loss.flow_penalty: 0.01 needs a flow to weigh, but model.composite "
+                                          r"\['anchor'\] has no 'warped'"):
+        tiny_cfg("model.composite=[anchor]", "loss.flow_penalty=0.01")
+
+
 def test_checkpoint_round_trip_rebuilds_the_model(tiny_cfg, tmp_path):
     result = fit(tiny_cfg(), tmp_path / "run")
     model, cfg, payload = model_from_checkpoint(result.best_checkpoint)

@@ -264,6 +264,9 @@ class Config(Section):
         if self.data.hflip and self.data.format == "bair":
             raise ValueError("data.hflip: BAIR actions and positions are in robot coordinates, which a "
                              "mirrored frame would contradict (image conditions only)")
+        if self.loss.flow_penalty and "warped" not in self.model.composite:
+            raise ValueError(f"loss.flow_penalty: {self.loss.flow_penalty:g} needs a flow to weigh, but "
+                             f"model.composite {self.model.composite} has no 'warped'")
         if isinstance(self.eval.n_future, int) and self.eval.n_future < 1:
             raise ValueError("eval.n_future must be >= 1, None or 'all'")
         if self.schedule.tfr_lower_bound > self.schedule.tfr:

@@ -39,9 +39,9 @@ class Compositor(nn.Module):
 
     def init_head(self, head: nn.Module, copy_bias: float | Mapping[str, float]) -> None:
         """copy_bias != 0: start the decoder's last layer (conv or transposed conv) with mask
-        logits of copy_bias for every source (or copy_bias[source], 0 where it has none) over
-        the painted pixels' (left at their small initial value), and a zero flow (zero weights: its gradient still flows), so an
-        untrained model copies x_{t-1}."""
+        logits of copy_bias for every source (or copy_bias[source], 0 where it has none), the
+        painted pixels' left at their small initial value, and a zero flow (zero weights: its
+        gradient still flows), so an untrained model copies."""
         bias = [copy_bias.get(s, 0.0) if isinstance(copy_bias, Mapping) else copy_bias for s in self.sources]
         if not any(bias):
             return
