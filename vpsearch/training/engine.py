@@ -58,6 +58,7 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
     length, n_past = length or cfg.data.window, cfg.data.n_past
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = cfg.optim.grad_clip or float("inf")
+    penalty = cfg.loss.flow_penalty  # > 0: the warping head records each step's flow size
     log = StepLog(4, read_every(ctx.device), lambda v, step: check_finite(v, epoch, step, ctx.scaler.is_enabled()))
     frames_seen, beta, weight, tfr = 0, 0.0, 0.0, 0.0
     start = time.perf_counter()
@@ -71,7 +72,6 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
         teacher = ctx.tf.mask(tfr, frames.shape[0], length, ctx.generator)  # CPU: the model branches on it
         weight = ctx.kl.at(epoch, i, len(batches))
         beta = cfg.loss.beta * weight
-        penalty = cfg.loss.flow_penalty
         with autocast(ctx.device, cfg.train.amp), recording_flow(model) if penalty else nullcontext() as flow:
             preds, stats = model(frames, cond, n_past, teacher, cfg.schedule.detach_predictions)
         loss, mse, kl = sequence_loss(preds, frames, stats, beta, cfg.loss.kl_reduction)
