@@ -4,7 +4,7 @@ import torch
 from vpsearch.config import DanceModelConfig, SVGModelConfig
 from vpsearch.models import DataShape, build_model
 from vpsearch.models.base import cond_at, whole
-from vpsearch.models.compose import Compositor, recording_flow, warp
+from vpsearch.models.compose import Compositor, change_gate, recording_flow, warp
 from vpsearch.models.dance import FrameGroupNorm
 from vpsearch.training.engine import sequence_loss
 
@@ -88,9 +88,9 @@ def test_generation_uses_the_same_condition_rows_as_training(action, position, e
     seen = []
     orig = model.step
 
-    def spy(prev, target, cond, state, t, n_past):
+    def spy(prev, target, cond, state, t, n_past, own):
         seen.append((t, cond[0].tolist()))
-        return orig(prev, target, cond, state, t, n_past)
+        return orig(prev, target, cond, state, t, n_past, own)
 
     model.step = spy
     cond = bair_rows(6)
@@ -214,6 +214,34 @@ def test_dance_options_shapes_forward_backward_and_generation():
     assert all(p.grad is not None for p in model.parameters())
     gen = list(model.eval().generate(frames[:, :1], labels, 4))
     assert len(gen) == 4 and gen[0].shape == (2, 3, 16, 24)
+
+
+def record_own(model) -> list:
+    """The `own` argument of every step the model takes, as a list (None or a list of bools)."""
+    seen, orig_step = [], model.step
+
+    def step(*a):
+        seen.append(None if a[6] is None else a[6].tolist())
+        return orig_step(*a)
+
+    model.step = step
+    return seen
+
+
+def test_steps_are_told_which_frames_they_continue_from_are_the_models_own():
+    """own: None while every step continues from true frames; per sample in training (the
+    teacher mask, context steps always true); in generation the first predicted step
+    continues from the last given frame, every later one from an own frame."""
+    cfg = DanceModelConfig(f_dim=8, l_dim=4, n_dim=2, d_out_dim=8, **DANCE_OPTIONS)
+    model = build_model(cfg, DataShape(height=8, width=8, cond_channels=3))
+    frames, labels = torch.rand(2, 5, 3, 8, 8), torch.rand(2, 5, 3, 8, 8)
+    seen = record_own(model)
+    teacher = torch.tensor([[False, False, True, False, True], [False, False, False, True, True]])
+    model(frames, labels, 2, teacher)  # steps 1, 2 continue from context frames 0, 1
+    assert seen == [None, None, [True, False], None]
+    seen.clear()
+    list(model.eval().generate(frames[:, :2], labels, 3))
+    assert seen == [None, None, [True, True], [True, True]]  # warm-up step, then frames 2, 3, 4
 
 
 @pytest.mark.parametrize("norm, alike", [("batch", False), ("group", True)])
@@ -439,3 +467,58 @@ def test_recording_flow_collects_each_steps_mean_flow_size_only_while_on():
     head(out, pixels)
     assert [round(float(s.detach()), 5) for s in sizes] == [1.25, 1.25] and head.flow_sizes is None
     assert torch.autograd.grad(sizes[0], out)[0][:, 6].abs().sum() > 0
+
+
+def test_change_gate_marks_what_changed_and_its_reach_only():
+    before = torch.zeros(1, 3, 6, 7)
+    after = before.clone()
+    after[0, 1, 2, 3] = 1.0  # one label pixel drawn
+    after[0, :, 5, 0] = 0.02  # compression noise: 0.06 summed over channels, below the threshold
+    exact = change_gate(before, after, 0)
+    assert exact.shape == (1, 1, 6, 7) and exact.sum() == 1 and exact[0, 0, 2, 3] == 1
+    near = change_gate(before, after, 1)
+    assert near.sum() == 9 and near[0, 0, 1:4, 2:5].eq(1).all()  # the 3x3 square around it
+    assert change_gate(after, before, 2).sum() == 25  # an erased pixel changed too
+
+
+def test_flow_gate_stills_the_flow_off_the_labels_change_after_a_true_frame():
+    """model.flow_gate: a step continuing from a true frame warps only the pixels whose label
+    changed from t-1 to t (here, the right half); one continuing from the model's own frame
+    may warp any pixel; in training (per sample) and generation alike."""
+    torch.manual_seed(0)
+    cfg = DanceModelConfig(f_dim=8, l_dim=4, n_dim=2, d_out_dim=8, cond_index="both", flow_gate=0,
+                           composite=["anchor", "warped"])
+    model = build_model(cfg, DataShape(height=8, width=8, cond_channels=3))
+    torch.nn.init.normal_(model.generator[-1].weight)  # a flow everywhere before the gate
+    labels = torch.zeros(2, 4, 3, 8, 8)
+    labels[:, 1::2, :, :, 4:] = 1.0  # the right half flickers at every step; the left never changes
+    gates = []
+    orig = model.compositor.forward
+    model.compositor.forward = lambda out, pixels, gate=None: gates.append(gate) or orig(out, pixels, gate)
+    frames = torch.rand(2, 4, 3, 8, 8)
+    teacher = torch.tensor([[False, False, True, False], [False, False, False, False]])
+    with torch.no_grad(), recording_flow(model) as sizes:
+        model(frames, labels, 1, teacher)
+        list(model.eval().generate(frames[:, :1], labels, 3))
+    gated = [[bool(g[i, ..., :4].eq(0).all() and g[i, ..., 4:].eq(1).all()) for i in range(2)] for g in gates]
+    ungated = [[bool(g[i].eq(1).all()) for i in range(2)] for g in gates]
+    # training steps 1-3 (step 2: sample 0 teacher-forced), then generation steps 1-3
+    assert gated == [[True, True], [True, False], [False, False], [True, True], [False, False], [False, False]]
+    assert ungated == [[not a, not b] for a, b in gated]
+    assert len(sizes) == 6 and all(s > 0 for s in sizes)  # the right half still moves
+
+    comp = Compositor(["warped"], 3, max_flow=4.0)
+    prev = torch.rand(1, 3, 4, 5)
+    out = logits_for(1, ["warped"], flow=(1.0, 0.0))  # the mask picks the warped frame
+    half = torch.zeros(1, 1, 4, 5)
+    half[..., 3:] = 1.0
+    moved = comp(out, {"previous": prev}, half)
+    assert torch.allclose(moved[..., :3], prev[..., :3], atol=1e-5)  # gated off: unmoved
+    assert torch.allclose(moved[..., 3], prev[..., 4], atol=1e-4)  # gated on: fetched from x + 1
+
+
+def test_flow_gate_refuses_a_model_without_both_labels_or_a_flow():
+    with pytest.raises(ValueError, match="flow_gate: 1 .* cond_index both \\(got 'current'\\)"):
+        DanceModelConfig(composite=["anchor", "warped"], flow_gate=1)
+    with pytest.raises(ValueError, match="needs 'warped' in composite \\(got \\['anchor'\\]\\)"):
+        DanceModelConfig(composite=["anchor"], cond_index="both", flow_gate=0)

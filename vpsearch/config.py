@@ -165,6 +165,21 @@ class DanceModelConfig(CompositeOptions):
     # batches, normalise generation. group: GroupNorm, statistics of each frame's own maps,
     # so training and generation normalise alike whatever the batch.
     norm: Literal["batch", "group"] = "batch"
+    # k: a step that continues from a true frame (the first predicted frame of a video; in
+    # training, the teacher-forced steps) may warp only the pixels within k of where the pose
+    # label changed between t-1 and t: a true frame matches its label, so only what the pose
+    # moved can move, and a sub-pixel flow next to a still body cannot drag and blur a textured
+    # background. A step that continues from the model's own frame may warp any pixel (that
+    # frame can stray from its label anywhere). None: no gate. Needs cond_index both.
+    flow_gate: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _gate_needs_flow_and_both_labels(self) -> "DanceModelConfig":
+        if self.flow_gate is not None and ("warped" not in self.composite or self.cond_index != "both"):
+            raise ValueError(f"flow_gate: {self.flow_gate} gates the flow by the labels of t-1 and t; it needs "
+                             f"'warped' in composite (got {self.composite}) and cond_index both "
+                             f"(got {self.cond_index!r})")
+        return self
 
 
 ModelConfig = Annotated[Union[SVGModelConfig, DanceModelConfig], Field(discriminator="name")]

@@ -10,8 +10,10 @@ Hooks:
   encode(x (N, C, H, W))          -> encoding, a tensor or tuple of tensors with leading N
   encode_cond(c (N, ...))         -> condition features with leading N
   init_state(batch, device)       -> fresh recurrent state (sized from the batch: no fixed batch)
-  step(prev, target, cond, state, t, n_past) -> (x_hat (B, C, H, W), Gaussians or None, state)
-      target is the encoding of the true frame t (posterior z) or None (prior z).
+  step(prev, target, cond, state, t, n_past, own) -> (x_hat (B, C, H, W), Gaussians or None, state)
+      target is the encoding of the true frame t (posterior z) or None (prior z); own (B,)
+      bool is True where prev encodes the model's own prediction, None where every prev is
+      a true frame.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class StepwiseCVAE(nn.Module):
         raise NotImplementedError
 
     def step(self, prev: Encoding, target: Encoding | None, cond: Tensor | None, state: dict,
-             t: int, n_past: int) -> tuple[Tensor, Gaussians | None, dict]:
+             t: int, n_past: int, own: Tensor | None = None) -> tuple[Tensor, Gaussians | None, dict]:
         raise NotImplementedError
 
     # --- shared loops --------------------------------------------------------------------
@@ -141,14 +143,16 @@ class StepwiseCVAE(nn.Module):
         for t in range(1, length):
             prev = map_encoding(lambda e: e[:, t - 1], enc)
             feed_truth = teacher[:, t] if t > n_past else None  # frame t-1 is context up to t = n_past
+            own = None
             if feed_truth is not None and not bool(feed_truth.all()):
-                own = self.encode(preds[-1].detach() if detach_predictions else preds[-1])
+                own = ~feed_truth
+                own_enc = self.encode(preds[-1].detach() if detach_predictions else preds[-1])
                 if bool(feed_truth.any()):  # per-sample mix (scheduled sampling)
-                    prev = zip_encodings(lambda a, o: _mix(feed_truth, a, o), prev, own)
+                    prev = zip_encodings(lambda a, o: _mix(feed_truth, a, o), prev, own_enc)
                 else:
-                    prev = own
+                    prev = own_enc
             target = map_encoding(lambda e: e[:, t], enc)
-            x_hat, g, state = self.step(prev, target, cond_at(cfeat, t, self.cond_parts), state, t, n_past)
+            x_hat, g, state = self.step(prev, target, cond_at(cfeat, t, self.cond_parts), state, t, n_past, own)
             preds.append(x_hat)
             stats.append(g)
         return torch.stack(preds, 1), stats
@@ -166,16 +170,17 @@ class StepwiseCVAE(nn.Module):
         ctx = self.encode_video(context)
         prev = map_encoding(lambda e: e[:, 0], ctx)
         encoded: dict[int, Tensor] = {}  # condition rows already encoded ("both" reuses c_{t-1})
+        own = None  # the first predicted frame continues from the last true one
         for t in range(1, n_past + n_future):
             c = None if cond is None else self._cond_step(cond, t, context.device, encoded)
             if t < n_past:  # warm the recurrences up on true frames, posterior z
                 target = map_encoding(lambda e: e[:, t], ctx)
-                _, _, state = self.step(prev, target, c, state, t, n_past)
+                _, _, state = self.step(prev, target, c, state, t, n_past, None)
                 prev = target
                 continue
-            x_hat, _, state = self.step(prev, None, c, state, t, n_past)
+            x_hat, _, state = self.step(prev, None, c, state, t, n_past, own)
             yield x_hat
-            prev = self.encode(x_hat)
+            prev, own = self.encode(x_hat), torch.ones(b, dtype=torch.bool)
 
     def _cond_step(self, cond, t: int, device: torch.device, encoded: dict[int, Tensor]) -> Tensor:
         rows = rows_needed(t, self.cond_parts)

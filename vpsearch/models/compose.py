@@ -56,8 +56,9 @@ class Compositor(nn.Module):
     def extra_channels(sources: Sequence[str]) -> int:
         return (1 + len(sources) + 2 * ("warped" in sources)) if sources else 0
 
-    def forward(self, out: Tensor, pixels: dict[str, Tensor]) -> Tensor:
-        """pixels: {"anchor": (B, C, H, W), "previous": (B, C, H, W)}, as the sources need."""
+    def forward(self, out: Tensor, pixels: dict[str, Tensor], flow_gate: Tensor | None = None) -> Tensor:
+        """pixels: {"anchor": (B, C, H, W), "previous": (B, C, H, W)}, as the sources need;
+        flow_gate (B, 1, H, W) in [0, 1] scales the flow per pixel (see change_gate)."""
         c = self.channels
         painted = torch.sigmoid(out[:, :c])
         if not self.sources:
@@ -68,6 +69,8 @@ class Compositor(nn.Module):
         for name in self.sources:
             if name == "warped":
                 flow = torch.tanh(out[:, c + k:c + k + 2].float()) * self.max_flow
+                if flow_gate is not None:
+                    flow = flow * flow_gate.float()
                 if self.flow_sizes is not None:
                     self.flow_sizes.append(flow.abs().sum(1).mean())
                 candidates.append(warp(pixels["previous"].float(), flow).to(out.dtype))
@@ -89,6 +92,16 @@ def recording_flow(model: nn.Module) -> Iterator[list[Tensor]]:
     finally:
         for head in heads:
             head.flow_sizes = None
+
+
+CHANGED = 0.1  # summed |difference| over channels above which a condition pixel has changed
+
+
+def change_gate(before: Tensor, after: Tensor, reach: int) -> Tensor:
+    """1 within reach pixels (a square) of where the condition image changed between before
+    and after (B, C, H, W), else 0: (B, 1, H, W). The threshold ignores compression noise."""
+    changed = ((after.float() - before.float()).abs().sum(1, keepdim=True) > CHANGED).float()
+    return nn.functional.max_pool2d(changed, 2 * reach + 1, 1, reach) if reach else changed
 
 
 def warp(frame: Tensor, flow: Tensor) -> Tensor:

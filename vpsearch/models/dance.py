@@ -9,6 +9,9 @@ With anchor "last_context" the fusion also takes f of the last given frame (the 
 frame of a test video), the appearance reference a long rollout must not lose. With
 composite sources the generator also paints a mask per source and x_t is their softmax
 blend with the painted frame (pixels of the anchor frame and/or of x_{t-1}).
+With flow_gate k a step that continues from a true frame may warp only the pixels within
+k of where the label image changed between t-1 and t (the raw labels ride along with their
+features in encode_cond); one that continues from the model's own frame, any pixel.
 With norm "group" every BatchNorm is a GroupNorm: a frame is normalised by its own maps,
 in training and generation alike. The lab's generator had no output sigmoid and its
 frames left [0, 1]; ours cannot.
@@ -23,7 +26,7 @@ from torch import Tensor, nn
 
 from vpsearch.config import DanceModelConfig
 from vpsearch.models.base import Gaussians, StepwiseCVAE, cond_width, reparameterize, whole
-from vpsearch.models.compose import Compositor
+from vpsearch.models.compose import Compositor, change_gate
 
 
 class FrameGroupNorm(nn.GroupNorm):
@@ -88,6 +91,7 @@ class DanceCVAE(StepwiseCVAE):
         super().__init__()
         self.cfg, self.cond_parts = cfg, whole(cfg.cond_index)
         f, l, n, d, norm = cfg.f_dim, cfg.l_dim, cfg.n_dim, cfg.d_out_dim, cfg.norm
+        self.label_channels = label_channels
         self.rgb_encoder = nn.Sequential(*pyramid(channels, [max(1, f // 8), max(1, f // 4), max(1, f // 2)], norm),
                                          nn.Conv2d(max(1, f // 2), f, 3, 1, 1))
         self.label_encoder = nn.Sequential(
@@ -113,16 +117,34 @@ class DanceCVAE(StepwiseCVAE):
         return (self.rgb_encoder(x), x) if self.cfg.composite else self.rgb_encoder(x)
 
     def encode_cond(self, c: Tensor) -> Tensor:
-        return self.label_encoder(c)
+        features = self.label_encoder(c)
+        if self.cfg.flow_gate is None:
+            return features
+        return torch.cat([features, c.to(features.dtype)], 1)  # the gate needs the label's pixels
+
+    def split_cond(self, cond: Tensor, own: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The step's condition -> (label features, flow gate or None). With a gate each row is
+        [features, label pixels] (encode_cond) and the rows are t-1 and t (cond_index both).
+        The gate holds for a true previous frame only: the model's own frame may stray from
+        its label anywhere, and the flow is what moves it back (own (B,) True: ungated)."""
+        if self.cfg.flow_gate is None:
+            return cond, None
+        l = self.cfg.l_dim
+        before, after = cond.split(l + self.label_channels, 1)
+        gate = change_gate(before[:, l:], after[:, l:], self.cfg.flow_gate)
+        if own is not None:
+            gate = torch.where(own.to(gate.device).view(-1, 1, 1, 1), 1.0, gate)
+        return torch.cat([before[:, :l], after[:, :l]], 1), gate
 
     def init_state(self, batch: int, device: torch.device) -> dict:
         return {}  # no recurrence: the previous frame carries everything
 
-    def step(self, prev, target, cond, state, t, n_past):
+    def step(self, prev, target, cond, state, t, n_past, own=None):
         if t <= n_past:
             state["anchor"] = prev  # ends as the last context frame's encoding
         anchor = state["anchor"]
         pixels: dict[str, Tensor] = {}
+        cond, flow_gate = self.split_cond(cond, own)
         if self.cfg.composite:
             (prev, pixels["previous"]), (anchor, pixels["anchor"]) = prev, anchor
             target = None if target is None else target[0]
@@ -137,4 +159,5 @@ class DanceCVAE(StepwiseCVAE):
         parts = [prev, cond, z.to(prev.dtype)]
         if self.cfg.anchor == "last_context":
             parts.append(anchor)
-        return self.compositor(self.generator(self.fusion(torch.cat(parts, 1))), pixels), gauss, state
+        out = self.generator(self.fusion(torch.cat(parts, 1)))
+        return self.compositor(out, pixels, flow_gate), gauss, state

@@ -99,7 +99,7 @@ class SVG(StepwiseCVAE):
             state["prior"] = self.prior.init_state(batch, device)
         return state
 
-    def step(self, prev, target, cond, state, t, n_past):
+    def step(self, prev, target, cond, state, t, n_past, own=None):
         h_prev, skips_prev = prev[:2]
         if t <= n_past or self.cfg.skip_from == "previous" or state["skip"] is None:
             state["skip"] = skips_prev  # ends as the last context frame's skips
