@@ -53,7 +53,9 @@ def test_flow_penalty_adds_its_weight_times_the_flow_size_of_every_step(tiny_dan
             head.bias[3 + 3] = float(torch.atanh(torch.tensor(1 / self.max_flow)))
 
     monkeypatch.setattr(Compositor, "init_head", one_pixel_right)
-    cfg = tiny_dance_cfg(f"loss.flow_penalty={penalty}", "optim.lr=1e-12", "train.epochs=1")
+    # no flow gate: every step keeps its 1 px flow everywhere (a gated step keeps it only where
+    # the label changed)
+    cfg = tiny_dance_cfg(f"loss.flow_penalty={penalty}", "optim.lr=1e-12", "train.epochs=1", "model.flow_gate=null")
     h = fit(cfg, tmp_path / "run").history[0]
     assert h["loss"] - h["mse"] - h["kl_beta"] * h["kl"] == pytest.approx(penalty * 7 * 1.0, rel=1e-3, abs=1e-6)
 

@@ -94,13 +94,13 @@ def recording_flow(model: nn.Module) -> Iterator[list[Tensor]]:
             head.flow_sizes = None
 
 
-CHANGED = 0.1  # summed |difference| over channels above which a condition pixel has changed
+CHANGE_THRESHOLD = 0.1  # summed |difference| over channels above which a condition pixel has changed
 
 
 def change_gate(before: Tensor, after: Tensor, reach: int) -> Tensor:
     """1 within reach pixels (a square) of where the condition image changed between before
     and after (B, C, H, W), else 0: (B, 1, H, W). The threshold ignores compression noise."""
-    changed = ((after.float() - before.float()).abs().sum(1, keepdim=True) > CHANGED).float()
+    changed = ((after.float() - before.float()).abs().sum(1, keepdim=True) > CHANGE_THRESHOLD).float()
     return nn.functional.max_pool2d(changed, 2 * reach + 1, 1, reach) if reach else changed
 
 
