@@ -500,11 +500,13 @@ def test_flow_gate_stills_the_flow_off_the_labels_change_after_a_true_frame():
     with torch.no_grad(), recording_flow(model) as sizes:
         model(frames, labels, 1, teacher)
         list(model.eval().generate(frames[:, :1], labels, 3))
-    gated = [[bool(g[i, ..., :4].eq(0).all() and g[i, ..., 4:].eq(1).all()) for i in range(2)] for g in gates]
-    ungated = [[bool(g[i].eq(1).all()) for i in range(2)] for g in gates]
+    gated = [[g is not None and bool(g[i, ..., :4].eq(0).all() and g[i, ..., 4:].eq(1).all()) for i in range(2)]
+             for g in gates]
+    ungated = [[g is None or bool(g[i].eq(1).all()) for i in range(2)] for g in gates]  # None: no gate at all
     # training steps 1-3 (step 2: sample 0 teacher-forced), then generation steps 1-3
     assert gated == [[True, True], [True, False], [False, False], [True, True], [False, False], [False, False]]
     assert ungated == [[not a, not b] for a, b in gated]
+    assert [g is None for g in gates] == [False, False, True, False, True, True]  # all own: not even computed
     assert len(sizes) == 6 and all(s > 0 for s in sizes)  # the right half still moves
 
     comp = Compositor(["warped"], 3, max_flow=4.0)

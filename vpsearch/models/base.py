@@ -171,6 +171,7 @@ class StepwiseCVAE(nn.Module):
         prev = map_encoding(lambda e: e[:, 0], ctx)
         encoded: dict[int, Tensor] = {}  # condition rows already encoded ("both" reuses c_{t-1})
         own = None  # the first predicted frame continues from the last true one
+        all_own = torch.ones(b, dtype=torch.bool)  # every later one from the model's own
         for t in range(1, n_past + n_future):
             c = None if cond is None else self._cond_step(cond, t, context.device, encoded)
             if t < n_past:  # warm the recurrences up on true frames, posterior z
@@ -180,7 +181,7 @@ class StepwiseCVAE(nn.Module):
                 continue
             x_hat, _, state = self.step(prev, None, c, state, t, n_past, own)
             yield x_hat
-            prev, own = self.encode(x_hat), torch.ones(b, dtype=torch.bool)
+            prev, own = self.encode(x_hat), all_own
 
     def _cond_step(self, cond, t: int, device: torch.device, encoded: dict[int, Tensor]) -> Tensor:
         rows = rows_needed(t, self.cond_parts)

@@ -131,10 +131,13 @@ class DanceCVAE(StepwiseCVAE):
             return cond, None
         l = self.cfg.l_dim
         before, after = cond.split(l + self.label_channels, 1)
+        features = torch.cat([before[:, :l], after[:, :l]], 1)
+        if own is not None and bool(own.all()):  # every later generation step: nothing to gate
+            return features, None
         gate = change_gate(before[:, l:], after[:, l:], self.cfg.flow_gate)
         if own is not None:
             gate = torch.where(own.to(gate.device).view(-1, 1, 1, 1), 1.0, gate)
-        return torch.cat([before[:, :l], after[:, :l]], 1), gate
+        return features, gate
 
     def init_state(self, batch: int, device: torch.device) -> dict:
         return {}  # no recurrence: the previous frame carries everything
