@@ -71,6 +71,23 @@ def device_selection(cuda: bool) -> dict:
     return out
 
 
+def validation_stream(device: torch.device) -> dict:
+    """Validation's own random stream on the device: the same draws for the same seed, and the
+    caller's stream (CPU and this GPU) where it was."""
+    from vpsearch.training.device import own_random_stream
+
+    torch.manual_seed(7)
+    before = (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+    draws = []
+    for _ in range(2):
+        with own_random_stream(0, device):
+            draws.append(torch.randn(4, device=device).cpu())
+    after = (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+    same = torch.equal(draws[0], draws[1])
+    untouched = torch.equal(before[0], after[0]) and (before[1] is None or torch.equal(before[1], after[1]))
+    return {"device": str(device), "same_draws": same, "caller_untouched": untouched, "ok": same and untouched}
+
+
 class Bench:
     """A model, its optimizer and data, stepped with the engine's own train_epoch."""
 
@@ -281,6 +298,7 @@ def main() -> int:
         data = make_pushing(tmp / "pushing", train=48, validate=8, test=2, seed=0)
         checks = {
             "device_selection": timed_check(lambda: device_selection(cuda)),
+            "validation_stream": timed_check(lambda: validation_stream(device)),
             "train_bf16": timed_check(lambda: train_mode(data, device, "bf16", False, steps)),
             "train_fp16": timed_check(lambda: train_mode(data, device, "fp16", False, steps)),
             "train_channels_last": timed_check(lambda: train_mode(data, device, "bf16", True, steps)),

@@ -25,8 +25,10 @@ def test_gpu_check_prints_one_summary_and_says_what_it_skipped(tmp_path):
     summary = json.loads(r.stdout)
     assert summary == json.loads((tmp_path / "gc.json").read_text())
     checks = summary["checks"]
-    assert summary["ok"] is True and set(checks) == {"device_selection", "train_bf16", "train_channels_last",
-                                                    "study_2_trials_per_device", *CUDA_ONLY}
+    assert summary["ok"] is True and set(checks) == {"device_selection", "validation_stream", "train_bf16",
+                                                    "train_channels_last", "study_2_trials_per_device", *CUDA_ONLY}
+    stream = checks["validation_stream"]
+    assert stream["same_draws"] is True and stream["caller_untouched"] is True
     if torch.cuda.is_available():
         assert summary["skipped"] == []
         return

@@ -55,11 +55,15 @@ def open_study(url: str, name: str) -> optuna.Study:
 
 
 def trials_so_far(url: str, name: str, states=None) -> list:
-    """The study's trials while a launcher may still be creating it: none until the study exists."""
+    """The study's trials while a launcher may still be creating it: none until the study exists.
+    Polled: the storage is closed each time, or PostgreSQL runs out of client slots."""
+    store = open_storage(url)
     try:
-        return open_study(url, name).get_trials(states=states)
+        return optuna.load_study(study_name=name, storage=store.storage).get_trials(states=states)
     except KeyError:  # the journal file exists before the study record is written to it
         return []
+    finally:
+        store.close()
 
 
 def journal(root: Path) -> str:

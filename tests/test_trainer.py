@@ -98,6 +98,37 @@ def test_resume_continues_exactly(tiny_cfg, tmp_path):
     assert all(torch.allclose(wa[k].float(), wc[k].float(), atol=1e-6) for k in wa)
 
 
+def test_how_often_validation_runs_leaves_training_alone(tiny_cfg, tmp_path):
+    """Validation draws its z from a stream of its own: validating every epoch or only at the
+    last trains the same weights, and every validation scores the same draws."""
+    every = fit(tiny_cfg("train.epochs=3", "eval.every=1"), tmp_path / "every")
+    once = fit(tiny_cfg("train.epochs=3", "eval.every=3"), tmp_path / "once")
+    assert [h["loss"] for h in every.history] == [h["loss"] for h in once.history]
+    assert every.history[-1]["val_psnr"] == once.history[-1]["val_psnr"]
+    assert "val_psnr" not in once.history[0]
+    wa = load_checkpoint(tmp_path / "every/checkpoints/last.pt")["model"]
+    wb = load_checkpoint(tmp_path / "once/checkpoints/last.pt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_validation_scores_its_own_draws_whatever_the_seed_of_training(tiny_cfg, tmp_path):
+    from vpsearch.data import load_split
+    from vpsearch.training.engine import evaluate
+
+    cfg = tiny_cfg()
+    model, _, _ = model_from_checkpoint(fit(cfg, tmp_path / "run").best_checkpoint)
+    data = load_split(cfg.data, cfg.data.val_split)
+    scores = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(caller_seed)
+        before = torch.get_rng_state()
+        scores.append(evaluate(model, data, cfg, torch.device("cpu"), seed=cfg.eval.seed).psnr_per_frame)
+        assert torch.equal(torch.get_rng_state(), before)  # the caller's stream did not move
+    assert scores[0] == scores[1]
+    other = evaluate(model, data, cfg, torch.device("cpu"), seed=cfg.eval.seed + 1).psnr_per_frame
+    assert other != scores[0]  # z matters to this model: the seed decides the draws
+
+
 class StopAfter(Reporter):
     def __init__(self, epoch):
         self.epoch, self.seen = epoch, []

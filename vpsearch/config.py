@@ -258,6 +258,9 @@ class EvalConfig(Section):
     max_sequences: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)
     gif_sequences: int = Field(4, ge=1)
+    # validation draws z from a stream of its own: every epoch (and every trial of one model) is
+    # scored on the same draws, and how often it runs (eval.every) leaves training's draws alone
+    seed: int = Field(0, description="seed of validation's prior draws")
 
 
 class Config(Section):

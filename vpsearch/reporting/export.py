@@ -160,7 +160,7 @@ def test_evaluation(ckpt: Path | None, cfg_data_root: str) -> dict[str, float | 
         cfg.data.root = cfg_data_root
         data = load_split(cfg.data, cfg.data.test_split)
         ev = evaluate(model, data, cfg, __import__("torch").device("cpu"), samples=1, horizon=cfg.eval.n_future,
-                      max_sequences=cfg.eval.max_sequences)
+                      max_sequences=cfg.eval.max_sequences, seed=cfg.eval.seed)
     except UserError as e:  # the test split is not on this machine, or it holds no true frames
         return {"note": f"not evaluated on the test split: {e}"}
     return {"psnr": ev.psnr, "baseline": ev.baseline_copy_last_psnr, "gain": ev.psnr - ev.baseline_copy_last_psnr,

@@ -137,6 +137,14 @@ class StudyStorage:
             except Exception:  # closing a broken session may fail too: the error being retried matters
                 pass
 
+    def close(self) -> None:
+        """Give the RDB engine's pooled connections back: a process that opens storages again and
+        again (a poller, a worker re-opening with the study's heartbeat settings) would otherwise
+        hold one each until PostgreSQL refuses new clients."""
+        if self.rdb is not None:
+            self.reset_session()
+            self.rdb.engine.dispose()
+
     @contextlib.contextmanager
     def lock(self, study_name: str) -> Iterator[None]:
         """Serialises "count the budget, create a trial, enqueue its repeats" between workers, so

@@ -69,6 +69,7 @@ def open_study_storage(url: str, name: str, wait: float) -> tuple[StudyStorage, 
     store = open_storage(url, wait=wait)
     plan = StudyPlan.from_record(StudyRecord.of(load_optuna_study(store, name)), f"study {name} in {store.shown}")
     if store.kind == "rdb":
+        store.close()
         store = open_storage(url, wait=wait, failure=plan.spec.failure)
     else:
         store.failure = plan.spec.failure

@@ -41,6 +41,18 @@ def grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=(amp == "fp16" and device.type == "cuda"))
 
 
+@contextlib.contextmanager
+def own_random_stream(seed: int, device: torch.device):
+    """Draws inside the block come from a stream seeded with `seed` (CPU, and `device` when it is a
+    GPU); the caller's stream resumes after it as if the block had drawn nothing."""
+    gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus, device_type="cuda"):
+        torch.random.default_generator.manual_seed(seed)
+        for index in gpus:  # only this worker's GPU: seeding them all would touch other workers' devices
+            torch.cuda.default_generators[index].manual_seed(seed)
+        yield
+
+
 def set_threads(num_threads: int | None) -> None:
     if num_threads:
         torch.set_num_threads(num_threads)

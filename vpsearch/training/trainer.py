@@ -166,7 +166,7 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         if (epoch + 1) % cfg.eval.every == 0 or last_epoch:
             ev = evaluate(model, val_set, cfg, device, samples=cfg.eval.samples, horizon=cfg.eval.n_future,
                           max_sequences=cfg.eval.max_sequences, keep=cfg.eval.gif_sequences,
-                          on_batch=progress.evaluating)
+                          on_batch=progress.evaluating, seed=cfg.eval.seed)
             row.update(val_psnr=ev.psnr, val_ssim=ev.ssim, val_psnr_best_of_n=ev.psnr_best_of_n,
                        baseline_psnr=ev.baseline_copy_last_psnr)
             reporter.evaluated(epoch, {"psnr": ev.psnr_per_frame, "ssim": ev.ssim_per_frame,
