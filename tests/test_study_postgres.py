@@ -4,6 +4,7 @@ storage retried with backoff, then a clear error."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import time
@@ -65,14 +66,12 @@ def test_killed_remote_worker_is_detected_by_heartbeat_and_its_trial_rerun(tmp_p
 
 
 def _has_study(url: str) -> bool:
-    store = open_storage(url)
-    try:
-        return any(s.study_name == "tiny" and "study_config" in s.user_attrs
-                   for s in optuna.get_all_study_summaries(store.storage))
-    except Exception:
-        return False
-    finally:
-        store.close()
+    with contextlib.closing(open_storage(url)) as store:
+        try:
+            return any(s.study_name == "tiny" and "study_config" in s.user_attrs
+                       for s in optuna.get_all_study_summaries(store.storage))
+        except Exception:
+            return False
 
 
 def test_a_closed_storage_gives_its_connections_back():
@@ -101,9 +100,8 @@ def test_a_closed_storage_gives_its_connections_back():
         for store in kept:
             store.close()
         for _ in range(5):
-            store = open_storage(url)
-            optuna.load_study(study_name="tiny", storage=store.storage).get_trials()
-            store.close()
+            with contextlib.closing(open_storage(url)) as store:
+                optuna.load_study(study_name="tiny", storage=store.storage).get_trials()
         assert clients() == before
 
 

@@ -5,6 +5,7 @@ Also the helpers the other study tests import (write_study, run_cli, open_study)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -57,13 +58,11 @@ def open_study(url: str, name: str) -> optuna.Study:
 def trials_so_far(url: str, name: str, states=None) -> list:
     """The study's trials while a launcher may still be creating it: none until the study exists.
     Polled: the storage is closed each time, or PostgreSQL runs out of client slots."""
-    store = open_storage(url)
-    try:
-        return optuna.load_study(study_name=name, storage=store.storage).get_trials(states=states)
-    except KeyError:  # the journal file exists before the study record is written to it
-        return []
-    finally:
-        store.close()
+    with contextlib.closing(open_storage(url)) as store:
+        try:
+            return optuna.load_study(study_name=name, storage=store.storage).get_trials(states=states)
+        except KeyError:  # the journal file exists before the study record is written to it
+            return []
 
 
 def journal(root: Path) -> str:

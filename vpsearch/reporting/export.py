@@ -153,14 +153,17 @@ def test_evaluation(ckpt: Path | None, cfg_data_root: str) -> dict[str, float | 
         return {"note": "no checkpoint kept for this trial: retrain with the command above to test it"}
     from vpsearch.data import load_split
     from vpsearch.training.checkpoint import model_from_checkpoint
+    from vpsearch.training.device import own_random_stream
     from vpsearch.training.engine import evaluate
 
     try:
         model, cfg, _ = model_from_checkpoint(ckpt, "cpu")
         cfg.data.root = cfg_data_root
         data = load_split(cfg.data, cfg.data.test_split)
-        ev = evaluate(model, data, cfg, __import__("torch").device("cpu"), samples=1, horizon=cfg.eval.n_future,
-                      max_sequences=cfg.eval.max_sequences, seed=cfg.eval.seed)
+        cpu = __import__("torch").device("cpu")
+        with own_random_stream(cfg.eval.seed, cpu):  # the draws validation scored on
+            ev = evaluate(model, data, cfg, cpu, samples=1, horizon=cfg.eval.n_future,
+                          max_sequences=cfg.eval.max_sequences)
     except UserError as e:  # the test split is not on this machine, or it holds no true frames
         return {"note": f"not evaluated on the test split: {e}"}
     return {"psnr": ev.psnr, "baseline": ev.baseline_copy_last_psnr, "gain": ev.psnr - ev.baseline_copy_last_psnr,

@@ -17,7 +17,7 @@ from vpsearch.data.base import DataError, VideoSet, to_uint8_video
 from vpsearch.errors import VpsearchError
 from vpsearch.models.base import StepwiseCVAE
 from vpsearch.models.compose import recording_flow
-from vpsearch.training.device import autocast, own_random_stream
+from vpsearch.training.device import autocast
 from vpsearch.training.losses import kl_gaussian
 from vpsearch.training.metrics import psnr, ssim
 from vpsearch.training.schedules import KLAnnealing, TeacherForcing
@@ -171,22 +171,16 @@ def evaluation_plan(data: VideoSet, cfg: Config, horizon: int | str | None, max_
 @torch.no_grad()
 def evaluate(model: StepwiseCVAE, data: VideoSet, cfg: Config, device: torch.device, *,
              samples: int = 1, horizon: int | str | None = None, max_sequences: int = 64,
-             keep: int = 0, on_batch: Callable[[int, int], None] | None = None,
-             seed: int | None = None) -> Evaluation:
+             keep: int = 0, on_batch: Callable[[int, int], None] | None = None) -> Evaluation:
     """Roll out from the context frames with z from the prior; PSNR/SSIM per frame per sample.
 
     BatchNorm runs in eval mode. N samples per sequence run as one batch; the reported
     psnr is the mean over samples, psnr_best_of_n takes each sequence's best sample (by
     its mean PSNR over frames). keep: how many sequences' frames (context, truth, sample 0's
     prediction) to return for pictures. on_batch(done, total) after each batch (progress).
-    seed: draw z from a stream of its own seeded with it, leaving the caller's untouched; None
-    draws from the caller's stream.
+    z comes from the caller's random stream: wrap the call in device.own_random_stream to score
+    on draws of its own.
     """
-    with own_random_stream(seed, device) if seed is not None else nullcontext():
-        return _evaluate(model, data, cfg, device, samples, horizon, max_sequences, keep, on_batch)
-
-
-def _evaluate(model, data, cfg, device, samples, horizon, max_sequences, keep, on_batch) -> Evaluation:
     start = time.perf_counter()
     was_training = model.training
     model.eval()

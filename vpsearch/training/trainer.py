@@ -29,7 +29,7 @@ from vpsearch.data import WindowSampler, load_split
 from vpsearch.data.base import DataError, VideoSet, training_windows
 from vpsearch.models import DataShape, build_model
 from vpsearch.training.checkpoint import rng_state, save_checkpoint
-from vpsearch.training.device import grad_scaler, select_device, set_threads
+from vpsearch.training.device import grad_scaler, own_random_stream, select_device, set_threads
 from vpsearch.training.engine import Evaluation, StepContext, evaluate, train_epoch
 from vpsearch.training.history import read_frame_psnr, write_metrics
 from vpsearch.training.outputs import RunPictures
@@ -164,9 +164,10 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
             row["log10_lr"] = math.log10(lr)
         last_epoch = epoch == cfg.train.epochs - 1
         if (epoch + 1) % cfg.eval.every == 0 or last_epoch:
-            ev = evaluate(model, val_set, cfg, device, samples=cfg.eval.samples, horizon=cfg.eval.n_future,
-                          max_sequences=cfg.eval.max_sequences, keep=cfg.eval.gif_sequences,
-                          on_batch=progress.evaluating, seed=cfg.eval.seed)
+            with own_random_stream(cfg.eval.seed, device):  # eval.every must not move training's draws
+                ev = evaluate(model, val_set, cfg, device, samples=cfg.eval.samples, horizon=cfg.eval.n_future,
+                              max_sequences=cfg.eval.max_sequences, keep=cfg.eval.gif_sequences,
+                              on_batch=progress.evaluating)
             row.update(val_psnr=ev.psnr, val_ssim=ev.ssim, val_psnr_best_of_n=ev.psnr_best_of_n,
                        baseline_psnr=ev.baseline_copy_last_psnr)
             reporter.evaluated(epoch, {"psnr": ev.psnr_per_frame, "ssim": ev.ssim_per_frame,
