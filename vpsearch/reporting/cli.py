@@ -118,15 +118,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     pruners = args.pruner or ([] if args.sampler else replay.DEFAULT_PRUNERS)
     samplers = args.sampler or ([] if args.pruner else replay.DEFAULT_SAMPLERS)
     replay.check_names(pruners, samplers)
-    p_results = replay.replay_pruners(rec, pruners, args.orders, args.workers) if pruners else []
-    s_results = replay.replay_samplers(rec, samplers, args.seeds) if samplers else []
-    result = replay.as_json(p_results, s_results, rec, args.workers)
+    done = replay.run_replay(rec, pruners, samplers, args.orders, args.workers or [2, 8], args.seeds,
+                             racing=not args.sampler, stop_sampler=replay.DEFAULT_STOP_SAMPLER if not args.pruner
+                             else None)
+    result = replay.as_json(done, rec)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(replay.format_tables(p_results, s_results, rec, args.workers))
+        print(replay.format_tables(done, rec))
         print(f"\nsaved to {out}" + ("; `vpsearch report` shows it as a figure" if out.name == "replay.json" else ""))
     return 0
 
@@ -179,8 +180,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("replay", help="what pruning and Bayesian search would have saved, replayed on a study's "
                                       "own recorded curves (a study run with pruner none)",
-                       description="What pruning and Bayesian search would have saved, replayed on a study's own "
-                                   "recorded curves (a study run with pruner none).",
+                       description="What pruning, racing over seeds, the stop rule and Bayesian search would have "
+                                   "saved, replayed on a study's own recorded curves (a study run with pruner none). "
+                                   "Racing is replayed with the pruners, the stop rule with the samplers.",
                        epilog=examples("vpsearch replay annealing_vs_tfr",
                                        "vpsearch replay studies/recorded/pushing_grid.json --pruner median "
                                        "--pruner schedule_aware --orders 50"))
@@ -195,8 +197,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", action="append", metavar="NAME", help="replay this sampler (repeatable; default: "
                    "random, tpe, gp, cmaes and skopt, unless --pruner is given)")
     p.add_argument("--orders", type=_positive, default=20, help="random trial orders per pruner (default 20)")
-    p.add_argument("--workers", type=_positive, default=2, help="simulated parallel workers (default 2)")
-    p.add_argument("--seeds", type=_positive, default=10, help="seeds per sampler (default 10)")
+    p.add_argument("--workers", type=_positive, action="append", help="simulated parallel workers (repeatable; "
+                   "default: 2 and 8)")
+    p.add_argument("--seeds", type=_positive, default=20, help="seeds per sampler (default 20; the stop rule "
+                   "is replayed on half as many)")
     p.add_argument("--record", metavar="FILE", help="also write the study's recording (curves, params, seeds) "
                                                   "to FILE, to replay later or elsewhere (default: none)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables (default: off)")

@@ -347,7 +347,8 @@ def training_curves(metrics_csv: Path) -> go.Figure:
 
 
 def replay(data: StudyData) -> go.Figure:
-    """What `vpsearch replay` measured on this study (its saved replay.json): pruners and samplers."""
+    """What `vpsearch replay` measured on this study (its saved replay.json): pruners, and the
+    samplers' best-so-far curves against the random expectation."""
     import json
 
     from vpsearch.settings import study_dir
@@ -357,24 +358,25 @@ def replay(data: StudyData) -> go.Figure:
         raise NoFigure(f"no replay was run (vpsearch replay {data.name})")
     r = json.loads(path.read_text())
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
-        f"Pruners: epochs saved vs regret ({r['workers']} workers, median of {r['pruners'][0]['orders']} orders)"
+        f"Pruners: epochs saved vs regret (median of {r['pruners'][0]['orders']} orders)"
         if r["pruners"] else "Pruners: not replayed",
-        f"Samplers: trials to within {r['within_db']} dB of the grid's best (median)" if r["samplers"]
-        else "Samplers: not replayed"))
-    for i, p in enumerate(r["pruners"]):
-        fig.add_trace(go.Scatter(x=[100 * p["epochs_saved"]], y=[p["regret"]], mode="markers+text", name=p["pruner"],
-                                 text=[p["pruner"]], textposition="top center",
-                                 marker=dict(size=12, color=PALETTE[i % len(PALETTE)])), row=1, col=1)
-    if r["samplers"]:
-        fig.add_trace(go.Bar(x=[s["sampler"] for s in r["samplers"]], y=[s["trials_to_within"] for s in r["samplers"]],
-                             marker_color=PALETTE[5], showlegend=False), row=1, col=2)
-        if r.get("random_expected_trials_to_within"):
-            fig.add_hline(y=r["random_expected_trials_to_within"], line=dict(color="gray", dash="dot"),
-                          annotation_text="random, expected", row=1, col=2)
+        "Samplers: best configuration so far (median over seeds)" if r["samplers"] else "Samplers: not replayed"))
+    names = sorted({p["pruner"] for p in r["pruners"]})
+    for p in r["pruners"]:
+        i = names.index(p["pruner"])
+        fig.add_trace(go.Scatter(x=[100 * p["epochs_saved"]], y=[p["regret"]], mode="markers+text",
+                                 name=f"{p['pruner']} ({p['workers']} workers)", text=[p["pruner"]],
+                                 textposition="top center", marker=dict(size=12, color=PALETTE[i % len(PALETTE)],
+                                 symbol="circle" if p["workers"] <= 2 else "diamond")), row=1, col=1)
+    for i, smp in enumerate(r["samplers"]):
+        fig.add_trace(go.Scatter(x=list(range(1, len(smp["curve"]) + 1)), y=smp["curve"], mode="lines",
+                                 name=smp["sampler"], line=dict(color=PALETTE[i % len(PALETTE)])), row=1, col=2)
     fig = _layout(fig, f"Replay of {r['study']} on its recorded curves", "", "")
     fig.update_xaxes(title_text="epochs saved (%)", row=1, col=1)
-    fig.update_yaxes(title_text="regret (dB)", row=1, col=1)
-    fig.update_yaxes(title_text="trials", row=1, col=2)
+    fig.update_yaxes(title_text="regret", row=1, col=1)
+    fig.update_xaxes(title_text="configurations tried", dtick=max(1, len(r["samplers"][0]["curve"]) // 10)
+                     if r["samplers"] else None, row=1, col=2)
+    fig.update_yaxes(title_text="best value so far", row=1, col=2)
     return fig
 
 

@@ -1,26 +1,23 @@
-"""`vpsearch replay`: what pruning and Bayesian search would have saved, on a study's own curves.
+"""`vpsearch replay`: what pruning, racing, a stop rule and Bayesian search would have saved,
+on a study's own recorded curves.
 
 Tabular HPO benchmarks (LCBench, YAHPO Gym) and simulator back-ends (Syne Tune) record
 full learning curves once and replay a search on them in seconds; this does the same on
 a vpsearch study recorded with ``pruner: none`` (recorded.py).
 
-Pruners: the recorded trials are shuffled and run by W simulated workers; a trial's
+Pruners (here): the recorded trials are shuffled and run by W simulated workers; a trial's
 epoch e ends at the simulated time its worker has spent on it (each epoch takes the
 trial's recorded seconds), reports its recorded value to an in-memory Optuna study with
 the real pruner object, and is stopped when the pruner says so. A decision therefore
 sees only what other trials had reported by then. Per pruner, over N orders (medians):
 epochs saved, regret of the best configuration found (its mean over seeds, among the
 configurations whose seeds all completed) against the recording's true best, how often
-the true best configuration lost a seed to pruning, and how often the report's ranking of
-strategies (tables.rank_strategies) would change.
+the true best configuration lost a seed to pruning, and how often the report's top
+strategy (tables.rank_strategies) left the winner's interval (the strategies the full
+recording cannot tell from the top one). A pruner setup that `study check` would refuse
+(schedule_aware on a space with configurations it can never judge) is refused here too.
 
-Samplers: the search space is the recording's grid; each sampler (through the study
-driver's own ConfigSampler: one observation per configuration, no repeats) proposes
-configurations that are looked up (the mean over seeds) until the grid is exhausted.
-Per sampler, over N seeds: the median number of trials to come within 0.3 dB of the
-grid's best, and the best value after 25% and 50% of the grid. Random sampling without
-replacement has a closed form: (N + 1) / (k + 1) trials on average to reach one of k good
-configurations of N.
+Racing, the stop rule and the samplers: replay_search.py.
 """
 
 from __future__ import annotations
@@ -36,48 +33,53 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from vpsearch.reporting import replay_search
 from vpsearch.reporting.recorded import RecordedStudy
+from vpsearch.reporting.replay_search import RacingResult, SamplerResult, StopResult
 from vpsearch.reporting.study import ReportError
-from vpsearch.search.pruners import PRUNERS, make_pruner
+from vpsearch.search.pruners import PRUNERS, make_pruner, unjudged_configurations
 from vpsearch.search.records import write_trial
-from vpsearch.search.spec import PRUNER_NAMES, SAMPLER_NAMES, PrunerSpec, SamplerSpec
+from vpsearch.search.spec import PRUNER_NAMES, SAMPLER_NAMES, PrunerSpec
 
 DEFAULT_PRUNERS = ["none", "median", "hyperband", "patient", "schedule_aware"]
 DEFAULT_SAMPLERS = ["random", "tpe", "gp", "cmaes", "skopt"]
-WITHIN_DB = 0.3
+DEFAULT_STOP_SAMPLER = "tpe"
 
 
 @dataclass
 class PrunerResult:
     pruner: str
     orders: int
+    workers: int
     epochs_saved: float  # median fraction of training epochs not trained
     regret: float  # median dB between the true best configuration and the best one found
     regret_max: float
     best_pruned: float  # share of orders in which the true best configuration lost a seed
-    ranking_changed: float  # share of orders in which the report's strategy ranking differs
-    top_changed: float  # share of orders in which the report's top strategy differs
-
-
-@dataclass
-class SamplerResult:
-    sampler: str
-    seeds: int
-    grid: int  # distinct configurations
-    trials_to_within: float  # median trials to come within WITHIN_DB of the grid's best
-    best_after_25: float  # median best value after 25% of the grid
-    best_after_50: float
+    top_changed: float  # share of orders whose top strategy left the winner's interval
 
 
 # -- pruners ----------------------------------------------------------------------------------
 def _pruner(rec: RecordedStudy, name: str) -> optuna.pruners.BasePruner:
+    """The pruner as a study would build it: the recording's own options where it used `name`,
+    else the defaults a study gets."""
+    from vpsearch.search.spec import PRUNER_OPTIONS
+
     spec = rec.plan.spec.pruner
     options = spec.model_dump(exclude={"name"}, exclude_unset=True) if spec.name == name else {}
     known = set(PrunerSpec.model_fields) - {"name"}
-    from vpsearch.search.spec import PRUNER_OPTIONS
-
     kept = {k: v for k, v in options.items() if k in known and k in PRUNER_OPTIONS[name]}
     return make_pruner(PrunerSpec(name=name, **kept), rec.epochs)
+
+
+def refused_pruners(rec: RecordedStudy, names: list[str]) -> dict[str, str]:
+    """{pruner: why} for the setups `study check` would refuse on this recording's space."""
+    out = {}
+    if "schedule_aware" in names:
+        checked, never = unjudged_configurations(rec.plan)
+        if never:
+            out["schedule_aware"] = (f"{len(never)} of {checked} configurations could never be judged before their "
+                                     "last epoch (`vpsearch study check` refuses this setup)")
+    return out
 
 
 def simulate_pruning(rec: RecordedStudy, pruner: optuna.pruners.BasePruner, order: list[int],
@@ -94,7 +96,9 @@ def simulate_pruning(rec: RecordedStudy, pruner: optuna.pruners.BasePruner, orde
         if queue:
             i = queue.pop(0)
             running[i] = study.ask()
-            write_trial(study, running[i], config=configs[i])  # what the schedule-aware pruner reads
+            # what the schedule-aware pruner reads: the config and the configuration its seeds share
+            write_trial(study, running[i], config=configs[i], config_id=rec.trials[i].config_id,
+                        repeat=rec.trials[i].repeat)
             seq += 1
             heapq.heappush(heap, (now + rec.trials[i].epoch_seconds, seq, i, 0))
 
@@ -128,21 +132,36 @@ def _config_means(rec: RecordedStudy, outcome: dict[int, tuple[str, int]] | None
     return means
 
 
+def winners(frame) -> set[str]:
+    """The strategies the report cannot tell from its top one: the top and those not significantly
+    worse (Holm-adjusted p >= 0.05 or untested)."""
+    from vpsearch.reporting.tables import strategy_table
+
+    table = strategy_table(frame, ["kl", "tf"], ["seed"])
+    if not len(table):
+        return set()
+    return {f"{r.kl} | {r.tf}" for r in table.itertuples() if r.rank == 1 or r.sig == ""}
+
+
 def replay_pruners(rec: RecordedStudy, names: list[str], orders: int = 20, workers: int = 2,
                    seed: int = 0) -> list[PrunerResult]:
     from vpsearch.reporting.tables import rank_strategies
 
+    refused = refused_pruners(rec, names)
+    if refused:
+        name, why = next(iter(refused.items()))
+        raise ReportError(f"replay: pruner {name} on {rec.name}: {why}")
     sign = 1 if rec.maximize else -1
     true = _config_means(rec, None)
     true_best_cid = max(true, key=lambda c: sign * true[c])
-    true_ranking = rank_strategies(rec_frame(rec, None))
+    tied = winners(rec_frame(rec, None))
     total = len(rec.trials) * rec.epochs
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # an in-memory study per order: no news
     rng = np.random.default_rng(seed)
     perms = [list(rng.permutation(len(rec.trials))) for _ in range(orders)]
     results = []
     for name in names:
-        saved, regrets, best_pruned, changed, top = [], [], 0, 0, 0
+        saved, regrets, best_pruned, top = [], [], 0, 0
         for order in perms:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -153,10 +172,9 @@ def replay_pruners(rec: RecordedStudy, names: list[str], orders: int = 20, worke
                            if found else math.inf)
             best_pruned += true_best_cid not in found
             ranking = rank_strategies(rec_frame(rec, outcome))
-            changed += ranking != true_ranking
-            top += bool(ranking) and ranking[0] != true_ranking[0]
-        results.append(PrunerResult(name, orders, statistics.median(saved), statistics.median(regrets),
-                                    max(regrets), best_pruned / orders, changed / orders, top / orders))
+            top += not ranking or ranking[0] not in tied
+        results.append(PrunerResult(name, orders, workers, statistics.median(saved), statistics.median(regrets),
+                                    max(regrets), best_pruned / orders, top / orders))
     return results
 
 
@@ -183,83 +201,6 @@ def rec_frame(rec: RecordedStudy, outcome: dict[int, tuple[str, int]] | None):
     return frame
 
 
-# -- samplers -------------------------------------------------------------------------------
-def grid_values(rec: RecordedStudy) -> dict[str, float]:
-    """Configuration (its params, as a key) -> mean best value over its seeds."""
-    out: dict[str, list[float]] = {}
-    for t in rec.trials:
-        out.setdefault(_key(t.params), []).append(t.final_best if rec.maximize else min(t.curve))
-    return {k: statistics.fmean(v) for k, v in out.items()}
-
-
-def _key(params: dict[str, Any]) -> str:
-    return repr(sorted(params.items()))
-
-
-def replay_sampler(rec: RecordedStudy, name: str, seed: int) -> list[float]:
-    """Values of the configurations `name` proposes, in order, until the grid is exhausted."""
-    from vpsearch.search.plan import StudyPlan
-    from vpsearch.search.samplers import ConfigSampler
-    from vpsearch.search.worker import take_trial
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    values = grid_values(rec)
-    plan = rec.plan
-    spec = plan.spec.model_copy(update={"sampler": SamplerSpec(name=name, seed=seed), "repeats": 1, "seeds": None,
-                                        "budget": plan.spec.budget.model_copy(update={"n_trials": len(values)})})
-    sim = StudyPlan(spec, plan.base, plan.source)
-    study = optuna.create_study(direction=spec.objective.direction, sampler=ConfigSampler(sim))
-    seen = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        while (got := take_trial(study, sim, "replay:0")) is not None and len(seen) < len(values):
-            trial, params, _ = got
-            value = values.get(_key(params))
-            if value is None:
-                raise ReportError(f"replay: sampler {name} proposed {params}, which the recording of {rec.name} "
-                                  "does not hold (replay samplers on a grid study)")
-            study.tell(trial, value)
-            seen.append(value)
-    return seen
-
-
-def replay_samplers(rec: RecordedStudy, names: list[str], seeds: int = 10) -> list[SamplerResult]:
-    values = grid_values(rec)
-    sign = 1 if rec.maximize else -1
-    best = max(values.values(), key=lambda v: sign * v)
-    n = len(values)
-    results = []
-    for name in names:
-        to_within, after25, after50 = [], [], []
-        for s in range(seeds):
-            seen = replay_sampler(rec, name, s)
-            running = list(running_best(seen, sign))
-            to_within.append(next(i + 1 for i, v in enumerate(running) if sign * (best - v) <= WITHIN_DB))
-            after25.append(running[max(0, math.ceil(n / 4) - 1)])
-            after50.append(running[max(0, math.ceil(n / 2) - 1)])
-        results.append(SamplerResult(name, seeds, n, statistics.median(to_within), statistics.median(after25),
-                                     statistics.median(after50)))
-    return results
-
-
-def running_best(values: list[float], sign: int) -> list[float]:
-    out, best = [], -math.inf if sign > 0 else math.inf
-    for v in values:
-        best = max(best, v) if sign > 0 else min(best, v)
-        out.append(best)
-    return out
-
-
-def random_expectation(rec: RecordedStudy) -> float:
-    """Expected trials for random sampling without replacement to hit one of the k configurations
-    within WITHIN_DB of the best among N: (N + 1) / (k + 1)."""
-    values = grid_values(rec)
-    sign = 1 if rec.maximize else -1
-    best = max(values.values(), key=lambda v: sign * v)
-    k = sum(sign * (best - v) <= WITHIN_DB for v in values.values())
-    return (len(values) + 1) / (k + 1)
-
-
 def check_names(pruners: list[str], samplers: list[str]) -> None:
     for p in pruners:
         if p not in PRUNERS or p not in PRUNER_NAMES:
@@ -269,37 +210,71 @@ def check_names(pruners: list[str], samplers: list[str]) -> None:
             raise ReportError(f"--sampler {s!r}: expected one of {', '.join(x for x in SAMPLER_NAMES if x != 'grid')}")
 
 
-def as_json(pruners: list[PrunerResult], samplers: list[SamplerResult], rec: RecordedStudy,
-            workers: int) -> dict[str, Any]:
+@dataclass
+class Replay:
+    """Everything one `vpsearch replay` measured on one recording."""
+    pruners: list[PrunerResult]
+    racing: list[RacingResult]
+    samplers: list[SamplerResult]
+    stop: StopResult | None
+
+
+def run_replay(rec: RecordedStudy, pruners: list[str], samplers: list[str], orders: int = 20,
+               workers: list[int] = (2,), seeds: int = 20, racing: bool = True,
+               stop_sampler: str | None = DEFAULT_STOP_SAMPLER) -> Replay:
+    check_names(pruners, samplers)
+    p = [r for w in workers for r in replay_pruners(rec, pruners, orders, w)] if pruners else []
+    repeated = max(len(v) for v in replay_search.config_seed_values(rec).values()) > 1
+    race = [replay_search.replay_racing(rec, orders, w) for w in workers] if racing and repeated else []
+    s = replay_search.replay_samplers(rec, samplers, seeds) if samplers else []
+    stop = replay_search.replay_stop_rule(rec, stop_sampler, max(1, seeds // 2)) if samplers and stop_sampler else None
+    return Replay(p, race, s, stop)
+
+
+def as_json(r: Replay, rec: RecordedStudy) -> dict[str, Any]:
     return {"study": rec.name, "trials": len(rec.trials), "configurations": len(rec.configurations()),
-            "epochs": rec.epochs, "workers": workers, "within_db": WITHIN_DB,
-            "pruners": [asdict(p) for p in pruners], "samplers": [asdict(s) for s in samplers],
-            "random_expected_trials_to_within": random_expectation(rec) if samplers else None}
+            "epochs": rec.epochs, "seed_noise": replay_search.seed_noise(rec),
+            "near_best": replay_search.near_best(rec),
+            "pruners": [asdict(p) for p in r.pruners], "racing": [asdict(x) for x in r.racing],
+            "samplers": [asdict(s) for s in r.samplers], "stop_rule": asdict(r.stop) if r.stop else None,
+            "random_expected_trials_to_near": replay_search.random_expectation(rec) if r.samplers else None}
 
 
-def format_tables(pruners: list[PrunerResult], samplers: list[SamplerResult], rec: RecordedStudy,
-                  workers: int) -> str:
-    """The replay as terminal tables."""
+def format_tables(r: Replay, rec: RecordedStudy) -> str:
+    """The replay as terminal (Markdown) tables."""
     from vpsearch.reporting.tables import markdown_table
 
+    near = replay_search.near_best(rec)
     lines = [f"replay of {rec.name}: {len(rec.trials)} trials, {len(rec.configurations())} configurations, "
-             f"{rec.epochs} epochs each"]
-    if pruners:
-        lines += ["", f"pruners ({workers} simulated workers, median over {pruners[0].orders} random trial orders):",
+             f"{rec.epochs} epochs each; seed noise {replay_search.seed_noise(rec):.3f}, near the best = within "
+             f"{near:.3f} (2 seed standard errors)"]
+    if r.pruners:
+        lines += ["", f"pruners (median over {r.pruners[0].orders} random trial orders):",
                   markdown_table(pd_frame([{
-                      "pruner": p.pruner, "epochs saved": f"{100 * p.epochs_saved:.0f}%",
-                      "regret (dB)": f"{p.regret:.2f} (max {p.regret_max:.2f})" if math.isfinite(p.regret_max)
+                      "pruner": p.pruner, "workers": p.workers, "epochs saved": f"{100 * p.epochs_saved:.0f}%",
+                      "regret": f"{p.regret:.2f} (max {p.regret_max:.2f})" if math.isfinite(p.regret_max)
                       else f"{p.regret:.2f} (some orders completed no configuration)",
                       "best pruned": f"{100 * p.best_pruned:.0f}%",
-                      "ranking changed": f"{100 * p.ranking_changed:.0f}% (top {100 * p.top_changed:.0f}%)"}
-                      for p in pruners]))]
-    if samplers:
-        lines += ["", f"samplers (lookup over the {samplers[0].grid} configurations, median over "
-                      f"{samplers[0].seeds} seeds; random's expectation {random_expectation(rec):.1f} trials):",
+                      "top strategy left the winners": f"{100 * p.top_changed:.0f}%"} for p in r.pruners]))]
+    if r.racing:
+        lines += ["", f"racing over seeds (paired test against every configuration, over {r.racing[0].orders} "
+                      "random orders of configurations):",
                   markdown_table(pd_frame([{
-                      "sampler": s.sampler, f"trials to within {WITHIN_DB} dB": f"{s.trials_to_within:g}",
+                      "workers": x.workers, "seed-trials saved": f"{100 * x.seed_trials_saved:.0f}%",
+                      "same pick as every seed": f"{100 * x.same_pick:.0f}%",
+                      "regret": f"{x.regret:.2f}"} for x in r.racing]))]
+    if r.stop:
+        st = r.stop
+        lines += ["", f"stop rule ({st.sampler}, {st.seeds} seeds): stopped in {100 * st.stopped:.0f}% of replays, "
+                      f"after {st.configurations:g} of {st.grid} configurations (median), regret {st.regret:.2f}"]
+    if r.samplers:
+        lines += ["", f"samplers (lookup over the {r.samplers[0].grid} configurations, over {r.samplers[0].seeds} "
+                      f"seeds; random's expectation {replay_search.random_expectation(rec):.1f} trials):",
+                  markdown_table(pd_frame([{
+                      "sampler": s.sampler, "trials to near the best (median)": f"{s.trials_to_near:g}",
+                      "90th percentile": f"{s.trials_to_near_p90:g}",
                       "best after 25%": f"{s.best_after_25:.2f}", "best after 50%": f"{s.best_after_50:.2f}"}
-                      for s in samplers]))]
+                      for s in r.samplers]))]
     return "\n".join(lines)
 
 

@@ -48,8 +48,10 @@ class Configuration:
 
     def state(self, repeats: int) -> str:
         """RUNNING, DIVERGED, PRUNED, FAIL or COMPLETE (see the module docstring)."""
+        # fewer seeds than repeats with none under way: raced out (or between two seeds of a race),
+        # judged by the seeds it ran
         states = [t.state for t in self.trials]
-        if len(self.trials) < repeats or any(s in (TrialState.RUNNING, TrialState.WAITING) for s in states):
+        if not self.trials or any(s in (TrialState.RUNNING, TrialState.WAITING) for s in states):
             return "RUNNING"
         outcomes = [TrialRecord.of(t).outcome for t in self.trials if t.state == TrialState.FAIL]
         if "diverged" in outcomes:

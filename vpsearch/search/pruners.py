@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 import warnings
 from typing import Any, Callable
 
@@ -74,23 +75,25 @@ def _at(curve: dict[int, float], step: int) -> float | None:
     return curve[max(keys)] if keys else None
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    mid = len(xs) // 2
-    return xs[mid] if len(xs) % 2 else 0.5 * (xs[mid - 1] + xs[mid])
-
-
 class ScheduleAwarePruner(BasePruner):
-    """Median pruning on best-so-far values, at schedule-aware epochs only, with patience."""
+    """Percentile pruning on best-so-far values, at schedule-aware epochs only, with patience,
+    a margin of seed noise, and one verdict per configuration (module docstring)."""
 
     def __init__(self, n_startup_trials: int = 2, warmup_epochs: int = 0, patience: int = 2,
-                 min_delta: float = 0.0):
-        if patience < 1 or n_startup_trials < 0 or warmup_epochs < 0 or min_delta < 0:
-            raise ValueError("ScheduleAwarePruner: patience >= 1, n_startup_trials, warmup_epochs, min_delta >= 0")
+                 min_delta: float = 0.0, percentile: float = 50.0, noise_margin: float = 0.0,
+                 by_configuration: bool = True):
+        if patience < 1 or n_startup_trials < 0 or warmup_epochs < 0 or min_delta < 0 or noise_margin < 0:
+            raise ValueError("ScheduleAwarePruner: patience >= 1; n_startup_trials, warmup_epochs, min_delta, "
+                             "noise_margin >= 0")
+        if not 0 < percentile < 100:
+            raise ValueError(f"ScheduleAwarePruner: percentile must lie in (0, 100), got {percentile}")
         self.n_startup_trials = n_startup_trials
         self.warmup_epochs = warmup_epochs
         self.patience = patience
         self.min_delta = min_delta
+        self.percentile = percentile
+        self.noise_margin = noise_margin
+        self.by_configuration = by_configuration
         self._judged: dict[int, list[int] | None] = {}  # trial number -> its judged epochs (config parsed once)
 
     def judged(self, trial: FrozenTrial) -> list[int] | None:
@@ -98,10 +101,10 @@ class ScheduleAwarePruner(BasePruner):
         if trial.number not in self._judged:
             raw = TrialRecord.of(trial).config
             try:
-                epochs = judged_epochs(config_from_dict(raw, f"trial {trial.number}")) if raw else None
+                cfg = config_from_dict(raw, f"trial {trial.number}") if raw else None
             except (ConfigError, ValueError):
-                epochs = None
-            self._judged[trial.number] = epochs
+                cfg = None
+            self._judged[trial.number] = judged_epochs(cfg) if cfg else None
         epochs = self._judged[trial.number]
         return None if epochs is None else [e for e in epochs if e >= self.warmup_epochs]
 
@@ -111,26 +114,59 @@ class ScheduleAwarePruner(BasePruner):
                        if s >= self.warmup_epochs and (judged is None or s in judged))
         if not steps or trial.last_step != steps[-1]:
             return False  # no verdict at an epoch that does not count (warm-up, mid-cycle)
-        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if self.by_configuration:
+            # one verdict per configuration (module docstring, (4))
+            cid = TrialRecord.of(trial).config_id
+            siblings = [t for t in finished if cid is not None and TrialRecord.of(t).config_id == cid]
+            if any(t.state == TrialState.COMPLETE for t in siblings):
+                return False
+            if siblings:
+                return True
+        completed = [t for t in finished if t.state == TrialState.COMPLETE]
         if len(completed) < max(1, self.n_startup_trials):
             return False
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         others = [best_so_far(t.intermediate_values, maximize) for t in completed]
         mine = best_so_far(trial.intermediate_values, maximize)
+        margin = self.min_delta + self.noise_margin * (seed_noise_at(completed, steps[-1], maximize) or 0.0)
         # a trial with fewer judged epochs than patience still gets a verdict (module docstring, (3))
         patience = min(self.patience, len(judged)) if judged else self.patience
+        q = self.percentile if maximize else 100 - self.percentile
         strikes = 0
         for s in reversed(steps):  # consecutive judged epochs below the bar, most recent first
             bars = [_at(o, s) for o in others if o and max(o) >= s]  # completed trials' best up to s
             bars = [b for b in bars if b is not None and math.isfinite(b)]
             if len(bars) < max(1, self.n_startup_trials):
                 break
-            bar = _median(bars)
-            below = mine[s] < bar - self.min_delta if maximize else mine[s] > bar + self.min_delta
+            bar = _percentile(bars, q)
+            below = mine[s] < bar - margin if maximize else mine[s] > bar + margin
             if not below:
                 break
             strikes += 1
         return strikes >= patience
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation, as numpy's default."""
+    xs = sorted(xs)
+    pos = (len(xs) - 1) * q / 100
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def seed_noise_at(completed: list[FrozenTrial], step: int, maximize: bool) -> float | None:
+    """Seed noise of best-so-far values at `step`: the median, over configurations with two or
+    more completed seeds, of the standard deviation across their seeds (None: no such one yet)."""
+    by_config: dict[int, list[float]] = {}
+    for t in completed:
+        cid = TrialRecord.of(t).config_id
+        v = _at(best_so_far(t.intermediate_values, maximize), step)
+        if cid is not None and v is not None and math.isfinite(v):
+            by_config.setdefault(cid, []).append(v)
+    stds = [statistics.stdev(v) for v in by_config.values() if len(v) >= 2]
+    return statistics.median(stds) if stds else None
 
 
 def _candidate_values(p: Any) -> list[Any]:
@@ -191,7 +227,7 @@ PRUNERS: dict[str, Callable[[PrunerSpec, int], BasePruner]] = {
     "patient": lambda p, epochs: PatientPruner(_median_pruner(p, epochs), patience=p.patience,
                                                min_delta=p.min_delta),
     "schedule_aware": lambda p, epochs: ScheduleAwarePruner(p.n_startup_trials, p.warmup_epochs, p.patience,
-                                                            p.min_delta),
+                                                            p.min_delta, p.percentile, p.noise_margin),
 }
 
 

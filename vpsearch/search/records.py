@@ -118,6 +118,8 @@ class StudyRecord(_Record):
     mlflow_parent_run_id: str | None = None
     mlflow_tracking_uri: str | None = None  # password redacted
     exhausted: str | None = None  # why no new configuration can be proposed (finite space run out)
+    stopped: str | None = None  # why the stop rule ended the study (search/after_trial.py)
+    raced_out: dict[str, str] | None = None  # configuration id -> why racing stopped its seeds
     slurm_jobs: list[dict[str, Any]] | None = None  # sbatch submissions of workers
 
     @classmethod

@@ -155,8 +155,10 @@ class SkoptProposer:
         if len(ys) < max(1, self.n_initial):
             x = Space(self.dims).rvs(1, random_state=seed)[0]
         else:
+            # a space of categories has few points: 1000 candidates cover it at a third of the cost
+            discrete = {"n_points": 1000} if all(isinstance(p, CategoricalParam) for p in self.space.values()) else {}
             opt = Optimizer(self.dims, base_estimator="GP", n_initial_points=0, acq_func=self.acq_func,
-                            random_state=seed)
+                            random_state=seed, acq_optimizer_kwargs=discrete or None)
             lie = min(ys)  # skopt's "cl_min": pending points count as good, so the next ask moves away
             opt.tell(xs + pending, ys + [lie] * len(pending))
             x = opt.ask()

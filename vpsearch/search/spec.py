@@ -35,7 +35,8 @@ SAMPLER_OPTIONS = {"tpe": {"seed", "n_startup_trials"}, "gp": {"seed", "n_startu
 PRUNER_OPTIONS = {"none": set(), "median": {"n_startup_trials", "warmup_epochs"},
                   "hyperband": {"min_resource", "reduction_factor"},
                   "patient": {"n_startup_trials", "warmup_epochs", "patience", "min_delta"},
-                  "schedule_aware": {"n_startup_trials", "warmup_epochs", "patience", "min_delta"}}
+                  "schedule_aware": {"n_startup_trials", "warmup_epochs", "patience", "min_delta", "percentile",
+                                     "noise_margin"}}
 # Set by the study driver for every trial, so a search space must not own them.
 RESERVED = {"name", "train.seed", "train.device", "train.num_threads", "train.progress"}
 
@@ -169,6 +170,10 @@ class PrunerSpec(Strict):
     warmup_epochs: int = Field(0, ge=0, description="epochs never pruned")
     patience: int = Field(2, ge=1, description="evaluations in a row below the bar before pruning")
     min_delta: float = Field(0.0, ge=0)
+    percentile: float = Field(50.0, gt=0, lt=100, description="schedule_aware: the bar is this percentile of the "
+                              "completed trials (50: the median; higher prunes more)")
+    noise_margin: float = Field(0.0, ge=0, description="schedule_aware: the bar is lowered by this many seed "
+                                "standard deviations (measured on the completed seeds at that epoch)")
     min_resource: int = Field(1, ge=1)
     reduction_factor: int = Field(3, ge=2)
 
@@ -225,13 +230,32 @@ class StudySpec(Strict):
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     budget: Budget = Field(default_factory=Budget)
-    repeats: int = Field(1, ge=1, description="seeds per configuration")
+    repeats: int = Field(1, ge=1, description="seeds per configuration (with race: at most this many)")
+    race: bool = Field(False, description="racing over seeds: a configuration's next seed runs only while a paired "
+                                          "test cannot show it worse than another configuration (search/racing.py)")
+    stop: Literal["none", "regret_bound"] = Field("none", description="regret_bound: end the study once the best "
+                                                  "can no longer improve by more than the seed noise "
+                                                  "(search/stopping.py; needs repeats >= 2)")
     seeds: list[int] | None = Field(None, description="explicit seeds, one per repeat")
     workers: int = Field(1, ge=1)
     devices: str = Field("cpu", description="cpu, auto, cuda, or cuda:0,cuda:1,...")
     threads_per_worker: int | None = Field(None, ge=1, description="CPU threads; default cores / workers")
     failure: Failure = Field(default_factory=Failure)
     checkpoints: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _repeats_form(cls, data: Any) -> Any:
+        # `repeats: {max: 3, race: true}` == `repeats: 3` + `race: true`
+        if isinstance(data, dict) and isinstance(data.get("repeats"), dict):
+            r = dict(data["repeats"])
+            unknown = sorted(set(r) - {"max", "race"})
+            if unknown:
+                raise ValueError(f"repeats.{unknown[0]}: unknown key (expected max and race)")
+            data = {**data, "repeats": r.get("max", 1)}
+            if "race" in r:
+                data["race"] = r["race"]
+        return data
 
     @field_validator("sampler", "pruner", mode="before")
     @classmethod
@@ -254,6 +278,10 @@ class StudySpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySpec":
+        if self.race and self.repeats < 2:
+            raise ValueError("race: racing over seeds needs repeats of at least 2")
+        if self.stop != "none" and self.repeats < 2:
+            raise ValueError("stop: the stop rule measures the seed noise, which needs repeats of at least 2")
         if self.seeds is not None and len(self.seeds) != self.repeats:
             raise ValueError(f"seeds: {len(self.seeds)} given but repeats is {self.repeats}")
         if self.objective.secondary is not None:

@@ -25,6 +25,7 @@ import optuna
 from vpsearch import settings
 from vpsearch.provenance import trial_provenance
 from vpsearch.config import config_from_dict
+from vpsearch.search.after_trial import advance_race, check_stop
 from vpsearch.search.checkpoints import sweep
 from vpsearch.search.gpus import FREE, claim_gpu, gpu_uuids
 from vpsearch.search.lost import end_lost_runs
@@ -158,6 +159,9 @@ class Worker:
                 if got is None:
                     running = self.store.call(lambda: tally(self.study.get_trials(deepcopy=False)).running,
                                               "reading trials")
+                    if running and self.plan.spec.race:
+                        time.sleep(1.0)  # a running seed may still put its configuration's next one in the queue
+                        continue
                     if self.store.heartbeats and running:
                         # a running trial elsewhere may still go stale and come back: stay to pick it up
                         time.sleep(min(5.0, self.store.rdb.heartbeat_interval))
@@ -236,11 +240,26 @@ class Worker:
         self._record(trial, results=reporter.results(seconds), fail_reason=reason, outcome=outcome, **late_run)
         self._close(tt, state, reason)
         self._tell(trial, state, values)
+        self._after_trial()
         self._sweep()
         self._study_progress()
         shown = f" {spec.objective.metric}={values[0]:.3f}" if values and state == "COMPLETE" else ""
         log(f"trial {number} {state}{shown} in {seconds:.1f}s" + (f": {reason}" if reason else ""))
         return state
+
+    def _after_trial(self) -> None:
+        """Racing's next seeds and the stop rule (after_trial.py), under the study lock."""
+        if not (self.plan.spec.race or self.plan.spec.stop != "none"):
+            return
+
+        def decide() -> None:
+            with self.store.lock(self.plan.name):
+                for line in advance_race(self.study, self.plan):
+                    log(line)
+                why = check_stop(self.study, self.plan)
+                if why:
+                    log(f"stop rule: no new configuration from now on: {why}")
+        self.store.call(decide, "racing and the stop rule")
 
     def _run_dir(self, trial: optuna.trial.Trial) -> tuple[Path, str]:
         """(run folder, note). A re-run continues the run of the attempt it re-runs when that
@@ -328,7 +347,8 @@ def take_trial(study: optuna.Study, plan: StudyPlan, worker: str,
     the same params and record (config_id, effective_key, skopt_point).
     """
     t = tally(study.get_trials(deepcopy=False))
-    if not t.waiting and (t.counted >= plan.n_trials or StudyRecord.of(study).exhausted):
+    record = StudyRecord.of(study)
+    if not t.waiting and (t.counted >= plan.n_trials or record.exhausted or record.stopped):
         return None
     trial = study.ask()  # pops the oldest queued trial first
     if on_created is not None:
@@ -347,7 +367,7 @@ def take_trial(study: optuna.Study, plan: StudyPlan, worker: str,
         return trial, params, int(rec.repeat)
     write_trial(study, trial, config_id=trial.number, repeat=0)
     same = TrialRecord(config_id=trial.number, effective_key=rec.effective_key, skopt_point=rec.skopt_point)
-    for k in range(1, plan.spec.repeats):
+    for k in range(1, 1 if plan.spec.race else plan.spec.repeats):  # racing queues them one by one
         study.enqueue_trial(params, user_attrs={**same.attrs(), **TrialRecord.encode(repeat=k)})
     return trial, params, 0
 
