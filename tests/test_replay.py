@@ -9,7 +9,7 @@ import math
 import optuna
 import pytest
 
-from vpsearch.reporting import replay
+from vpsearch.reporting import replay, replay_search
 from vpsearch.reporting.recorded import RecordedStudy, RecordedTrial
 from vpsearch.search.plan import plan_from_spec
 from vpsearch.search.spec import parse_spec
@@ -86,7 +86,7 @@ def test_pruner_replay_measures_savings_regret_and_ranking():
     rec = recording()
     results = {r.pruner: r for r in replay.replay_pruners(rec, ["none", "median", "schedule_aware"], orders=4)}
     assert results["none"].epochs_saved == 0 and results["none"].regret == 0 and results["none"].best_pruned == 0
-    assert results["none"].ranking_changed == 0
+    assert results["none"].top_changed == 0
     median = results["median"]
     assert 0 < median.epochs_saved < 1 and median.orders == 4
     # the true best (cyclical, lr 1e-3) starts slowly: the median pruner kills it in some orders
@@ -97,23 +97,38 @@ def test_pruner_replay_measures_savings_regret_and_ranking():
 
 def test_sampler_replay_is_a_lookup_without_repeats():
     rec = recording()
-    grid = replay.grid_values(rec)
+    grid = replay_search.grid_values(rec)
     assert len(grid) == 6 and max(grid.values()) == pytest.approx(24.0 - 8 * math.exp(-2.5) + 0.15)
-    seen = replay.replay_sampler(rec, "random", seed=0)
+    seen, _ = replay_search.replay_sampler(rec, "random", seed=0)
     assert sorted(seen) == sorted(grid.values())  # every configuration once, no repeats
-    results = replay.replay_samplers(rec, ["random", "tpe"], seeds=3)
+    results = replay_search.replay_samplers(rec, ["random", "tpe"], seeds=3)
     for r in results:
-        assert 1 <= r.trials_to_within <= 6 and r.best_after_50 <= max(grid.values())
-    assert replay.random_expectation(rec) == pytest.approx(7 / 2)  # (N + 1) / (k + 1), N = 6, k = 1
+        assert 1 <= r.trials_to_near <= r.trials_to_near_p90 <= 6 and r.best_after_50 <= max(grid.values())
+        assert len(r.curve) == 6 and r.curve == sorted(r.curve)  # best so far never falls
+    # seeds 1 and 2 differ by 0.1 everywhere: seed std 0.0707, near = 2 * 0.0707 / sqrt(2) = 0.1
+    assert replay_search.seed_noise(rec) == pytest.approx(0.1 / math.sqrt(2))
+    assert replay_search.near_best(rec) == pytest.approx(0.1)
+    assert replay_search.random_expectation(rec) == pytest.approx(7 / 2)  # (N + 1) / (k + 1), N = 6, k = 1
+
+
+def test_racing_replay_drops_seeds_of_clearly_worse_configurations_and_keeps_the_pick():
+    rec = recording()
+    # every configuration's seed 2 is seed 1 + 0.1: the paired noise is 0, so after two configurations
+    # have both seeds, any configuration below another on a shared seed is raced out
+    result = replay_search.replay_racing(rec, orders=6, workers=1)
+    assert result.same_pick == 1.0 and result.regret == 0.0
+    assert 0 < result.seed_trials_saved < 0.5  # the first configurations must run both seeds
+    ran = replay_search.simulate_racing(rec, sorted(replay_search.config_seed_values(rec)), workers=1)
+    assert sum(len(v) for v in ran.values()) < len(rec.trials)
 
 
 def test_replay_command_prints_tables_and_json(tmp_path, capsys):
     from vpsearch.cli import main
 
     path = recording().save(tmp_path / "rec.json")
-    assert main(["replay", str(path), "--pruner", "none", "--pruner", "median", "--orders", "2"]) == 0
+    assert main(["replay", str(path), "--pruner", "none", "--pruner", "median", "--orders", "2", "--workers", "2"]) == 0
     text = capsys.readouterr().out
-    assert "pruners (2 simulated workers, median over 2 random trial orders):" in text and "| median |" in text
+    assert "pruners (median over 2 random trial orders):" in text and "| median | 2 |" in text
     assert main(["replay", str(path), "--sampler", "random", "--seeds", "2", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["pruners"] == [] and data["samplers"][0]["sampler"] == "random" and data["configurations"] == 6
@@ -122,12 +137,18 @@ def test_replay_command_prints_tables_and_json(tmp_path, capsys):
     assert "--pruner 'nope': expected one of" in capsys.readouterr().err
 
 
-def test_shipped_recording_replays_in_seconds():
+def test_shipped_recordings_replay_and_the_flat_one_refuses_an_unjudgeable_pruner():
     from pathlib import Path
-    shipped = Path(__file__).resolve().parent.parent / "studies" / "recorded" / "pushing_grid.json"
-    assert shipped.is_file(), "studies/recorded/pushing_grid.json: produced by studies/pushing_grid.yaml"
-    rec = RecordedStudy.load(shipped)
-    assert len(rec.configurations()) == 24 and all(len(t.curve) == rec.epochs for t in rec.trials)
-    assert replay.replay_pruners(rec, ["schedule_aware"], orders=2)[0].orders == 2
-    assert len(replay.replay_sampler(rec, "random", 0)) == 24
+    from vpsearch.reporting.study import ReportError
 
+    folder = Path(__file__).resolve().parent.parent / "studies" / "recorded"
+    wide = RecordedStudy.load(folder / "pushing_wide.json")
+    assert len(wide.configurations()) == 60 and len(wide.trials) == 180 and wide.epochs == 12
+    assert replay.replay_pruners(wide, ["schedule_aware"], orders=1)[0].orders == 1
+    assert len(replay_search.replay_sampler(wide, "random", 0)[0]) == 60
+    flat = RecordedStudy.load(folder / "pushing_grid.json")
+    with pytest.raises(ReportError, match="could never be judged before their last epoch"):
+        replay.replay_pruners(flat, ["schedule_aware"], orders=1)
+    # by default a refused setup is left out of the replay and said so, the rest goes on
+    done = replay.run_replay(flat, ["none", "schedule_aware"], [], orders=1, workers=[2], skip_refused=True)
+    assert [p.pruner for p in done.pruners] == ["none"] and "schedule_aware" in done.refused

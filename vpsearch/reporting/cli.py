@@ -120,7 +120,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     replay.check_names(pruners, samplers)
     done = replay.run_replay(rec, pruners, samplers, args.orders, args.workers or [2, 8], args.seeds,
                              racing=not args.sampler, stop_sampler=replay.DEFAULT_STOP_SAMPLER if not args.pruner
-                             else None)
+                             else None, skip_refused=not args.pruner)
     result = replay.as_json(done, rec)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -26,7 +26,7 @@ import heapq
 import math
 import statistics
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -217,18 +217,23 @@ class Replay:
     racing: list[RacingResult]
     samplers: list[SamplerResult]
     stop: StopResult | None
+    refused: dict[str, str] = field(default_factory=dict)  # pruner -> why `study check` refuses it here
 
 
 def run_replay(rec: RecordedStudy, pruners: list[str], samplers: list[str], orders: int = 20,
                workers: list[int] = (2,), seeds: int = 20, racing: bool = True,
-               stop_sampler: str | None = DEFAULT_STOP_SAMPLER) -> Replay:
+               stop_sampler: str | None = DEFAULT_STOP_SAMPLER, skip_refused: bool = False) -> Replay:
+    """Every replay asked for; skip_refused leaves out (and names) pruner setups `study check`
+    refuses instead of failing on them."""
     check_names(pruners, samplers)
+    refused = refused_pruners(rec, pruners) if skip_refused else {}
+    pruners = [p for p in pruners if p not in refused]
     p = [r for w in workers for r in replay_pruners(rec, pruners, orders, w)] if pruners else []
     repeated = max(len(v) for v in replay_search.config_seed_values(rec).values()) > 1
     race = [replay_search.replay_racing(rec, orders, w) for w in workers] if racing and repeated else []
     s = replay_search.replay_samplers(rec, samplers, seeds) if samplers else []
     stop = replay_search.replay_stop_rule(rec, stop_sampler, max(1, seeds // 2)) if samplers and stop_sampler else None
-    return Replay(p, race, s, stop)
+    return Replay(p, race, s, stop, refused)
 
 
 def as_json(r: Replay, rec: RecordedStudy) -> dict[str, Any]:
@@ -256,6 +261,8 @@ def format_tables(r: Replay, rec: RecordedStudy) -> str:
                       else f"{p.regret:.2f} (some orders completed no configuration)",
                       "best pruned": f"{100 * p.best_pruned:.0f}%",
                       "top strategy left the winners": f"{100 * p.top_changed:.0f}%"} for p in r.pruners]))]
+    for name, why in r.refused.items():
+        lines += [f"(pruner {name} left out: {why})"]
     if r.racing:
         lines += ["", f"racing over seeds (paired test against every configuration, over {r.racing[0].orders} "
                       "random orders of configurations):",

@@ -68,6 +68,13 @@ def advance_race(study: optuna.Study, plan: Any) -> list[str]:
     return said
 
 
+def raced_seeds_skipped(trials: list[optuna.trial.FrozenTrial], record: StudyRecord, repeats: int) -> int:
+    """Seed-trials the race saved: the seeds raced-out configurations will never run."""
+    raced = record.raced_out or {}
+    configs = group_configurations(trials)
+    return sum(repeats - len(configs[int(cid)].trials) for cid in raced if int(cid) in configs)
+
+
 def check_stop(study: optuna.Study, plan: Any) -> str | None:
     """The stop rule's reason to stop, written to the study record once; None to go on."""
     if plan.spec.stop != "regret_bound" or StudyRecord.of(study).stopped:

@@ -25,6 +25,7 @@ import optuna
 from vpsearch import settings
 from vpsearch.search.checkpoints import check_disk
 from vpsearch.search.lost import finish_study_tracking
+from vpsearch.search.after_trial import raced_seeds_skipped
 from vpsearch.search.records import StudyRecord, write_study
 from vpsearch.search.plan import StudyPlan, load_study
 from vpsearch.search.recovery import RetryStaleTrial, reap_dead_local, reap_worker, tally, worker_id
@@ -127,8 +128,15 @@ class Launcher:
         return self.store.call(lambda: study.get_trials(deepcopy=False), "reading trials")
 
     def remaining(self, study: optuna.Study) -> int:
-        t = tally(self.trials(study))
-        return t.waiting + max(0, self.plan.n_trials - t.counted)
+        trials = self.trials(study)
+        t = tally(trials)
+        record = self.store.call(lambda: StudyRecord.of(study), "reading the study")
+        if record.exhausted or record.stopped:  # nothing new will be proposed: what is queued or running
+            return t.waiting + t.running
+        # racing never runs a raced-out configuration's other seeds, and a raced study queues a next
+        # seed only when the last one ends: trials still running may queue more
+        skipped = raced_seeds_skipped(trials, record, self.plan.spec.repeats)
+        return t.waiting + max(0, self.plan.n_trials - t.counted - skipped)
 
     def spawn(self, device: str) -> Child:
         logs = settings.study_dir(self.plan.name, self.root) / "logs"
