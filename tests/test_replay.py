@@ -152,3 +152,20 @@ def test_shipped_recordings_replay_and_the_flat_one_refuses_an_unjudgeable_prune
     # by default a refused setup is left out of the replay and said so, the rest goes on
     done = replay.run_replay(flat, ["none", "schedule_aware"], [], orders=1, workers=[2], skip_refused=True)
     assert [p.pruner for p in done.pruners] == ["none"] and "schedule_aware" in done.refused
+
+
+def test_the_readme_table_is_what_the_shipped_replays_say():
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    replays = [json.loads((root / "studies" / "recorded" / f"{n}.replay.json").read_text())
+               for n in ("pushing_wide", "dancer_wide")]
+    readme = (root / "README.md").read_text()
+    shown = readme.split(replay.README_BEGIN)[1].split(replay.README_END)[0].strip()
+    assert shown == replay.summary_table(replays).strip(), "run python benchmarks/search_table.py --write"
+    # the saved racing figures are what the code computes now (racing replays in seconds)
+    rec = RecordedStudy.load(root / "studies" / "recorded" / "pushing_wide.json")
+    saved = replays[0]["racing"][0]
+    now = replay_search.replay_racing(rec, saved["orders"], saved["workers"])
+    assert now.seed_trials_saved == pytest.approx(saved["seed_trials_saved"]) and now.same_pick == saved["same_pick"]
