@@ -121,5 +121,40 @@ def test_a_raced_study_runs_each_next_seed_after_the_last_and_accounts_for_every
         # a next seed is queued only once the one before it completed
         assert all(b.datetime_start >= a.datetime_complete for a, b in zip(ts, ts[1:]))
         # every configuration either ran all its seeds or says why it stopped early
-        assert len(ts) == 3 or "raced out after" in raced[str(cid)], (cid, len(ts), raced)
+        assert len(ts) == 3 or str(cid) in raced, (cid, len(ts), raced)
     assert set(raced) <= {str(c) for c in by_config}
+
+
+def test_advance_race_queues_next_seeds_races_out_the_worse_and_stops_a_pruned_configuration():
+    from types import SimpleNamespace
+
+    from vpsearch.search.after_trial import advance_race, raced_seeds_skipped
+    from vpsearch.search.records import StudyRecord, TrialRecord, write_trial
+
+    study = optuna.create_study(direction="maximize")
+    plan = SimpleNamespace(spec=SimpleNamespace(race=True, repeats=3, objective=SimpleNamespace(direction="maximize")))
+
+    def seed(cid: int, repeat: int, value: float | None):
+        t = study.ask({"x": FloatDistribution(0.0, 10.0)}) if repeat == 0 else study.ask()
+        write_trial(study, t, config_id=cid if repeat else t.number, repeat=repeat)
+        study.tell(t, value) if value is not None else study.tell(t, state=TrialState.PRUNED)
+        return t.number
+
+    c0 = seed(0, 0, 25.0)
+    seed(c0, 1, 24.2)
+    c1 = seed(1, 0, 24.0)
+    seed(c1, 1, 23.0)  # c0 - c1: 1.0, 1.2 -> paired std 0.141
+    c2 = seed(2, 0, 20.0)  # 5 below c0 on seed 0
+    c3 = seed(3, 0, 24.95)  # 0.05 below c0: within 2 x 0.141
+    c4 = seed(4, 0, None)  # pruned
+    said = advance_race(study, plan)
+    raced = StudyRecord.of(study).raced_out
+    assert set(raced) == {str(c1), str(c2), str(c4)}, said
+    assert "raced out after 2 seed(s)" in raced[str(c1)] and "raced out after 1 seed(s)" in raced[str(c2)]
+    assert raced[str(c4)] == "stopped after 1 seed(s): a seed ended PRUNED"
+    queued = sorted((TrialRecord.of(t).config_id, TrialRecord.of(t).repeat)
+                    for t in study.get_trials(states=(TrialState.WAITING,)))
+    assert queued == [(c0, 2), (c3, 1)]
+    # the seeds the race saved: c1 one, c2 and c4 two each
+    assert raced_seeds_skipped(study.get_trials(), StudyRecord.of(study), 3) == 5
+    assert advance_race(study, plan) == [] and len(study.get_trials(states=(TrialState.WAITING,))) == 2

@@ -78,19 +78,19 @@ def test_skopt_proposer_random_then_gp_and_replays_the_same_history(plan):
     points: list = []
     rows: list = []
     for i in range(3):  # initial design: seeded per trial, so no two workers/restarts repeat a point
-        _, extra = drv.propose(SamplerView(skopt_study(plan, *rows), 1, "penalty"), None, seed=i, seen=None)
+        _, extra = drv.propose(SamplerView(skopt_study(plan, *rows), "penalty"), None, seed=i, seen=None)
         x = extra["skopt_point"]
         assert x not in points
         points.append(x)
         rows.append((i, TrialState.COMPLETE, x, 20.0 + i))
-    view = SamplerView(skopt_study(plan, *rows), 1, "penalty")
+    view = SamplerView(skopt_study(plan, *rows), "penalty")
     params, extra = drv.propose(view, None, seed=7, seen=None)
     gp = extra["skopt_point"]
     # a fresh proposer (a restart, another worker) proposes exactly the same from the same history
     again = SkoptProposer(plan.space, plan.base.flat(), "maximize", 3, None).propose(view, None, 7, None)[1]
     assert gp == again["skopt_point"] and gp not in points
     # a running configuration at that point makes the next proposal move away (constant liar)
-    busy = SamplerView(skopt_study(plan, *rows, (3, TrialState.RUNNING, gp, None)), 1, "penalty")
+    busy = SamplerView(skopt_study(plan, *rows, (3, TrialState.RUNNING, gp, None)), "penalty")
     assert drv.propose(busy, None, seed=7, seen=None)[1]["skopt_point"] != gp
     assert params["schedule.tfr_start_decay_epoch"] in (0, 5, 10)
     assert ("schedule.kl_anneal_cycle" in params) == (params["schedule.kl_anneal_type"] == "cyclical")
@@ -104,7 +104,7 @@ def test_skopt_is_told_the_penalty_for_pruned_and_diverged_never_their_own_value
     diverged = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=TrialRecord(
         config_id=4, repeat=0, skopt_point=[9e-3, "monotonic", 3, 0], outcome="diverged").attrs())
     study.add_trial(diverged)
-    xs, ys, pending = drv.history(SamplerView(study, 1, "penalty"))
+    xs, ys, pending = drv.history(SamplerView(study, "penalty"))
     # the pruned one's stored 30.0 (its last intermediate value) is never told: it gets the worst, 20
     assert ys == [-20.0, -22.0, -20.0, -20.0] and xs[2] == c and pending == [d]
 

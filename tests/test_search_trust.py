@@ -179,11 +179,11 @@ def test_a_pruned_configuration_is_never_told_as_complete():
         t.number = i
         trials.append(t)
     maximize = [optuna.study.StudyDirection.MAXIMIZE]
-    tpe = sampler_trials(trials, 2, maximize, "pruned")
+    tpe = sampler_trials(trials, maximize, "pruned")
     assert [(t.number, t.state, t.values) for t in tpe] == [(0, TrialState.PRUNED, None),
                                                            (2, TrialState.COMPLETE, [25.0])]
     assert tpe[0].intermediate_values == {0: 30.0}  # the pruned seed's curve: how far it got
-    gp = sampler_trials(trials, 2, maximize, "penalty")  # the penalty, never the pruned seed's 30
+    gp = sampler_trials(trials, maximize, "penalty")  # the penalty, never the pruned seed's 30
     assert [(t.number, t.state, t.values) for t in gp] == [(0, TrialState.COMPLETE, [25.0]),
                                                           (2, TrialState.COMPLETE, [25.0])]
 

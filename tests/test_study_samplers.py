@@ -74,7 +74,7 @@ def test_skopt_rebuilds_from_the_storage_after_a_restart(tmp_path, pushing_root)
     before = optuna.create_study(direction="maximize")
     before.add_trials([t0, t1])
     drv = SkoptProposer(plan.space, plan.base.flat(), "maximize", 2, None)
-    params, extra = drv.propose(SamplerView(before, 1, "penalty"), t2, mix_seed(5, 2, 0), lambda p: False)
+    params, extra = drv.propose(SamplerView(before, "penalty"), t2, mix_seed(5, 2, 0), lambda p: False)
     assert TrialRecord.of(t2).skopt_point == extra["skopt_point"] and t2.params == params
 
 

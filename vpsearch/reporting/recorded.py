@@ -39,10 +39,6 @@ class RecordedTrial:
     epoch_seconds: float = 1.0  # mean wall seconds of an epoch (training + evaluation)
     baseline: float | None = None  # copy-last PSNR on the same validation sequences
 
-    @property
-    def final_best(self) -> float:
-        return max(self.curve)
-
 
 @dataclass
 class RecordedStudy:
@@ -64,6 +60,10 @@ class RecordedStudy:
     @property
     def maximize(self) -> bool:
         return self.plan.spec.objective.direction == "maximize"
+
+    def value(self, t: RecordedTrial) -> float:
+        """A trial's objective as the study ranks it: its best evaluated epoch in the study's direction."""
+        return max(t.curve) if self.maximize else min(t.curve)
 
     def config(self, t: RecordedTrial) -> Config:
         plan = self.plan

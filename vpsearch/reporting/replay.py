@@ -109,7 +109,7 @@ def simulate_pruning(rec: RecordedStudy, pruner: optuna.pruners.BasePruner, orde
         t, ot = rec.trials[i], running[i]
         ot.report(t.curve[e], e)
         if e == last:
-            study.tell(ot, max(t.curve) if rec.maximize else min(t.curve))
+            study.tell(ot, rec.value(t))
             out[i] = ("COMPLETE", e + 1)
             start(now)
         elif ot.should_prune():
@@ -128,7 +128,7 @@ def _config_means(rec: RecordedStudy, outcome: dict[int, tuple[str, int]] | None
     means = {}
     for cid, seeds in rec.configurations().items():
         if outcome is None or all(outcome[index[t.number]][0] == "COMPLETE" for t in seeds):
-            means[cid] = statistics.fmean(t.final_best if rec.maximize else min(t.curve) for t in seeds)
+            means[cid] = statistics.fmean(rec.value(t) for t in seeds)
     return means
 
 

@@ -35,9 +35,9 @@ from optuna.study import StudyDirection
 
 from vpsearch.reporting.recorded import RecordedStudy
 from vpsearch.reporting.study import ReportError
-from vpsearch.search.racing import final_pick, race_verdict
+from vpsearch.search import stopping
+from vpsearch.search.racing import final_pick, paired_noise, race_verdict
 from vpsearch.search.spec import SamplerSpec
-from vpsearch.search.stopping import stop_verdict
 
 STOP_EVERY = 2  # the stop rule is evaluated after every this many configurations (a GP fit each)
 
@@ -46,13 +46,13 @@ def config_seed_values(rec: RecordedStudy) -> dict[int, dict[int, float]]:
     """Configuration -> seed -> the trial's best value (what the study ranks it by)."""
     out: dict[int, dict[int, float]] = {}
     for t in rec.trials:
-        out.setdefault(t.config_id, {})[t.seed] = max(t.curve) if rec.maximize else min(t.curve)
+        out.setdefault(t.config_id, {})[t.seed] = rec.value(t)
     return out
 
 
 def seed_noise(rec: RecordedStudy) -> float:
-    stds = [statistics.stdev(v.values()) for v in config_seed_values(rec).values() if len(v) >= 2]
-    return statistics.median(stds) if stds else 0.0
+    """The recording's seed noise, measured as a study measures it (stopping.seed_noise)."""
+    return stopping.seed_noise([list(v.values()) for v in config_seed_values(rec).values()]) or 0.0
 
 
 def near_best(rec: RecordedStudy) -> float:
@@ -109,9 +109,10 @@ def simulate_racing(rec: RecordedStudy, order: list[int], workers: int) -> dict[
         now, _, c, seed = heapq.heappop(heap)
         running.discard(c)
         ran[c][seed] = values[c][seed]
+        noise = paired_noise(ran, rec.maximize)  # once per finished seed, for every verdict it allows
         for other in ran:
             if other not in out_of_race and other not in running and len(ran[other]) < len(seeds_of[other]):
-                if race_verdict(other, ran, rec.maximize).raced_out:
+                if race_verdict(other, ran, rec.maximize, noise=noise).raced_out:
                     out_of_race.add(other)
         while len(running) < workers and start(now):
             pass
@@ -151,12 +152,17 @@ class SamplerResult:
     curve: list[float] = field(default_factory=list)  # median best-so-far value after each trial
 
 
-def grid_values(rec: RecordedStudy) -> dict[str, float]:
-    """Configuration (its params, as a key) -> mean best value over its seeds."""
+def seed_values_by_params(rec: RecordedStudy) -> dict[str, list[float]]:
+    """Configuration (its params, as a key) -> its seeds' values."""
     out: dict[str, list[float]] = {}
     for t in rec.trials:
-        out.setdefault(_key(t.params), []).append(t.final_best if rec.maximize else min(t.curve))
-    return {k: statistics.fmean(v) for k, v in out.items()}
+        out.setdefault(_key(t.params), []).append(rec.value(t))
+    return out
+
+
+def grid_values(rec: RecordedStudy) -> dict[str, float]:
+    """Configuration (its params, as a key) -> mean best value over its seeds."""
+    return {k: statistics.fmean(v) for k, v in seed_values_by_params(rec).items()}
 
 
 def _key(params: dict[str, Any]) -> str:
@@ -173,10 +179,8 @@ def replay_sampler(rec: RecordedStudy, name: str, seed: int, stop_rule: bool = F
     from vpsearch.search.worker import take_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    values = grid_values(rec)
-    per_seed = {_key(t.params): [] for t in rec.trials}
-    for t in rec.trials:
-        per_seed[_key(t.params)].append(t.final_best if rec.maximize else min(t.curve))
+    per_seed = seed_values_by_params(rec)
+    values = {k: statistics.fmean(v) for k, v in per_seed.items()}
     plan = rec.plan
     spec = plan.spec.model_copy(update={"sampler": SamplerSpec(name=name, seed=seed), "repeats": 1, "seeds": None,
                                         "budget": plan.spec.budget.model_copy(update={"n_trials": len(values)})})
@@ -198,11 +202,9 @@ def replay_sampler(rec: RecordedStudy, name: str, seed: int, stop_rule: bool = F
             seen.append(value)
             seen_keys.append(_key(params))
             if stop_rule and stopped is None and len(seen) % STOP_EVERY == 0:
-                from vpsearch.search.stopping import seed_noise as noise_of
-
-                noise = noise_of([per_seed[k] for k in seen_keys])
-                trials = sampler_trials(study.get_trials(deepcopy=False), 1, [direction], "penalty")
-                if stop_verdict(trials, direction, noise, seed).stop:
+                noise = stopping.seed_noise([per_seed[k] for k in seen_keys])
+                trials = sampler_trials(study.get_trials(deepcopy=False), [direction], "penalty")
+                if stopping.stop_verdict(trials, direction, noise, seed).stop:
                     stopped = len(seen)
     return seen, stopped
 

@@ -46,7 +46,7 @@ class Configuration:
     def first(self) -> FrozenTrial:
         return min(self.trials, key=lambda t: (t.number != self.id, t.number))
 
-    def state(self, repeats: int) -> str:
+    def state(self) -> str:
         """RUNNING, DIVERGED, PRUNED, FAIL or COMPLETE (see the module docstring)."""
         # fewer seeds than repeats with none under way: raced out (or between two seeds of a race),
         # judged by the seeds it ran
@@ -98,11 +98,11 @@ def _frozen(c: Configuration, state: TrialState, values: list[float] | None,
                        system_attrs=first.system_attrs, intermediate_values=curve, trial_id=trial_id(first))
 
 
-def sampler_trials(trials: list[FrozenTrial], repeats: int, directions: list[StudyDirection],
+def sampler_trials(trials: list[FrozenTrial], directions: list[StudyDirection],
                    policy: Policy) -> list[FrozenTrial]:
     """The trials a sampler is told about: one per configuration (module docstring)."""
     configs = group_configurations(trials)
-    states = {cid: c.state(repeats) for cid, c in configs.items()}
+    states = {cid: c.state() for cid, c in configs.items()}
     done = [c.mean_values() for cid, c in configs.items() if states[cid] == "COMPLETE"]
     penalty = None
     if done:
@@ -131,10 +131,10 @@ class SamplerView:
     trial being sampled through ``_storage``, which goes to the real study.
     """
 
-    def __init__(self, study: optuna.Study, repeats: int, policy: Policy):
+    def __init__(self, study: optuna.Study, policy: Policy):
         self._study = study
         self._all = study.get_trials(deepcopy=False)
-        self._view = sampler_trials(self._all, repeats, list(study.directions), policy)
+        self._view = sampler_trials(self._all, list(study.directions), policy)
 
     @property
     def raw_trials(self) -> list[FrozenTrial]:

@@ -20,7 +20,13 @@ three ways:
 (3) how sure it is: it prunes after `patience` judged epochs in a row below that median,
     with patience capped per trial at the number of epochs the trial can be judged at,
     so a configuration whose schedules leave few judged epochs is still prunable (a study
-    with a configuration that can never be judged is refused, see unjudged_configurations).
+    with a configuration that can never be judged is refused, see unjudged_configurations);
+(4) one verdict per configuration: a trial whose configuration already completed a seed is
+    never pruned (racing decides about its further seeds), and one whose configuration lost a
+    seed to pruning is pruned at its first judged epoch, so a configuration's seeds either all
+    count or none does. The bar is the `percentile` of the completed trials (50: the median),
+    lowered by `noise_margin` seed standard deviations measured at that epoch. Replayed on
+    studies/recorded/*.json (README, "What the search buys you").
 """
 
 from __future__ import annotations
@@ -95,6 +101,7 @@ class ScheduleAwarePruner(BasePruner):
         self.noise_margin = noise_margin
         self.by_configuration = by_configuration
         self._judged: dict[int, list[int] | None] = {}  # trial number -> its judged epochs (config parsed once)
+        self._config_ids: dict[int, int | None] = {}  # trial number -> its configuration (record read once)
 
     def judged(self, trial: FrozenTrial) -> list[int] | None:
         """The trial's judged epochs from its recorded config (None: no readable config, every epoch)."""
@@ -108,6 +115,11 @@ class ScheduleAwarePruner(BasePruner):
         epochs = self._judged[trial.number]
         return None if epochs is None else [e for e in epochs if e >= self.warmup_epochs]
 
+    def config_id(self, trial: FrozenTrial) -> int | None:
+        if trial.number not in self._config_ids:
+            self._config_ids[trial.number] = TrialRecord.of(trial).config_id
+        return self._config_ids[trial.number]
+
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         judged = self.judged(trial)
         steps = sorted(s for s in trial.intermediate_values
@@ -117,8 +129,8 @@ class ScheduleAwarePruner(BasePruner):
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         if self.by_configuration:
             # one verdict per configuration (module docstring, (4))
-            cid = TrialRecord.of(trial).config_id
-            siblings = [t for t in finished if cid is not None and TrialRecord.of(t).config_id == cid]
+            cid = self.config_id(trial)
+            siblings = [t for t in finished if cid is not None and self.config_id(t) == cid]
             if any(t.state == TrialState.COMPLETE for t in siblings):
                 return False
             if siblings:
@@ -129,7 +141,8 @@ class ScheduleAwarePruner(BasePruner):
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         others = [best_so_far(t.intermediate_values, maximize) for t in completed]
         mine = best_so_far(trial.intermediate_values, maximize)
-        margin = self.min_delta + self.noise_margin * (seed_noise_at(completed, steps[-1], maximize) or 0.0)
+        noise = seed_noise_at(completed, others, steps[-1], self.config_id) if self.noise_margin else None
+        margin = self.min_delta + self.noise_margin * (noise or 0.0)
         # a trial with fewer judged epochs than patience still gets a verdict (module docstring, (3))
         patience = min(self.patience, len(judged)) if judged else self.patience
         q = self.percentile if maximize else 100 - self.percentile
@@ -156,13 +169,15 @@ def _percentile(xs: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def seed_noise_at(completed: list[FrozenTrial], step: int, maximize: bool) -> float | None:
-    """Seed noise of best-so-far values at `step`: the median, over configurations with two or
-    more completed seeds, of the standard deviation across their seeds (None: no such one yet)."""
+def seed_noise_at(completed: list[FrozenTrial], curves: list[dict[int, float]], step: int,
+                  config_id: Callable[[FrozenTrial], int | None]) -> float | None:
+    """Seed noise of best-so-far values (`curves`, one per completed trial) at `step`: the median,
+    over configurations with two or more completed seeds, of the std across their seeds (None: no
+    such one yet)."""
     by_config: dict[int, list[float]] = {}
-    for t in completed:
-        cid = TrialRecord.of(t).config_id
-        v = _at(best_so_far(t.intermediate_values, maximize), step)
+    for t, curve in zip(completed, curves):
+        cid = config_id(t)
+        v = _at(curve, step)
         if cid is not None and v is not None and math.isfinite(v):
             by_config.setdefault(cid, []).append(v)
     stds = [statistics.stdev(v) for v in by_config.values() if len(v) >= 2]

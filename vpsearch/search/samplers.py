@@ -204,7 +204,7 @@ class ConfigSampler(BaseSampler):
 
     def __init__(self, plan: Any):
         spec = plan.spec
-        self.plan, self.space, self.seed, self.repeats = plan, plan.space, spec.sampler.seed, spec.repeats
+        self.plan, self.space, self.seed = plan, plan.space, spec.sampler.seed
         self.base_flat = plan.base.flat()
         self.proposer = make_proposer(spec.sampler, self.space, self.base_flat, spec.objective.direction)
 
@@ -232,7 +232,7 @@ class ConfigSampler(BaseSampler):
 
     # -- proposing ----------------------------------------------------------------------
     def propose(self, study: optuna.Study, trial: FrozenTrial) -> tuple[dict[str, Any], dict[str, Any]]:
-        view = SamplerView(study, self.repeats, self.proposer.policy)
+        view = SamplerView(study, self.proposer.policy)
         keys = set()
         for c in group_configurations(view.raw_trials).values():
             rec = TrialRecord.of(c.first)

@@ -25,7 +25,7 @@ import optuna
 from vpsearch import settings
 from vpsearch.provenance import trial_provenance
 from vpsearch.config import config_from_dict
-from vpsearch.search.after_trial import advance_race, check_stop
+from vpsearch.search.after_trial import advance_race, check_stop, queue_seed
 from vpsearch.search.checkpoints import sweep
 from vpsearch.search.gpus import FREE, claim_gpu, gpu_uuids
 from vpsearch.search.lost import end_lost_runs
@@ -366,9 +366,8 @@ def take_trial(study: optuna.Study, plan: StudyPlan, worker: str,
     if rec.repeat is not None:
         return trial, params, int(rec.repeat)
     write_trial(study, trial, config_id=trial.number, repeat=0)
-    same = TrialRecord(config_id=trial.number, effective_key=rec.effective_key, skopt_point=rec.skopt_point)
     for k in range(1, 1 if plan.spec.race else plan.spec.repeats):  # racing queues them one by one
-        study.enqueue_trial(params, user_attrs={**same.attrs(), **TrialRecord.encode(repeat=k)})
+        queue_seed(study, params, trial.number, rec, k)
     return trial, params, 0
 
 
