@@ -8,6 +8,8 @@ Checks, each reported on its own (one failing does not hide the others):
   train_bf16, train_fp16, train_channels_last
                         a few training steps of a small pushing model in each mode: finite losses,
                         fp16's GradScaler scale, host synchronisations per step (sync debug mode)
+  amp_auto              train.amp=auto resolves to bf16 where the GPU supports it, else fp16 with
+                        the scaler; a run resumes from one precision into the other, both ways
   bair_frames_per_second
                         the `bair` model (VGG-64, batch 12) training on generated pushing data:
                         fp32 vs bf16 vs bf16 + channels_last, peak GPU memory of each
@@ -93,26 +95,12 @@ class Bench:
 
     def __init__(self, config: str, overrides: list[str], device: torch.device):
         from vpsearch.config import load_config
-        from vpsearch.data import WindowSampler, load_split
-        from vpsearch.models import build_model
-        from vpsearch.training.device import grad_scaler
-        from vpsearch.training.engine import StepContext
-        from vpsearch.training.schedules import KLAnnealing, TeacherForcing
-        from vpsearch.training.trainer import data_shape, make_optimizer
+        from vpsearch.training.trainer import prepare_training
 
-        self.cfg = cfg = load_config(config, [*overrides, f"train.device={device}", "train.progress=false"])
-        self.device = device
-        self.data = load_split(cfg.data, cfg.data.train_split)
-        torch.manual_seed(0)
-        model = build_model(cfg.model, data_shape(self.data)).to(device)
-        if cfg.train.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-            model.memory_format = torch.channels_last
-        self.windows = self.data.windows(cfg.data.window, cfg.data.window_stride)
-        self.sampler = WindowSampler(len(self.windows), cfg.train.batch_size, torch.Generator().manual_seed(0))
-        self.ctx = StepContext(model, make_optimizer(model, cfg), grad_scaler(device, cfg.train.amp), cfg, device,
-                               torch.Generator().manual_seed(1), TeacherForcing.from_config(cfg.schedule),
-                               KLAnnealing.from_config(cfg))
+        cfg = load_config(config, [*overrides, f"train.device={device}", "train.progress=false"])
+        setup = prepare_training(cfg)  # the trainer's own set-up: train.amp resolved for this device
+        self.cfg, self.device, self.precision = setup.cfg, setup.device, setup.precision
+        self.data, self.windows, self.sampler, self.ctx = setup.train_set, setup.windows, setup.sampler, setup.ctx
 
     def epoch(self, steps: int) -> dict:
         from vpsearch.training.engine import train_epoch
@@ -166,6 +154,42 @@ def train_mode(data: Path, device: torch.device, amp: str, channels_last: bool, 
         conv = next(m for m in b.ctx.model.modules() if isinstance(m, torch.nn.Conv2d))
         out["weights_channels_last"] = conv.weight.is_contiguous(memory_format=torch.channels_last)
         out["ok"] = out["ok"] and out["weights_channels_last"]
+    return out
+
+
+def amp_auto(data: Path, device: torch.device, tmp: Path) -> dict:
+    """train.amp=auto resolves by the device (bf16 where the GPU supports it, else fp16 with the
+    scaler; on a CPU bf16 only where native and faster), and a run resumes across precisions:
+    one epoch in one, the next in the other, each way (on a CPU: bf16 and fp32)."""
+    from vpsearch.config import load_config
+    from vpsearch.training import fit
+    from vpsearch.training.precision import with_precision
+    from vpsearch.training.reporter import Reporter
+
+    class FirstEpochOnly(Reporter):  # stops like a killed run, leaving last.pt after epoch 0
+        def report(self, epoch, metrics):
+            return True
+
+    base = [*small(device), f"data.root={data}", f"train.device={device}", "train.progress=false",
+            "train.steps_per_epoch=2", "eval.max_sequences=2", "train.epochs=2"]
+    _, chosen = with_precision(load_config("pushing-small", [*base, "train.amp=auto"]), device)
+    if device.type == "cuda":
+        expected = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        pairs = [("bf16", "fp16"), ("fp16", "bf16")]
+    else:
+        expected = chosen.amp if chosen.amp in ("bf16", "none") else "bf16 or none"
+        pairs = [("bf16", "none"), ("none", "bf16")]
+    out = {"resolved": chosen.amp, "reason": chosen.reason, "expected": expected, "resumed": {}}
+    ok = chosen.amp == expected
+    for first, second in pairs:
+        run = tmp / f"amp-{first}-{second}"
+        fit(load_config("pushing-small", [*base, f"train.amp={first}"]), run, reporter=FirstEpochOnly())
+        res = fit(load_config("pushing-small", [*base, f"train.amp={second}"]), run, resume=True)
+        losses = [row["loss"] for row in res.history]
+        stored = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["config"]["train"]["amp"]
+        out["resumed"][f"{first}->{second}"] = {"epochs": res.epochs_done, "losses": losses, "last_amp": stored}
+        ok = ok and res.epochs_done == 2 and all(map(_finite, losses)) and stored == second
+    out["ok"] = ok
     return out
 
 
@@ -302,6 +326,7 @@ def main() -> int:
             "train_bf16": timed_check(lambda: train_mode(data, device, "bf16", False, steps)),
             "train_fp16": timed_check(lambda: train_mode(data, device, "fp16", False, steps)),
             "train_channels_last": timed_check(lambda: train_mode(data, device, "bf16", True, steps)),
+            "amp_auto": timed_check(lambda: amp_auto(data, device, tmp)),
             "bair_frames_per_second": timed_check(lambda: bair_throughput(data, device, steps)),
             "dance_rollout_630": timed_check(lambda: dance_rollout(device)),
             "study_2_trials_per_device": timed_check(lambda: study_two_per_device(data, device, tmp)),

@@ -30,7 +30,7 @@ from vpsearch.models import DataShape, build_model
 from vpsearch.models.base import cond_at
 from vpsearch.training.device import autocast
 from vpsearch.training.engine import StepContext, sequence_loss, train_epoch
-from vpsearch.training.schedules import KLAnnealing, TeacherForcing
+from vpsearch.training.schedules import KLAnnealing, LearningRate, TeacherForcing
 from vpsearch.training.trainer import data_shape, make_optimizer
 
 
@@ -99,7 +99,8 @@ def time_engine(cfg, steps: int, adapt=None) -> float:
     sampler = WindowSampler(len(windows), cfg.train.batch_size, torch.Generator().manual_seed(0))
     ctx = StepContext(model, make_optimizer(model, cfg), torch.amp.GradScaler("cpu", enabled=False), cfg,
                       torch.device("cpu"), torch.Generator().manual_seed(1),
-                      TeacherForcing.from_config(cfg.schedule), KLAnnealing.from_config(cfg))
+                      TeacherForcing.from_config(cfg.schedule), KLAnnealing.from_config(cfg),
+                      LearningRate.from_config(cfg))
     train_epoch(ctx, data, windows, sampler.epoch(1), 0)  # warm-up
     return train_epoch(ctx, data, windows, sampler.epoch(steps), 0)["frames_per_second"]
 

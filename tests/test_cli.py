@@ -41,7 +41,7 @@ def test_train_tells_a_person_what_it_does_and_what_to_run_next(pushing_root, tm
     # first (on stderr, with the bar: stdout keeps only the result): the data (path, split sizes),
     # device, threads, output folder, in one line
     assert err[0].startswith(f"training pushing-small on {pushing_root}: 8 train / 4 val sequences")
-    assert "device cpu, 1 thread;" in err[0] and err[0].endswith(f"output {tmp_path / 'run'}")
+    assert "device cpu, fp32, 1 thread;" in err[0] and err[0].endswith(f"output {tmp_path / 'run'}")
     assert "evaluating=" in proc.stderr  # the progress bar shows the evaluation, not a still 100%
     # last: the best value against copy-last, then the commands to run next
     best = out[-4]

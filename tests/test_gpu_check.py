@@ -26,7 +26,8 @@ def test_gpu_check_prints_one_summary_and_says_what_it_skipped(tmp_path):
     assert summary == json.loads((tmp_path / "gc.json").read_text())
     checks = summary["checks"]
     assert summary["ok"] is True and set(checks) == {"device_selection", "validation_stream", "train_bf16",
-                                                    "train_channels_last", "study_2_trials_per_device", *CUDA_ONLY}
+                                                    "train_channels_last", "amp_auto", "study_2_trials_per_device",
+                                                    *CUDA_ONLY}
     stream = checks["validation_stream"]
     assert stream["same_draws"] is True and stream["caller_untouched"] is True
     if torch.cuda.is_available():
@@ -38,6 +39,9 @@ def test_gpu_check_prints_one_summary_and_says_what_it_skipped(tmp_path):
     assert checks["device_selection"]["auto"] == "cpu"
     assert math.isfinite(checks["train_bf16"]["loss"]) and checks["train_bf16"]["amp"] == "bf16"
     assert checks["train_channels_last"]["weights_channels_last"] is True
+    auto = checks["amp_auto"]
+    assert auto["ok"] is True and auto["resolved"] in ("bf16", "none")
+    assert {k: v["last_amp"] for k, v in auto["resumed"].items()} == {"bf16->none": "none", "none->bf16": "bf16"}
     study = checks["study_2_trials_per_device"]
     assert study["states"] == ["COMPLETE", "COMPLETE"] and study["devices"] == ["cpu", "cpu"]
     assert study["workers"] == 2 and study["overlap_seconds"] > 0

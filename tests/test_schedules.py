@@ -1,10 +1,12 @@
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from vpsearch.config import OptimConfig, load_config
-from vpsearch.training.schedules import KLAnnealing, TeacherForcing, kl_signature, lr_factor, tf_signature
+from vpsearch.training.schedules import (KLAnnealing, LearningRate, TeacherForcing, kl_signature, lr_factor,
+                                         tf_signature)
 
 
 def test_teacher_forcing_follows_the_lab_rule():
@@ -67,6 +69,38 @@ def test_lr_factor():
     warm = OptimConfig(warmup_epochs=3)
     assert [lr_factor(e, warm, 10) for e in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert math.isclose(lr_factor(7, OptimConfig(), 10), 1.0)
+
+
+def test_the_learning_rate_moves_every_step():
+    cos = OptimConfig(lr=0.01, lr_schedule="cosine")
+    cfg = SimpleNamespace(optim=cos, train=SimpleNamespace(epochs=4))
+    lr = LearningRate.from_config(cfg)
+    within = [lr.at(1, i, 10) for i in range(10)]
+    assert all(a > b for a, b in zip(within, within[1:]))  # a curve inside the epoch, not a step
+    # epoch 1, step 5 of 10 is 1.5 / 4 of the way: 0.5 (1 + cos(0.375 pi))
+    assert within[5] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 1.5 / 4)))
+    assert lr.at(0, 0, 10) == pytest.approx(0.01) and lr.at(3, 9, 10) == pytest.approx(
+        0.01 * 0.5 * (1 + math.cos(math.pi * 39 / 40)))
+    staircase = LearningRate.from_config(SimpleNamespace(optim=cos.model_copy(update={"lr_unit": "epoch"}),
+                                                         train=SimpleNamespace(epochs=4)))
+    assert [staircase.at(1, i, 10) for i in range(10)] == pytest.approx([0.01 * 0.5 * (1 + math.cos(math.pi / 4))] * 10)
+    # warm-up per step ramps to the full rate at the end of the warm-up epochs; milestones stay epochs
+    warm = OptimConfig(warmup_epochs=2)
+    ramp = [lr_factor(e, warm, 10, i, 4) for e in range(3) for i in range(4)]
+    assert ramp[:8] == pytest.approx([(t + 1) / 9 for t in range(8)]) and ramp[8:] == [1.0] * 4
+    multi = OptimConfig(lr_schedule="multistep", milestones=[2], gamma=0.1)
+    assert [lr_factor(e, multi, 4, 3, 4) for e in range(4)] == pytest.approx([1, 1, 0.1, 0.1])
+
+
+def test_the_optimiser_follows_the_schedule_inside_an_epoch(tiny_cfg):
+    from vpsearch.training.engine import train_epoch
+    from vpsearch.training.trainer import prepare_training
+
+    s = prepare_training(tiny_cfg("optim.lr_schedule=cosine", "train.epochs=2", "train.steps_per_epoch=3"))
+    seen = []
+    train_epoch(s.ctx, s.train_set, s.windows, s.sampler.epoch(3), 1, length=s.length,
+                on_step=lambda i: seen.append(s.optimizer.param_groups[0]["lr"]))
+    assert seen == pytest.approx([s.ctx.lr.at(1, i, 3) for i in range(3)]) and seen[0] > seen[1] > seen[2]
 
 
 def test_nine_cycles_in_nine_epochs_are_counted_per_iteration():

@@ -90,7 +90,7 @@ def test_two_workers_run_grid_with_repeats_record_everything_and_resume_runs_not
     r = run_cli("study", "run", str(study_file), "--workers", "2", "--root", str(root), *QUIET)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 worker(s) on cpu x 1 thread(s)" in r.stdout
-    assert "tiny: done 4/4 | running 0 | pruned 0 | failed 2 | best val_psnr" in r.stdout  # the progress line
+    assert "tiny: 4/4 finished (complete 2, pruned 0, failed 2) | running 0 | best val_psnr" in r.stdout  # the progress line
     assert "killed by" not in r.stdout and "warning" not in r.stdout  # diverged trials fail; workers live
     # the last lines: the best value, the copy-last baseline and the gain, then what to run next
     lines = r.stdout.strip().splitlines()

@@ -235,6 +235,9 @@ class OptimConfig(Section):
     milestones: list[int] = Field(default_factory=lambda: [2, 5], description="epochs (multistep)")
     gamma: float = Field(0.1, gt=0, le=1)
     warmup_epochs: int = Field(0, ge=0)
+    # step: the schedule moves every optimiser step (like KL and teacher forcing per iteration);
+    # epoch: one value per epoch, as the labs' code (and vpsearch before 0.2) set it
+    lr_unit: Literal["step", "epoch"] = "step"
 
 
 class TrainConfig(Section):
@@ -243,9 +246,12 @@ class TrainConfig(Section):
     batch_size: int = Field(12, ge=1)
     seed: int = 1
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    # auto: bf16 on GPUs that have it (else fp16 with loss scaling), bf16 on CPUs that run it natively
+    # and faster, else fp32 (none); resolved per run by training/precision.py
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
     channels_last: bool = False
-    num_threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: the physical cores; "
+                                                            "a study: cores / workers)")
     progress: bool = True
 
 
@@ -261,6 +267,10 @@ class EvalConfig(Section):
     # validation draws z from a stream of its own: every epoch (and every trial of one model) is
     # scored on the same draws, and how often it runs (eval.every) leaves training's draws alone
     seed: int = Field(0, description="seed of validation's prior draws")
+    # what "best" means: best.pt, the pictures, frame_psnr.csv and best_epoch follow it (a study
+    # sets its objective here); one of the objective metrics of training/history.py
+    best_metric: str = Field("val_psnr", description="val_psnr, val_ssim or val_psnr_best_of_n")
+    best_direction: Literal["maximize", "minimize"] = "maximize"
 
 
 class Config(Section):
@@ -285,6 +295,8 @@ class Config(Section):
         if self.loss.flow_penalty and "warped" not in self.model.composite:
             raise ValueError(f"loss.flow_penalty: {self.loss.flow_penalty:g} needs a flow to weigh, but "
                              f"model.composite {self.model.composite} has no 'warped'")
+        if self.train.amp == "fp16" and self.train.device.strip().lower() == "cpu":
+            raise ValueError("train.amp: fp16 needs a CUDA device, and train.device is cpu; use auto, bf16 or none")
         if isinstance(self.eval.n_future, int) and self.eval.n_future < 1:
             raise ValueError("eval.n_future must be >= 1, None or 'all'")
         if self.schedule.tfr_lower_bound > self.schedule.tfr:

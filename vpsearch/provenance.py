@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import vpsearch
+from vpsearch.machine import cpu
 
 PACKAGES = ["vpsearch", "torch", "numpy", "optuna", "mlflow", "scikit-optimize", "pandas", "plotly", "pydantic",
             "Pillow"]
@@ -137,7 +138,8 @@ def dataset_info(root: str) -> dict[str, Any]:
     return {"root": root, "path": str(path.resolve()), "fingerprint": dataset_fingerprint(path)}
 
 
-def trial_provenance(data_root: str, device: str, threads: int | None) -> dict[str, Any]:
-    """What a trial records when it starts training (TrialRecord.provenance)."""
+def trial_provenance(data_root: str, device: str, threads: int | None, amp: str | None = None) -> dict[str, Any]:
+    """What a trial records when it starts training (TrialRecord.provenance); amp is the resolved
+    precision (none, bf16 or fp16), never auto."""
     return {"git": git_commit(), "packages": package_versions(), "dataset": dataset_info(data_root),
-            "device": device, "threads": threads, "host": platform.node()}
+            "device": device, "threads": threads, "amp": amp, "cpu": cpu().describe(), "host": platform.node()}

@@ -172,13 +172,15 @@ def test_evaluation(ckpt: Path | None, cfg_data_root: str) -> dict[str, float | 
 
 
 def portable_config(raw: dict, rec: TrialRecord) -> dict:
-    """The trial's config as best.yaml: the device and threads it trained with, and a data root
-    that resolves from anywhere (absolute, or builtin:)."""
+    """The trial's config as best.yaml: the device, threads and precision it trained with, and a
+    data root that resolves from anywhere (absolute, or builtin:)."""
     raw = json.loads(json.dumps(raw))
     if rec.device:
         raw["train"]["device"] = rec.device
     if rec.threads:
         raw["train"]["num_threads"] = rec.threads
+    if (rec.provenance or {}).get("amp"):
+        raw["train"]["amp"] = rec.provenance["amp"]
     root = str(raw["data"]["root"])
     if not root.startswith("builtin:"):
         raw["data"]["root"] = str(Path(root).expanduser().resolve())

@@ -107,6 +107,14 @@ def cmd_study_check(args: argparse.Namespace) -> int:
         checked, never = unjudged_configurations(plan)  # load_study refused the study if any is never judged
         print(f"pruner schedule_aware: {checked - len(never)} of {checked} checked configurations can be judged "
               "(and so pruned) before their last epoch")
+    if not args.no_estimate:
+        from vpsearch.data.builtin import resolve_root
+        from vpsearch.search.launcher import worker_layout
+        from vpsearch.search.timing import estimate_study
+
+        devices, threads = worker_layout(plan.spec)
+        resolve_root(plan.base.data.root)  # built-in data made once, as study run would
+        print(estimate_study(plan, devices[0], threads).line(plan.n_trials, len(devices)))
     return 0
 
 
@@ -236,9 +244,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(func=cmd_study_list)
 
-    p = ssub.add_parser("check", help="validate a study YAML without running anything",
-                        description="Validate a study YAML without running anything.",
+    p = ssub.add_parser("check", help="validate a study YAML and estimate its time here (nothing is written)",
+                        description="Validate a study YAML and estimate how long it takes on this machine (a probe of a few training steps; nothing is written).",
                         epilog=examples("vpsearch study check studies/quickstart.yaml"))
+    p.add_argument("--no-estimate", action="store_true",
+                   help="skip the time probe (a few seconds of training on this machine) (default: off)")
     _study_file(p)
     p.set_defaults(func=cmd_study_check)
 

@@ -29,11 +29,13 @@ from vpsearch.search.after_trial import raced_seeds_skipped
 from vpsearch.search.records import StudyRecord, write_study
 from vpsearch.search.plan import StudyPlan, load_study
 from vpsearch.search.recovery import RetryStaleTrial, reap_dead_local, reap_worker, tally, worker_id
-from vpsearch.search.spec import StudyError
+from vpsearch.search.spec import StudyError, StudySpec
 from vpsearch.search.status import parent_progress, progress_line, summary
 from vpsearch.search.storage import StudyStorage, open_storage, study_names
+from vpsearch.search.timing import StudyEstimate, estimate_study
 from vpsearch.search.worker import make_study_tracker
-from vpsearch.training.device import split_devices, threads_per_worker
+from vpsearch.machine import threads_per_worker
+from vpsearch.training.device import split_devices
 
 
 @dataclass
@@ -86,6 +88,18 @@ def prepare_study(plan: StudyPlan, store: StudyStorage, tracking: str, root: str
     return study
 
 
+def worker_layout(spec: StudySpec, workers: int | None = None, devices: str | None = None,
+                  trials_per_device: int | None = None, threads: int | None = None) -> tuple[list[str], int]:
+    """The device of each local worker and the CPU threads each gets (flags beat the study YAML)."""
+    devices = devices or spec.devices
+    if devices == "auto":
+        import torch
+        devices = "cuda" if torch.cuda.is_available() else "cpu"
+    layout = split_devices(devices, workers or spec.workers, trials_per_device)
+    cpu_workers = sum(d == "cpu" for d in layout) or len(layout)
+    return layout, threads or spec.threads_per_worker or threads_per_worker(cpu_workers)
+
+
 def _describe_exit(rc: int) -> str:
     if rc < 0:
         try:
@@ -103,14 +117,8 @@ class Launcher:
         spec = self.plan.spec
         if opts.workers and opts.trials_per_device:
             raise StudyError("--workers and --trials-per-device both set how many workers run; give one")
-        n = opts.workers or spec.workers
-        devices = opts.devices or spec.devices
-        if devices == "auto":
-            import torch
-            devices = "cuda" if torch.cuda.is_available() else "cpu"
-        self.devices = split_devices(devices, n, opts.trials_per_device)
-        cpu_workers = sum(d == "cpu" for d in self.devices) or len(self.devices)
-        self.threads = opts.threads or spec.threads_per_worker or threads_per_worker(cpu_workers)
+        self.devices, self.threads = worker_layout(spec, opts.workers, opts.devices, opts.trials_per_device,
+                                                   opts.threads)
         self.root = str(settings.runs_root(opts.root))
         settings.make_dir(self.root, "the runs root (trial folders, logs, tracking spool)",  # a valid study only
                           "pass --root (or set VPSEARCH_ROOT to) a writable folder")
@@ -123,6 +131,7 @@ class Launcher:
         self.restarts = 0
         self.interrupts = 0
         self.deadline = time.time() + spec.budget.timeout if spec.budget.timeout else None
+        self.estimate: StudyEstimate | None = None  # measured in run(), before the first trial
 
     def trials(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         return self.store.call(lambda: study.get_trials(deepcopy=False), "reading trials")
@@ -196,7 +205,8 @@ class Launcher:
             now = time.monotonic()
             if now - last >= 1.0:
                 last = now
-                line = progress_line(self.plan, self.trials(study), len(self.children))
+                line = progress_line(self.plan, self.trials(study), len(self.children),
+                                     self.estimate.per_trial if self.estimate else None)
                 if tty:
                     print("\r\033[K" + line, end="", flush=True)
                 elif line != shown:
@@ -218,6 +228,8 @@ class Launcher:
               f"{len(self.devices)} worker(s) on {','.join(sorted(set(self.devices)))} x {self.threads} thread(s); "
               f"logs in {settings.study_dir(self.plan.name, self.root) / 'logs'}", flush=True)
         print(disk, flush=True)
+        self.estimate = estimate_study(self.plan, self.devices[0], self.threads, self.trials(study))
+        print(self.estimate.line(self.remaining(study), len(self.devices)), flush=True)
         old = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         idle_rounds = 0
         try:

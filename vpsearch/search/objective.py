@@ -49,7 +49,7 @@ class TrialReporter(Reporter):
             v = row.get(self.objective.metric)
             if _finite(v) and self.objective.secondary is None:
                 self.store.call(lambda: self.trial.report(float(v), int(row["epoch"])), "reporting an epoch")
-        best = self.best_row("val_psnr")
+        best = self.best_row(self.objective.metric)
         frames = read_frame_psnr(self.run_dir / "frame_psnr.csv") if self.run_dir else None
         if best is not None and frames:  # the run's per-frame curve is its best evaluation's
             self.frames[int(best["epoch"])] = {"psnr": frames["psnr"], "baseline_psnr": frames["baseline"]}
@@ -97,7 +97,7 @@ class TrialReporter(Reporter):
 
     def results(self, train_seconds: float) -> TrialResults:
         """What was reported; None where the trial never got that far."""
-        best = self.best_row("val_psnr")
+        best = self.best_row(self.objective.metric)
         evaluated = [r for r in self.rows if _finite(r.get("val_psnr"))]
         frames = self.frames.get(int(best["epoch"]), {}) if best else {}
 

@@ -82,6 +82,8 @@ def build_base(spec: StudySpec, source: str, study_file: Path | None) -> Config:
         overrides.append(f"train.epochs={spec.budget.epochs}")
     if spec.budget.steps_per_epoch is not None:
         overrides.append(f"train.steps_per_epoch={spec.budget.steps_per_epoch}")
+    # the objective decides what a trial's best epoch is: its checkpoint, pictures and best_epoch
+    overrides += [f"eval.best_metric={spec.objective.metric}", f"eval.best_direction={spec.objective.direction}"]
     try:
         base = resolve_config_path(base_path_for(spec, study_file))
     except ConfigError as e:

@@ -29,21 +29,29 @@ def best_trial(plan: StudyPlan, trials: list[FrozenTrial]) -> FrozenTrial | None
     return max(done, key=lambda t: sign * t.values[0])
 
 
-def progress_line(plan: StudyPlan, trials: list[FrozenTrial], workers: int) -> str:
-    """done / running / pruned / failed, best so far, ETA (mean trial time x remaining / workers)."""
+def progress_line(plan: StudyPlan, trials: list[FrozenTrial], workers: int, estimate: float | None = None,
+                  now: dt.datetime | None = None) -> str:
+    """finished (complete / pruned / failed) / running, best so far, ETA. The ETA counts the
+    queued trials and what the running ones have left, at the mean finished trial's time, or at
+    `estimate` (seconds per trial, from the probe) until one has finished."""
     t = tally(trials)
     best = best_trial(plan, trials)
     metric = plan.spec.objective.metric
     best_s = f"best {metric} {best.values[0]:.3f} (trial {best.number})" if best else f"best {metric} -"
     times = [d for tr in trials if tr.number not in t.retried and (d := _duration(tr)) is not None]
+    per_trial = sum(times) / len(times) if times else estimate
     left = plan.n_trials - t.finished
     eta = "-"
-    if times and left > 0:
-        eta = _fmt_time(sum(times) / len(times) * math.ceil(left / max(1, workers)))
-    elif left <= 0:
+    if left <= 0:
         eta = "0s"
-    return (f"{plan.name}: done {t.finished}/{plan.n_trials} | running {t.running} | pruned {t.pruned} | "
-            f"failed {t.failed} | {best_s} | ETA {eta}")
+    elif per_trial is not None:
+        now = now or dt.datetime.now()
+        running = [tr for tr in trials if tr.state == TrialState.RUNNING and tr.datetime_start]
+        running_left = sum(max(0.0, per_trial - (now - tr.datetime_start).total_seconds()) for tr in running)
+        queued = max(0, left - len(running))
+        eta = _fmt_time((running_left + queued * per_trial) / max(1, workers))
+    return (f"{plan.name}: {t.finished}/{plan.n_trials} finished (complete {t.complete}, pruned {t.pruned}, "
+            f"failed {t.failed}) | running {t.running} | {best_s} | ETA {eta}")
 
 
 def params_text(params: dict[str, Any]) -> str:

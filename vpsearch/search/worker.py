@@ -43,6 +43,8 @@ from vpsearch.search.storage import StorageUnavailable, StudyStorage, load_optun
 from vpsearch.tracking import make_tracker
 from vpsearch.tracking.base import StudyTracker, TrialTracker
 from vpsearch.training import NonFiniteLossError, Reporters, fit
+from vpsearch.training.device import select_device, set_threads
+from vpsearch.training.precision import resolve_precision
 
 
 @dataclass
@@ -110,6 +112,9 @@ class Worker:
         if opts.device == FREE:
             index, self.gpu_claim = claim_gpu(self.store, gpu_uuids(), opts.trials_per_device)
             opts.device = f"cuda:{index}"
+        # what the trials run with on this machine, decided once (the probe is cached per machine)
+        self.threads = set_threads(opts.threads)
+        self.precision = resolve_precision(self.plan.base, select_device(opts.device))
         spec = self.plan.spec
         self.sampler = ConfigSampler(self.plan)
         self.study = load_optuna_study(self.store, opts.study, self.sampler,
@@ -185,24 +190,25 @@ class Worker:
         recorded_run: str | None = None  # the MLflow run id the trial's record names
         try:  # from here on a Ctrl-C re-queues the trial (below), wherever it lands
             self._record(trial, seed=seed, repeat=repeat, run_dir=settings.relative_to_root(run_dir, self.opts.root),
-                         worker=self.id, device=self.opts.device, threads=self.opts.threads, fail_reason=None,
+                         worker=self.id, device=self.opts.device, threads=self.threads, fail_reason=None,
                          outcome=None, config=None, config_hash=None, mlflow_run_id=None, resume_note=resume_note,
                          resumed_from_epoch=None)
             # params that are valid one by one can still clash (tfr below its lower bound): FAIL, not crash
             cfg = trial_config(self.plan.base, self.plan.space, params, seed, f"{self.plan.name}-{number}")
             run = cfg.to_dict()
-            run["train"].update(device=self.opts.device, num_threads=self.opts.threads, progress=False)
+            amp = self.precision.amp if cfg.train.amp == self.plan.base.train.amp else cfg.train.amp
+            run["train"].update(device=self.opts.device, num_threads=self.threads, amp=amp, progress=False)
             run_cfg = config_from_dict(run, f"trial {number}")
-            chash = cfg.hash()
+            chash = cfg.hash()  # of the machine-free config: seeds on two machines are one configuration
             tags = {"study": self.plan.name, "trial": str(number), "repeat": str(repeat), "seed": str(seed),
-                    "config_hash": chash, "worker": self.id, "sampler": spec.sampler.name}
+                    "config_hash": chash, "worker": self.id, "sampler": spec.sampler.name, "amp": amp}
             tt = self._start_tracking(number, run_cfg, tags, params)
             retry_of = TrialRecord.of(trial).retry_of
             if retry_of is not None:
                 self._end_lost_attempt(retry_of)
             recorded_run = tt.run_id
             self._record(trial, config=cfg.to_dict(), config_hash=chash, mlflow_run_id=recorded_run,
-                         provenance=trial_provenance(cfg.data.root, self.opts.device, self.opts.threads))
+                         provenance=trial_provenance(cfg.data.root, self.opts.device, self.threads, amp))
             log(f"trial {number} started (repeat {repeat}, seed {seed}): {params}"
                 + (f"; {resume_note}" if resume_note else ""))
             # pictures are drawn while the next trial trains (training/outputs.py)
@@ -380,7 +386,8 @@ def run_worker(opts: WorkerOptions) -> int:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
     worker = Worker(opts)
-    log(f"joined study {opts.study} on {worker.store.shown} (device {opts.device}, threads {opts.threads})")
+    log(f"joined study {opts.study} on {worker.store.shown} (device {opts.device}, {worker.precision.shown}, "
+        f"threads {worker.threads})")
     n = worker.run()
     log(f"ran {n} trials")
     return n

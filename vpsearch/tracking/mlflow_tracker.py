@@ -351,7 +351,7 @@ class MLflowTrialTracker(TrialTracker):
                 self._artifact(self.run_dir / rel, folder)
             ckpt = self.run_dir / BEST_CHECKPOINT
             if state == "COMPLETE" and self.result is not None and ckpt.is_file():
-                self.send({"op": "checkpoint", "path": str(ckpt.resolve()), "score": float(self.result.best_psnr),
+                self.send({"op": "checkpoint", "path": str(ckpt.resolve()), "score": float(self.result.score),
                            "keep": self.study.keep_checkpoints, "experiment_id": self.study.experiment(),
                            "parent_run_id": self.study.parent_run_id})
         self.send({"op": "terminate", "status": names.RUN_STATUS.get(state, "FAILED"), "end_time": names.now_ms()})

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 
 from vpsearch.config import ConfigError
+from vpsearch.machine import threads_per_worker
 
 
 def select_device(spec: str = "auto") -> torch.device:
@@ -28,7 +28,10 @@ def select_device(spec: str = "auto") -> torch.device:
 
 
 def autocast(device: torch.device, amp: str):
-    """bf16 works on CPU and CUDA; fp16 only on CUDA (with a GradScaler)."""
+    """bf16 works on CPU and CUDA; fp16 only on CUDA (with a GradScaler). amp is resolved
+    (precision.with_precision): auto never reaches here."""
+    if amp == "auto":
+        raise ValueError("autocast: train.amp=auto must be resolved first (training/precision.py)")
     if amp == "none":
         return contextlib.nullcontext()
     if amp == "fp16" and device.type != "cuda":
@@ -53,10 +56,13 @@ def own_random_stream(seed: int, device: torch.device):
         yield
 
 
-def set_threads(num_threads: int | None) -> None:
-    if num_threads:
-        torch.set_num_threads(num_threads)
-        os.environ["OMP_NUM_THREADS"] = str(num_threads)
+def set_threads(num_threads: int | None) -> int:
+    """torch's intra-op threads for this process: num_threads, else the physical cores it may use.
+    Through torch's API: OMP_NUM_THREADS set after torch is imported would reach children only."""
+    n = num_threads or threads_per_worker(1)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
 
 
 def split_devices(devices: str, workers: int | None, per_device: int | None = None) -> list[str]:
@@ -82,9 +88,3 @@ def split_devices(devices: str, workers: int | None, per_device: int | None = No
         # several workers per GPU share it round-robin
         return [items[i % len(items)] for i in range(workers)]
     return items
-
-
-def threads_per_worker(n_workers: int, cores: int | None = None) -> int:
-    """CPU threads each local worker gets so that workers do not oversubscribe the cores."""
-    cores = cores or os.cpu_count() or 1
-    return max(1, cores // max(1, n_workers))

@@ -20,7 +20,7 @@ from vpsearch.models.compose import recording_flow
 from vpsearch.training.device import autocast
 from vpsearch.training.losses import kl_gaussian
 from vpsearch.training.metrics import psnr, ssim
-from vpsearch.training.schedules import KLAnnealing, TeacherForcing
+from vpsearch.training.schedules import KLAnnealing, LearningRate, TeacherForcing
 from vpsearch.training.step_log import StepLog, read_every
 
 
@@ -40,6 +40,7 @@ class StepContext:
     generator: torch.Generator  # teacher-forcing and augmentation coins; saved in checkpoints
     tf: TeacherForcing
     kl: KLAnnealing
+    lr: LearningRate
 
 
 def sequence_loss(preds: Tensor, frames: Tensor, stats, beta: float, reduction: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -68,6 +69,8 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
         frames = batch["frames"].to(ctx.device, non_blocking=True)
         cond = batch.get("cond")
         cond = cond.to(ctx.device, non_blocking=True) if cond is not None else None
+        for group in opt.param_groups:
+            group["lr"] = ctx.lr.at(epoch, i, len(batches))
         tfr = ctx.tf.at(epoch, i, len(batches))
         teacher = ctx.tf.mask(tfr, frames.shape[0], length, ctx.generator)  # CPU: the model branches on it
         weight = ctx.kl.at(epoch, i, len(batches))

@@ -31,7 +31,10 @@ def open_for_inference(checkpoint: str | Path, device: torch.device, data_root: 
     from vpsearch.training.resume import check_data_fits, check_format_fits
     from vpsearch.training.trainer import data_shape
 
+    from vpsearch.training.precision import with_precision
+
     model, cfg, payload = model_from_checkpoint(checkpoint, device)
+    cfg, _ = with_precision(cfg, device, inference=True)
     if data_root:
         cfg.data.root = str(data_root)
     root = resolve_root(cfg.data.root)

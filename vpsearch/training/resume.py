@@ -15,10 +15,11 @@ from vpsearch.config import Config, ConfigError, config_from_dict
 from vpsearch.models import DataShape
 from vpsearch.training.checkpoint import CheckpointError, load_checkpoint, restore_rng, restore_scaler
 
-# Fields a resumed run may change: where it runs and what it prints, where the data live,
-# and how it is evaluated. Every other field changes the training itself (train.epochs too:
+# Fields a resumed run may change: where it runs, at which precision (train.amp=auto resolves by
+# the machine; the scaler's state is restored when there is one) and what it prints, where the
+# data live, and how it is evaluated. Every other field changes the training itself (train.epochs too:
 # the KL cycles and the lr schedule are laid out over it).
-FREE_ON_RESUME = ("name", "train.device", "train.num_threads", "train.progress", "data.root", "data.cache_dir",
+FREE_ON_RESUME = ("name", "train.device", "train.amp", "train.num_threads", "train.progress", "data.root", "data.cache_dir",
                   "eval.")
 CONDITION_FILES = {7: "actions.csv + endeffector_positions.csv", 4: "actions.csv", 3: "endeffector_positions.csv"}
 

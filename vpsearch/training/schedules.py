@@ -205,14 +205,39 @@ def tf_signature(cfg: "Config") -> str:
     return _hash_per_step(TeacherForcing.from_config(cfg.schedule), cfg.train.epochs, cfg.train.steps_per_epoch or 1)
 
 
-def lr_factor(epoch: int, o: "OptimConfig", epochs: int) -> float:
-    """Multiplier of optim.lr during `epoch` (0-based): warmup, then the chosen decay."""
-    if o.warmup_epochs and epoch < o.warmup_epochs:
-        return (epoch + 1) / (o.warmup_epochs + 1)
+def lr_factor(epoch: int, o: "OptimConfig", epochs: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+    """Multiplier of optim.lr at `step` of `epoch` (0-based): warmup, then the chosen decay.
+
+    The schedule moves per optimiser step (MAE's lr at epoch + step / steps): a cosine over a
+    dozen epochs is a curve, not a staircase. steps_per_epoch=1 (optim.lr_unit: epoch) gives
+    one value per epoch, the labs' convention. Milestones stay in epochs either way."""
+    u = max(1, steps_per_epoch)
+    t = epoch * u + min(step, u - 1)
+    warm = o.warmup_epochs * u
+    if warm and t < warm:
+        return (t + 1) / (warm + 1)
     if o.lr_schedule == "multistep":
         return o.gamma ** sum(epoch >= m for m in o.milestones)
     if o.lr_schedule == "cosine":
-        span = max(1, epochs - o.warmup_epochs)
-        progress = min(1.0, (epoch - o.warmup_epochs) / span)
+        span = max(1, epochs - o.warmup_epochs) * u
+        progress = min(1.0, (t - warm) / span)
         return 0.5 * (1 + math.cos(math.pi * progress))
     return 1.0
+
+
+@dataclass(frozen=True)
+class LearningRate:
+    """optim.lr over training, per step or per epoch (optim.lr_unit); pure like the other schedules."""
+
+    base: float
+    optim: "OptimConfig"
+    epochs: int
+
+    @classmethod
+    def from_config(cls, cfg: "Config") -> "LearningRate":
+        return cls(cfg.optim.lr, cfg.optim, cfg.train.epochs)
+
+    def at(self, epoch: int, step: int, steps: int) -> float:
+        if self.optim.lr_unit == "epoch":
+            return self.base * lr_factor(epoch, self.optim, self.epochs)
+        return self.base * lr_factor(epoch, self.optim, self.epochs, step, steps)

@@ -24,18 +24,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vpsearch.config import Config
+from vpsearch.config import Config, ConfigError
 from vpsearch.data import WindowSampler, load_split
 from vpsearch.data.base import DataError, VideoSet, training_windows
 from vpsearch.models import DataShape, build_model
 from vpsearch.training.checkpoint import rng_state, save_checkpoint
 from vpsearch.training.device import grad_scaler, own_random_stream, select_device, set_threads
+from vpsearch.training.precision import Precision, with_precision
 from vpsearch.training.engine import Evaluation, StepContext, evaluate, train_epoch
-from vpsearch.training.history import read_frame_psnr, write_metrics
+from vpsearch.training.history import OBJECTIVE_METRICS, read_frame_psnr, write_metrics
 from vpsearch.training.outputs import RunPictures
 from vpsearch.training.reporter import Reporter
 from vpsearch.training.resume import resume as resume_run
-from vpsearch.training.schedules import KLAnnealing, TeacherForcing, lr_factor
+from vpsearch.training.schedules import KLAnnealing, LearningRate, TeacherForcing
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,20 @@ log = logging.getLogger(__name__)
 @dataclass
 class FitResult:
     run_dir: Path
-    best_psnr: float
+    best_psnr: float  # val PSNR at the best epoch (the one eval.best_metric picked)
     best_epoch: int
     epochs_done: int
     stopped_early: bool
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list, repr=False)
     pictures: RunPictures | None = field(default=None, repr=False)  # GIF, strip, plots: see outputs.py
+    best_value: float = math.nan  # eval.best_metric at the best epoch
+    best_direction: str = "maximize"
+
+    @property
+    def score(self) -> float:
+        """The best value with higher meaning better (what checkpoint retention ranks by)."""
+        return self.best_value if self.best_direction == "maximize" else -self.best_value
 
     @property
     def best_checkpoint(self) -> Path:
@@ -101,18 +109,53 @@ def check_data_serves(cfg: Config, val_set: VideoSet, n_windows: int, length: in
                         f"longest of split {d.val_split} has {longest} frames; lower eval.n_future")
 
 
-def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resume: bool = False,
-        force: bool = False, wait_pictures: bool = True) -> FitResult:
-    """Train cfg into run_dir. resume=True continues from checkpoints/last.pt when present (a
-    config whose training-relevant fields differ from the run's needs force=True; see resume.py).
-    The GIF, strip and plots are drawn off the training thread (outputs.py); wait_pictures=False
-    returns before they are on disk (result.pictures says when)."""
-    started = time.perf_counter()
-    run_dir = Path(run_dir)
-    reporter = reporter or Reporter()
-    set_threads(cfg.train.num_threads)
+@dataclass
+class TrainingSetup:
+    """Everything a run trains with, built from the config before anything is written (fit; the
+    time probe in estimate.py runs a few steps of the same)."""
+
+    cfg: Config  # train.amp resolved
+    precision: Precision
+    threads: int
+    device: torch.device
+    train_set: VideoSet
+    val_set: VideoSet
+    shape: DataShape
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    windows: np.ndarray
+    length: int
+    sampler_gen: torch.Generator
+    teacher_gen: torch.Generator
+    sampler: WindowSampler
+    steps: int  # optimiser steps per epoch
+    ctx: StepContext
+
+
+def best_of(history: list[dict[str, float]], metric: str, direction: str) -> tuple[float, int]:
+    """(value, epoch) of the best evaluated epoch by `metric`; (nan, -1) before any evaluation."""
+    rows = [r for r in history if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
+    if not rows:
+        return math.nan, -1
+    pick = max if direction == "maximize" else min
+    best = pick(rows, key=lambda r: r[metric])
+    return float(best[metric]), int(best["epoch"])
+
+
+def improves(value: float, best: float, direction: str) -> bool:
+    if not math.isfinite(value):
+        return False
+    return math.isnan(best) or (value > best if direction == "maximize" else value < best)
+
+
+def prepare_training(cfg: Config) -> TrainingSetup:
+    if cfg.eval.best_metric not in OBJECTIVE_METRICS:
+        raise ConfigError(f"eval.best_metric: {cfg.eval.best_metric!r} is not an evaluation metric; expected one "
+                          f"of {', '.join(OBJECTIVE_METRICS)}")
+    threads = set_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)
     device = select_device(cfg.train.device)
+    cfg, precision = with_precision(cfg, device)  # before the run folder: fp16 on a CPU changes nothing
     train_set = load_split(cfg.data, cfg.data.train_split)
     val_set = load_split(cfg.data, cfg.data.val_split)
     shape = data_shape(train_set)
@@ -131,16 +174,37 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
     sampler = WindowSampler(len(windows), cfg.train.batch_size, sampler_gen)
     steps = cfg.train.steps_per_epoch or math.ceil(len(windows) / cfg.train.batch_size)
     ctx = StepContext(model, optimizer, grad_scaler(device, cfg.train.amp), cfg, device, teacher_gen,
-                      TeacherForcing.from_config(cfg.schedule), KLAnnealing.from_config(cfg))
+                      TeacherForcing.from_config(cfg.schedule), KLAnnealing.from_config(cfg),
+                      LearningRate.from_config(cfg))
+    return TrainingSetup(cfg, precision, threads, device, train_set, val_set, shape, model, optimizer, windows,
+                         length, sampler_gen, teacher_gen, sampler, steps, ctx)
+
+
+def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resume: bool = False,
+        force: bool = False, wait_pictures: bool = True) -> FitResult:
+    """Train cfg into run_dir. resume=True continues from checkpoints/last.pt when present (a
+    config whose training-relevant fields differ from the run's needs force=True; see resume.py).
+    The GIF, strip and plots are drawn off the training thread (outputs.py); wait_pictures=False
+    returns before they are on disk (result.pictures says when)."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    reporter = reporter or Reporter()
+    setup = prepare_training(cfg)
+    cfg, model, optimizer, ctx, train_set, val_set = (setup.cfg, setup.model, setup.optimizer, setup.ctx,
+                                                      setup.train_set, setup.val_set)
+    shape, windows, length, sampler, steps = setup.shape, setup.windows, setup.length, setup.sampler, setup.steps
+    sampler_gen, teacher_gen, device = setup.sampler_gen, setup.teacher_gen, setup.device
 
     run_dir.mkdir(parents=True, exist_ok=True)
     pictures = RunPictures(run_dir)
     history: list[dict[str, float]] = []
-    best, best_epoch, start_epoch = -math.inf, -1, 0
+    metric, direction = cfg.eval.best_metric, cfg.eval.best_direction
+    best, best_epoch, start_epoch = math.nan, -1, 0
     last_ckpt = run_dir / "checkpoints" / "last.pt"
     if resume and last_ckpt.is_file():
         state = resume_run(last_ckpt, cfg, shape, model, optimizer, ctx.scaler, sampler_gen, teacher_gen, force)
-        history, best, best_epoch = list(state["history"]), state["best"], state["best_epoch"]
+        history = list(state["history"])
+        best, best_epoch = best_of(history, metric, direction)  # eval.best_metric may change on resume
         start_epoch = state["epoch"] + 1
     (run_dir / "config.yaml").write_text(cfg.to_yaml())  # after the resume check: a refused resume changes nothing
     reporter.started(run_dir, cfg.to_dict())
@@ -148,17 +212,15 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         reporter.resumed(start_epoch, history)
 
     progress = _progress(cfg, (cfg.train.epochs - start_epoch) * steps,
-                         start_line(cfg, train_set, val_set, len(windows), device, run_dir))
+                         start_line(setup, run_dir))
     stopped = False
     for epoch in range(start_epoch, cfg.train.epochs):
-        lr = cfg.optim.lr * lr_factor(epoch, cfg.optim, cfg.train.epochs)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
         fast = epoch < cfg.data.fast_train_epochs and cfg.data.fast_train_fraction < 1
         limit = int(len(windows) * cfg.data.fast_train_fraction) if fast else None
         batches = sampler.epoch(cfg.train.steps_per_epoch, limit)
         t0 = time.perf_counter()
         stats = train_epoch(ctx, train_set, windows, batches, epoch, on_step=progress.update_step, length=length)
+        lr = ctx.lr.at(epoch, 0, len(batches))  # the epoch's row shows where its schedule started
         row = {"epoch": epoch, **{k: v for k, v in stats.items() if k != "train_seconds"}, "lr": lr}
         if lr > 0:
             row["log10_lr"] = math.log10(lr)
@@ -172,8 +234,8 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
                        baseline_psnr=ev.baseline_copy_last_psnr)
             reporter.evaluated(epoch, {"psnr": ev.psnr_per_frame, "ssim": ev.ssim_per_frame,
                                        "baseline_psnr": ev.baseline_per_frame})
-            if ev.psnr > best:
-                best, best_epoch = ev.psnr, epoch
+            if improves(row[metric], best, direction):
+                best, best_epoch = row[metric], epoch
                 write_best_outputs(run_dir, ev, pictures)
             else:
                 pictures.confirm()  # the held best stood: draw it now
@@ -194,8 +256,9 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
     if wait_pictures:
         pictures.wait()
     progress.close()
-    result = FitResult(run_dir, best, best_epoch, len(history), stopped, time.perf_counter() - started, history,
-                       pictures)
+    best_row = next((r for r in history if r["epoch"] == best_epoch), {})
+    result = FitResult(run_dir, float(best_row.get("val_psnr", math.nan)) if best_row else -math.inf, best_epoch,
+                       len(history), stopped, time.perf_counter() - started, history, pictures, best, direction)
     reporter.finished(result)
     return result
 
@@ -211,17 +274,17 @@ def write_best_outputs(run_dir: Path, ev: Evaluation, pictures: RunPictures) -> 
         pictures.best(ev.truths, ev.predictions, ev.contexts)
 
 
-def start_line(cfg: Config, train_set: VideoSet, val_set: VideoSet, n_windows: int, device: torch.device,
-               run_dir: Path) -> str:
+def start_line(setup: TrainingSetup, run_dir: Path) -> str:
     """What a training run is about to do, in one line (the first line of `vpsearch train`)."""
     from vpsearch.data.builtin import resolve_root
 
+    cfg, threads = setup.cfg, setup.threads
     root = str(cfg.data.root)
     where = f"{root} ({resolve_root(root)})" if root.startswith("builtin:") else root
-    threads = torch.get_num_threads()
-    return (f"training {cfg.name} on {where}: {len(train_set)} train / {len(val_set)} val sequences "
-            f"({n_windows} windows of {cfg.data.window} frames); device {device}, {threads} thread"
-            f"{'s' if threads != 1 else ''}; {cfg.train.epochs} epochs; output {run_dir}")
+    return (f"training {cfg.name} on {where}: {len(setup.train_set)} train / {len(setup.val_set)} val sequences "
+            f"({len(setup.windows)} windows of {cfg.data.window} frames); device {setup.device}, "
+            f"{setup.precision.shown}, {threads} thread{'s' if threads != 1 else ''}; {cfg.train.epochs} epochs; "
+            f"output {run_dir}")
 
 
 class _progress:
