@@ -8,6 +8,9 @@ or incomplete files are "not a vpsearch checkpoint (reason)".
 
 from __future__ import annotations
 
+import os
+import pickle
+
 import shutil
 from pathlib import Path
 
@@ -176,10 +179,26 @@ class Payload:
     """A class pickled into a file: loading it would run code."""
 
 
+class Runs:
+    """Unpickling this runs a shell command (a malicious checkpoint)."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
 def test_pickled_objects_are_refused_and_garbage_is_corrupt(tmp_path):
     torch.save({"format": "vpsearch-checkpoint-1", "x": Payload()}, tmp_path / "code.pt")
     with pytest.raises(CheckpointError, match=r"not a vpsearch checkpoint \(it holds pickled Python objects"):
         load_checkpoint(tmp_path / "code.pt")
-    (tmp_path / "text.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"not a vpsearch checkpoint \(truncated or corrupt: Unsupported operand"):
+    # issue 29, item 6: a malicious pickle read "truncated or corrupt: Weights only load failed", a text
+    # file "truncated or corrupt: 101"
+    torch.save({"format": "vpsearch-checkpoint-1", "x": Runs()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match=r"evil.pt: not a vpsearch checkpoint \(it holds pickled Python objects, "
+                                              r"refused because loading them could run code\)$"):
+        load_checkpoint(tmp_path / "evil.pt")
+    (tmp_path / "bare.pt").write_bytes(pickle.dumps({"a": Runs()}))
+    with pytest.raises(CheckpointError, match=r"\(a bare Python pickle, not a torch checkpoint; refused"):
+        load_checkpoint(tmp_path / "bare.pt")
+    (tmp_path / "text.pt").write_bytes(b"101 not a checkpoint\n")
+    with pytest.raises(CheckpointError, match=r"text.pt: not a vpsearch checkpoint \(a text file, not a checkpoint\)$"):
         load_checkpoint(tmp_path / "text.pt")

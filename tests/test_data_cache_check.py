@@ -143,3 +143,49 @@ def test_data_verify_skips_a_missing_split_and_names_bad_data(root):
     (seq(root) / "5.png").unlink()
     bad = vp("data", "verify", "--set", f"data.root={root}")
     assert bad.returncode == 2 and "5.png: missing frame" in bad.stderr
+
+
+def built_cache(root):
+    load_bair(root, "train", cfg(root))
+    (cache,) = [p for p in (root / ".vpsearch-cache").iterdir() if p.name.startswith("bair-train-")]
+    return cache
+
+
+def truncate(path, keep: int) -> None:
+    with path.open("r+b") as f:
+        f.truncate(keep)
+
+
+@pytest.mark.parametrize("harm", ["truncated frames", "garbage meta", "missing starts"])
+def test_a_damaged_cache_is_rebuilt_on_open_with_one_line(root, harm, caplog):
+    """Issue 29, item 2: a truncated frames.npy or a garbage meta.json had raised mmap and JSON
+    tracebacks at every open until the cache was deleted by hand."""
+    cache = built_cache(root)
+    expected = load_bair(root, "train", cfg(root)).frames[:].copy()
+    if harm == "truncated frames":
+        truncate(cache / "frames.npy", (cache / "frames.npy").stat().st_size // 2)
+        why = "frames.npy is"
+    elif harm == "garbage meta":
+        (cache / "meta.json").write_text("{not json")
+        why = "meta.json is not the JSON a build writes"
+    else:
+        (cache / "starts.npy").unlink()
+        why = "starts.npy is missing"
+    with caplog.at_level("WARNING", logger="vpsearch.data.cache"):
+        data = load_bair(root, "train", cfg(root))
+    assert np.array_equal(data.frames[:], expected)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"frame cache {cache} is damaged ({why}") and line.endswith("rebuilding it from the frames")
+
+
+def test_data_verify_finds_a_truncated_cache_and_exits_non_zero(root):
+    cache = built_cache(root)
+    truncate(cache / "frames.npy", 4096)
+    check = vp("data", "verify", "--set", f"data.root={root}", "--check-only")
+    assert check.returncode == 1, check.stdout + check.stderr
+    line = next(ln for ln in check.stdout.splitlines() if ln.startswith("train:"))
+    assert f"damaged ({cache}): frames.npy is 4096 bytes" in line and line.endswith("not rebuilt (--check-only)")
+    fixed = vp("data", "verify", "--set", f"data.root={root}")
+    assert fixed.returncode == 1 and "; rebuilt as" in fixed.stdout  # rebuilt, and still worth a look
+    assert vp("data", "verify", "--set", f"data.root={root}", "--check-only").returncode == 0
+    assert load_bair(root, "train", cfg(root)).frames.shape[0] == 8 * 30

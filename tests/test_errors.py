@@ -121,11 +121,34 @@ def test_study_run_exits_non_zero_when_no_trial_completed(tmp_path, pushing_root
                         overrides=["model.nf=8", "model.g_dim=16", "model.z_dim=4", "model.rnn_size=16",
                                    "train.batch_size=4", "eval.max_sequences=4", "train.amp=none",
                                    "train.channels_last=false", f"data.root={pushing_root}", "optim.grad_clip=null"])
-    proc = vp("study", "run", study, "--root", tmp_path / "runs", "--workers", "1", *QUIET, cwd=tmp_path,
-              timeout=300)
+    root = tmp_path / "my runs"  # a space: the printed commands must still run as pasted
+    proc = vp("study", "run", study, "--root", root, "--workers", "1", *QUIET, cwd=tmp_path, timeout=300)
     assert proc.returncode == 1, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
     assert "no trial of study allfail completed" in proc.stderr
+    # issue 29, item 6: the hint had omitted --root, and paths with spaces were left unquoted
+    assert proc.stderr.strip().endswith(f"the reasons: vpsearch study status allfail --root '{root}'")
+    assert f"vpsearch report allfail --root '{root}'" in proc.stdout
     assert "1 failed" in proc.stderr or "FAIL" in proc.stdout
+
+
+def test_a_train_refused_before_writing_leaves_no_out_folder(tmp_path):
+    """Issue 29, item 6: a failed validation had left an empty --out folder behind."""
+    out = tmp_path / "a run"
+    proc = vp("train", "-c", "pushing-small", "--set", f"data.root={tmp_path / 'nowhere'}", "--out", out, cwd=tmp_path)
+    assert proc.returncode == 2 and "nowhere" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
+def test_a_model_section_without_name_names_the_real_error(tmp_path):
+    """Issue 29, item 4: "Unable to extract tag using discriminator 'name'" hid the unknown key."""
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {format: bair, root: builtin:pushing}\nmodel: {nf: 8, typo_key: 3}\n")
+    one_line(vp("config", "show", "-c", path, cwd=tmp_path), f"{path}: field model.typo_key: unknown key")
+    path.write_text("data: {format: dance, root: builtin:dancer}\nmodel: {f_dim: fast}\n")
+    one_line(vp("config", "show", "-c", path, cwd=tmp_path), f"{path}: field model.f_dim: Input should be a valid integer")
+    path.write_text("data: {format: dance, root: builtin:dancer}\n")  # no model section: the format's family
+    shown = vp("config", "show", "-c", path, cwd=tmp_path)
+    assert shown.returncode == 0 and "\n  name: dance\n" in shown.stdout
 
 
 # -- servers without authentication --------------------------------------------------------------

@@ -192,6 +192,14 @@ def test_an_unreachable_database_tracking_uri_is_one_line_in_the_cli(tmp_path, p
     err = proc.stderr.strip()
     assert proc.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "s3cretpw" not in err and "unreachable" in err
+    # refused at start, the study was not registered: the corrected rerun (another budget) runs
+    # (issue 29, item 5: it had been refused as "already exists ... with a different budget")
+    write_study(study, pushing_root, budget={"n_trials": 1, "epochs": 3, "steps_per_epoch": 2})
+    rerun = subprocess.run([sys.executable, "-m", "vpsearch.cli", "study", "run", str(study), "--root",
+                            str(tmp_path / "runs"), "--tracking-uri", "off", "--threads", "1"],
+                           capture_output=True, text=True, timeout=180)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "1/1 trials finished (1 complete" in rerun.stdout
 
 
 # -- a trial lost for good ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import json
 import os
+import shlex
 import sys
 import time
 import traceback
@@ -54,8 +55,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / "train" / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    made = not out.exists()
     prepare_run_dir(out, resume=args.resume, overwrite=args.overwrite)
-    result = fit(cfg, out, resume=args.resume, force=args.force)
+    try:
+        result = fit(cfg, out, resume=args.resume, force=args.force)
+    except BaseException:
+        if made and out.is_dir() and not any(out.iterdir()):  # refused before it wrote: leave no trace
+            out.rmdir()
+        raise
     best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
     if args.json:
         print(json.dumps({"run_dir": str(result.run_dir), "best_val_psnr": round(result.best_psnr, 4),
@@ -78,8 +85,9 @@ def train_summary(result, best: dict) -> list[str]:
     base = best.get("baseline_psnr")
     gain = f"; copy-last baseline {base:.2f} dB: {result.best_psnr - base:+.2f} dB" if base is not None else ""
     lines.append(f"best val PSNR {result.best_psnr:.2f} dB at epoch {result.best_epoch}{gain}")
-    lines += ["next:", f"  vpsearch evaluate --checkpoint {result.best_checkpoint} --samples 5",
-              f"  vpsearch predict --checkpoint {result.best_checkpoint} --out {result.run_dir / 'predictions'}"]
+    ckpt, pred = shlex.quote(str(result.best_checkpoint)), shlex.quote(str(result.run_dir / "predictions"))
+    lines += ["next:", f"  vpsearch evaluate --checkpoint {ckpt} --samples 5",
+              f"  vpsearch predict --checkpoint {ckpt} --out {pred}"]
     return lines
 
 
@@ -300,14 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.set_defaults(func=cmd_config_show)
 
-    for mod in EXTENSIONS:
-        try:
-            ext = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-            continue
-        ext.add_commands(sub)
+    for mod in EXTENSIONS:  # part of the package: one that fails to import is a bug to see, not a missing command
+        importlib.import_module(mod).add_commands(sub)
     return parser
 
 

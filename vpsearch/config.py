@@ -183,6 +183,21 @@ class DanceModelConfig(CompositeOptions):
 
 
 ModelConfig = Annotated[Union[SVGModelConfig, DanceModelConfig], Field(discriminator="name")]
+MODEL_FOR_FORMAT = {"bair": "svg", "dance": "dance"}  # the model family each data format trains
+
+
+def with_model_name(data: Any) -> Any:
+    """A model section without `name` (or no section) takes the data format's family, so the
+    section is checked field by field (an unknown key, a wrong type) instead of failing on the
+    missing tag with "Unable to extract tag using discriminator"."""
+    if not isinstance(data, dict):
+        return data
+    section = data.get("data")
+    fmt = section.get("format", "bair") if isinstance(section, dict) else "bair"
+    model = data.get("model", {})
+    if isinstance(model, dict) and "name" not in model and fmt in MODEL_FOR_FORMAT:
+        return {**data, "model": {"name": MODEL_FOR_FORMAT[fmt], **model}}
+    return data
 
 
 class ScheduleConfig(Section):
@@ -285,7 +300,7 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
-        family = {"bair": "svg", "dance": "dance"}[self.data.format]
+        family = MODEL_FOR_FORMAT[self.data.format]
         if self.model.name != family:
             raise ValueError(f"model.name {self.model.name!r} does not fit data.format "
                              f"{self.data.format!r} (expected {family!r})")
@@ -433,6 +448,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    data = with_model_name(data)
     try:
         return Config.model_validate(data)
     except ValidationError as e:

@@ -22,6 +22,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -39,8 +40,11 @@ from vpsearch.data.manifest import Diff, Manifest, diff, stale_reason
 from vpsearch.errors import os_error
 
 # 2: the manifest (files.npy, stats.npy, dirs.json) replaced the fingerprint of every file;
-# 3: meta.json records cond_parts (a cache opened without listing must still name its columns)
-CACHE_VERSION = 3
+# 3: meta.json records cond_parts (a cache opened without listing must still name its columns);
+# 4: meta.json records each array file's size, so a truncated or replaced one is found on open
+CACHE_VERSION = 4
+log = logging.getLogger(__name__)
+ARRAYS = ("frames.npy", "cond.npy", "starts.npy")
 
 
 @dataclass
@@ -76,14 +80,45 @@ class SplitSource:
         return f"{self.key}-{hashlib.sha1(params.encode()).hexdigest()[:8]}"
 
 
+def damage(target: Path) -> str | None:
+    """Why a built cache cannot be trusted (a garbage meta.json, an array file missing, cut short
+    or of another size than built, headers that disagree), or None. Stats and headers only."""
+    try:
+        meta = json.loads((target / "meta.json").read_text())
+        sizes = meta["sizes"]
+        if not isinstance(meta["names"], list) or not isinstance(sizes, dict):
+            raise TypeError
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError):
+        return "meta.json is not the JSON a build writes"
+    for name, size in sizes.items():
+        try:
+            actual = (target / name).stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if actual != size:
+            return f"{name} is {actual} bytes, {size} were written"
+    try:
+        starts = np.load(target / "starts.npy")
+        frames = np.load(target / "frames.npy", mmap_mode="r")
+    except (OSError, ValueError) as e:
+        return f"its arrays do not open ({e})"
+    if len(starts) != len(meta["names"]) + 1 or int(starts[-1]) != frames.shape[0]:
+        return f"starts.npy and frames.npy disagree ({len(starts) - 1} sequences, {frames.shape[0]} frames)"
+    return None
+
+
 def load_cached(src: SplitSource, threads: int = 4) -> VideoSet:
-    """Open the cache of ``src`` (listing and building it first when missing or stale)."""
+    """Open the cache of ``src`` (listing and building it first when missing, stale or damaged)."""
     for target in _candidates(src):
         if stale_reason(target, src.root) is None:
             try:
-                return _open(target)
+                if damage(target) is None:
+                    return _open(target)
             except FileNotFoundError:  # removed as stale by a process that saw newer files
                 pass
+            break  # damaged: rebuilt under the lock below (which says so)
     return _rebuild(src, threads)
 
 
@@ -112,10 +147,12 @@ def _rebuild(src: SplitSource, threads: int, listed: tuple[SplitPlan, Manifest] 
         fcntl.flock(lock, fcntl.LOCK_EX)
         if listed is None:
             for target in _candidates(src):  # another process built it while we waited
-                if stale_reason(target, src.root) is None:
+                if stale_reason(target, src.root) is None and _undamaged(target, quiet=True):
                     return _open(target)
         plan, manifest = listed or _list(src)
         target = cache_dir / f"{src.prefix()}-{manifest.id()}"
+        if (target / "meta.json").is_file() and not _undamaged(target):
+            shutil.rmtree(target, ignore_errors=True)
         if (target / "meta.json").is_file():
             # these very files, whose folders' mtimes moved (a file added and removed again)
             manifest.save(target)
@@ -125,6 +162,17 @@ def _rebuild(src: SplitSource, threads: int, listed: tuple[SplitPlan, Manifest] 
             _build(plan, manifest, target, threads)
         _remove_stale(cache_dir, src, target)
         return _open(target)
+
+
+def _undamaged(target: Path, quiet: bool = False) -> bool:
+    """True for a sound cache; a damaged one is named in one line (then rebuilt by the caller)."""
+    try:
+        why = damage(target)
+    except FileNotFoundError:
+        return False
+    if why is not None and not quiet:
+        log.warning("frame cache %s is damaged (%s): rebuilding it from the frames", target, why)
+    return why is None
 
 
 def _list(src: SplitSource) -> tuple[SplitPlan, Manifest]:
@@ -139,9 +187,10 @@ class Verdict:
 
     key: str
     files: int
-    state: Literal["fresh", "stale", "missing"]
+    state: Literal["fresh", "stale", "missing", "damaged"]
     cache: Path | None  # the cache checked (fresh or stale)
     diff: Diff | None = None  # stale: what differs from the cache
+    damage: str | None = None  # damaged: what is wrong with it
     rebuilt: Path | None = None
     seconds: float = 0.0
 
@@ -153,7 +202,12 @@ def verify(src: SplitSource, rebuild: bool = True, threads: int = 4) -> Verdict:
     plan, manifest = _list(src)
     target = Path(src.cache_dir) / f"{src.prefix()}-{manifest.id()}"
     candidates = _candidates(src)
-    if (target / "meta.json").is_file():
+    why = damage(target) if (target / "meta.json").is_file() else None
+    if why is not None:
+        verdict = Verdict(src.key, len(manifest.files), "damaged", target, damage=why)
+        if rebuild:
+            shutil.rmtree(target, ignore_errors=True)
+    elif (target / "meta.json").is_file():
         verdict = Verdict(src.key, len(manifest.files), "fresh", target)
         if rebuild:
             try:
@@ -233,7 +287,8 @@ def _build(plan: SplitPlan, manifest: Manifest, target: Path, threads: int) -> N
             del cond
         np.save(tmp / "starts.npy", starts)
         meta = {"names": plan.names, "cond_kind": plan.cond_kind, "version": CACHE_VERSION,
-                "truth_frames": plan.truth_frames, "cond_parts": plan.cond_parts}
+                "truth_frames": plan.truth_frames, "cond_parts": plan.cond_parts,
+                "sizes": {a: (tmp / a).stat().st_size for a in ARRAYS if (tmp / a).is_file()}}
         manifest.save(tmp)
         (tmp / "meta.json").write_text(json.dumps(meta))  # last: a cache with meta.json is complete
         if target.exists():  # a half-built leftover of a version without the lock

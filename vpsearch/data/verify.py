@@ -24,7 +24,9 @@ class Report:
 
     @property
     def all_fresh(self) -> bool:
-        return all(v.state == "fresh" or v.rebuilt for v in self.verdicts)
+        """Every cache fresh, or rebuilt from changed files; a damaged one fails the check even
+        when rebuilt (the disk or a tool broke it: worth a look)."""
+        return all(v.state == "fresh" or (v.rebuilt and v.state != "damaged") for v in self.verdicts)
 
 
 def _size(path: Path) -> int:
@@ -51,6 +53,9 @@ def verify_data(cfg: DataConfig, rebuild: bool = True, prune: bool = False) -> R
         head = f"{split}: {v.files} files checked in {v.seconds:.1f}s; cache "
         if v.state == "fresh":
             report.lines.append(head + f"fresh ({v.cache})")
+        elif v.state == "damaged":
+            report.lines.append(head + f"damaged ({v.cache}): {v.damage}"
+                                + (f"; rebuilt as {v.rebuilt}" if v.rebuilt else "; not rebuilt (--check-only)"))
         elif v.state == "stale":
             report.lines.append(head + f"stale ({v.cache}): {v.diff.summary()}"
                                 + (f"; rebuilt as {v.rebuilt}" if v.rebuilt else "; not rebuilt (--check-only)"))

@@ -12,6 +12,7 @@ re-queue their running trials and exit, and the next `study run` picks them up.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -64,27 +65,35 @@ class Child:
 
 
 def prepare_study(plan: StudyPlan, store: StudyStorage, tracking: str, root: str | None) -> optuna.Study:
-    """Create the study, or check that the stored one is the same search and take budget changes."""
-    existed = plan.name in study_names(store)
-    study = store.call(lambda: optuna.create_study(study_name=plan.name, storage=store.storage, load_if_exists=True,
-                                                   directions=plan.spec.directions), "creating the study")
-    record = StudyRecord.of(study)
-    if existed and record.study_config is not None:
-        stored = StudyPlan.from_record(record, f"study {plan.name} in {store.shown}")
-        diffs = stored.differences(plan)
-        if diffs:
-            raise StudyError(f"{plan.source}: study {plan.name!r} already exists in {store.shown} with a different "
-                             f"{diffs[0]}; resume it with the same YAML or give this search a new name")
-    # budget / worker changes of a re-run are kept
-    store.call(lambda: write_study(study, **plan.record()), "writing the study record")
+    """Create the study, or check that the stored one is the same search and take budget changes.
+    A new study is registered only once the tracking store took its parent run: a start refused
+    there leaves nothing behind that would refuse the corrected rerun."""
+    study, record = None, StudyRecord()
+    if plan.name in study_names(store):
+        study = store.call(lambda: optuna.load_study(study_name=plan.name, storage=store.storage), "loading the study")
+        record = StudyRecord.of(study)
+        if record.study_config is not None:
+            stored = StudyPlan.from_record(record, f"study {plan.name} in {store.shown}")
+            diffs = stored.differences(plan)
+            if diffs:
+                raise StudyError(f"{plan.source}: study {plan.name!r} already exists in {store.shown} with a "
+                                 f"different {diffs[0]}; resume it with the same YAML or give this search a new name")
     tracker = make_study_tracker(tracking, root, plan.name)
     parent = tracker.ensure_parent(plan.record()["study_config"], plan.spec.sampler.name, store.shown,
                                    parent_run_id=record.mlflow_parent_run_id)
     tracker.set_view(plan.spec.objective.metric, list(plan.space))  # the runs table `vpsearch ui` opens
-    store.call(lambda: write_study(study, mlflow_parent_run_id=parent or record.mlflow_parent_run_id,
+    tracker.close()
+    if study is None:
+        study = store.call(lambda: optuna.create_study(study_name=plan.name, storage=store.storage,
+                                                       load_if_exists=True, directions=plan.spec.directions),
+                           "creating the study")
+    names = [plan.spec.objective.metric] + ([plan.spec.objective.secondary.metric] if plan.spec.objective.secondary else [])
+    if study.metric_names != names:  # outside clients (optuna-dashboard) label the objective by these
+        store.call(lambda: study.set_metric_names(names), "naming the study's metrics")
+    # budget / worker changes of a re-run are kept
+    store.call(lambda: write_study(study, **plan.record(), mlflow_parent_run_id=parent or record.mlflow_parent_run_id,
                                    mlflow_tracking_uri=settings.recorded_tracking_uri(tracking, root)),
                "writing the study record")
-    tracker.close()
     return study
 
 
@@ -255,25 +264,27 @@ class Launcher:
         trials = self.trials(study)
         print(summary(self.plan, trials, time.time() - t0, self.where()))
         if self.interrupts:
-            print(f"interrupted: running trials were re-queued; resume with: vpsearch study run {self.opts.study_file}")
+            print("interrupted: running trials were re-queued; resume with: vpsearch study run "
+                  f"{shlex.quote(str(self.opts.study_file))}{self.where()}")
             return 130
         if self.restarts >= 3 * len(self.devices) and self.remaining(study):
             raise StudyError(f"workers of study {self.plan.name} keep dying ({self.restarts} restarts); "
                              f"see the logs in {settings.study_dir(self.plan.name, self.root) / 'logs'}")
         if self.remaining(study):
-            print(f"timeout reached; continue with: vpsearch study run {self.opts.study_file}")
+            print(f"timeout reached; continue with: vpsearch study run {shlex.quote(str(self.opts.study_file))}"
+                  f"{self.where()}")
         t = tally(trials)
         if t.complete == 0:  # scripts and CI must see a study that produced nothing as a failure
             print(f"vpsearch: error: no trial of study {self.plan.name} completed ({t.failed} failed, {t.pruned} "
-                  f"pruned); the reasons: vpsearch study status {self.plan.name}", file=sys.stderr)
+                  f"pruned); the reasons: vpsearch study status {self.plan.name}{self.where()}", file=sys.stderr)
             return 1
         return 0
 
 
     def where(self) -> str:
         """The options the next commands need to find this study (as the user gave them)."""
-        out = f" --root {self.opts.root}" if self.opts.root else ""
-        return out + (f" --storage {settings.redact(self.opts.storage)}" if self.opts.storage else "")
+        out = f" --root {shlex.quote(str(self.opts.root))}" if self.opts.root else ""
+        return out + (f" --storage {shlex.quote(settings.redact(self.opts.storage))}" if self.opts.storage else "")
 
     def finish_tracking(self, study: optuna.Study) -> None:
         """End the MLflow runs of trials lost for good, and the parent run if the study is over."""

@@ -13,6 +13,7 @@ What must match to resume a run or to use a model on data is checked in resume.p
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +99,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path}: not a vpsearch checkpoint (empty file)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a bare pickle's "protocol 4" warning: the error below says it
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt zip, truncated file, pickled code
-        raise CheckpointError(f"checkpoint {path}: not a vpsearch checkpoint ({_unreadable(e)})") from None
+        raise CheckpointError(f"checkpoint {path}: not a vpsearch checkpoint ({_unreadable(e, path)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path}: not a vpsearch checkpoint (expected format {FORMAT})")
     for key in REQUIRED:
@@ -109,13 +112,30 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def _unreadable(e: Exception) -> str:
+def _unreadable(e: Exception, path: Path) -> str:
+    """Why torch.load refused the file, in a clause: pickled code, not a checkpoint at all (a text
+    file, a bare pickle), or a damaged one. torch's own message leads with advice about
+    weights_only=False, which would be the wrong fix here."""
     text = str(e)
-    if "Unsupported global" in text:
+    if "unsupported global" in text.lower():
         return "it holds pickled Python objects, refused because loading them could run code"
+    try:
+        with path.open("rb") as f:
+            head = f.read(512)
+    except OSError:
+        head = b""
+    if head[:1] == b"\x80":  # a pickle's protocol opcode: torch.save writes a zip archive instead
+        return "a bare Python pickle, not a torch checkpoint; refused because loading it could run code"
+    if not head.startswith(b"PK"):
+        try:
+            head.decode("utf-8")
+            return "a text file, not a checkpoint"
+        except UnicodeDecodeError:
+            return "not a torch checkpoint archive (unknown file type)"
     # torch's weights-only unpickler buries the cause under advice about weights_only=False
     detail = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text else text
-    first = (detail.strip().splitlines() or [type(e).__name__])[0].split(". ")[0]  # drop miniz's advice
+    lines = [ln for ln in detail.strip().splitlines() if ln.strip() and not ln.startswith("Weights only load failed")]
+    first = (lines or [type(e).__name__])[0].split(". ")[0]  # drop miniz's advice
     return f"truncated or corrupt: {first[:160]}"
 
 
