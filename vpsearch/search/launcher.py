@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,9 @@ def prepare_study(plan: StudyPlan, store: StudyStorage, tracking: str, root: str
                            "creating the study")
     names = [plan.spec.objective.metric] + ([plan.spec.objective.secondary.metric] if plan.spec.objective.secondary else [])
     if study.metric_names != names:  # outside clients (optuna-dashboard) label the objective by these
-        store.call(lambda: study.set_metric_names(names), "naming the study's metrics")
+        with warnings.catch_warnings():  # experimental in Optuna since 3.2, stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            store.call(lambda: study.set_metric_names(names), "naming the study's metrics")
     # budget / worker changes of a re-run are kept
     store.call(lambda: write_study(study, **plan.record(), mlflow_parent_run_id=parent or record.mlflow_parent_run_id,
                                    mlflow_tracking_uri=settings.recorded_tracking_uri(tracking, root)),
