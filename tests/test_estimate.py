@@ -10,7 +10,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from tests.test_study_run import QUIET, run_cli, write_study
+from tests.test_study_run import QUIET, journal, open_study, run_cli, write_study
 from vpsearch.search.plan import load_study
 from vpsearch.search.status import progress_line
 from vpsearch.search.timing import estimate_study
@@ -85,3 +85,5 @@ def test_study_run_prints_the_estimate_before_the_first_trial(tmp_path, pushing_
     at = next(i for i, x in enumerate(lines) if x.startswith("time: about "))
     assert at < next(i for i, x in enumerate(lines) if "finished (complete" in x)
     assert "for the 2 trial(s) left on 1 worker(s)" in lines[at]
+    # outside clients (optuna-dashboard) name the objective instead of "Objective 0" (issue 26, item 7)
+    assert open_study(journal(tmp_path / "runs"), "tiny").metric_names == ["val_psnr"]
