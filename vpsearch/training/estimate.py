@@ -27,7 +27,7 @@ PROBE_FRAMES = 12  # rollout frames of the timed evaluation batch
 
 @dataclass(frozen=True)
 class TrialEstimate:
-    setup_seconds: float  # data, model, first-step warm-up
+    setup_seconds: float  # data open (caches already built), model, first-step warm-up
     step_seconds: float
     eval_seconds: float  # one whole evaluation
     checkpoint_seconds: float  # one last.pt write
@@ -59,6 +59,10 @@ def probe(cfg: Config) -> TrialEstimate:
     from vpsearch.training.engine import evaluate, evaluation_plan, train_epoch
     from vpsearch.training.trainer import prepare_training
 
+    from vpsearch.data import load_split
+
+    for split in (cfg.data.train_split, cfg.data.val_split):  # a frame cache built once per dataset,
+        load_split(cfg.data, split)  # not per trial: out of the timed set-up
     with torch.random.fork_rng(devices=[]):
         t0 = time.perf_counter()
         s = prepare_training(cfg)
