@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import math
 
 import optuna
@@ -123,6 +125,15 @@ def test_a_raced_study_runs_each_next_seed_after_the_last_and_accounts_for_every
         # every configuration either ran all its seeds or says why it stopped early
         assert len(ts) == 3 or str(cid) in raced, (cid, len(ts), raced)
     assert set(raced) <= {str(c) for c in by_config}
+    # study status says how many seeds each configuration ran and why one stopped early
+    status = run_cli("study", "status", "race", "--root", str(root))
+    assert status.returncode == 0, status.stderr
+    full = sum(1 for ts in by_config.values() if len(ts) == 3)
+    assert f"seeds: 4 configuration(s), {full} with all 3 seeds" in status.stdout
+    for cid, why in raced.items():
+        assert f"  configuration {cid}: {len(by_config[int(cid)])} of 3 seeds run; {why}" in status.stdout
+    as_json = json.loads(run_cli("study", "status", "race", "--root", str(root), "--json").stdout)
+    assert as_json["raced_out"] == raced
 
 
 def test_advance_race_queues_next_seeds_races_out_the_worse_and_stops_a_pruned_configuration():

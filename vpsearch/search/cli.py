@@ -38,7 +38,7 @@ def cmd_study_create(args: argparse.Namespace) -> int:
 
 def cmd_study_status(args: argparse.Namespace) -> int:
     from vpsearch import settings
-    from vpsearch.search.status import status_json, status_table
+    from vpsearch.search.status import search_lines, status_json, status_table
     from vpsearch.search import slurm_jobs
     from vpsearch.search.records import StudyRecord
     from vpsearch.search.storage import load_optuna_study, require_existing
@@ -49,16 +49,18 @@ def cmd_study_status(args: argparse.Namespace) -> int:
     store, plan = open_study_storage(url, args.name, args.storage_wait)
     study = load_optuna_study(store, args.name)
     trials = study.get_trials(deepcopy=False)
-    jobs = StudyRecord.of(study).slurm_jobs or []
+    record = StudyRecord.of(study)
+    jobs = record.slurm_jobs or []
     if args.json:
         out = status_json(plan, trials)
+        out.update(raced_out=record.raced_out or {}, stopped=record.stopped)
         if jobs:
             out["slurm"] = slurm_jobs.status_json(jobs)
         print(json.dumps(out, indent=2, default=str))
     else:
         print(f"study {plan.name} in {store.shown} (sampler {plan.spec.sampler.name}, pruner {plan.spec.pruner.name})")
         print(status_table(plan, trials))
-        for line in slurm_jobs.status_lines(jobs):
+        for line in [*search_lines(plan, trials, record.raced_out, record.stopped), *slurm_jobs.status_lines(jobs)]:
             print(line)
     return 0
 

@@ -145,6 +145,27 @@ def status_table(plan: StudyPlan, trials: list[FrozenTrial]) -> str:
     return "\n".join(out)
 
 
+def search_lines(plan: StudyPlan, trials: list[FrozenTrial], raced_out: dict[str, str] | None,
+                 stopped: str | None) -> list[str]:
+    """What racing and the stop rule decided: seeds run per configuration, and why a configuration
+    stopped before its last seed (`study status` under the trial table)."""
+    out = []
+    if plan.spec.repeats > 1:
+        seeds: dict[int, int] = {}
+        for tr in trials:
+            rec = TrialRecord.of(tr)
+            if rec.config_id is not None and rec.outcome != "skipped" and tr.state != TrialState.WAITING:
+                seeds[rec.config_id] = seeds.get(rec.config_id, 0) + 1
+        full = sum(1 for n in seeds.values() if n >= plan.spec.repeats)
+        out.append(f"seeds: {len(seeds)} configuration(s), {full} with all {plan.spec.repeats} seeds"
+                   + (f", {len(raced_out)} raced out" if raced_out else ""))
+        for cid, why in sorted((raced_out or {}).items(), key=lambda kv: int(kv[0])):
+            out.append(f"  configuration {cid}: {seeds.get(int(cid), 0)} of {plan.spec.repeats} seeds run; {why}")
+    if stopped:
+        out.append(f"stopped: {stopped}")
+    return out
+
+
 def study_rows(store: Any, names: list[str]) -> list[list[str]]:
     """`study list`: one row per stored study: name, trials finished, best value, sampler, started."""
     from vpsearch.search.plan import StudyPlan
