@@ -54,8 +54,9 @@ RUN_ARTIFACTS = [
 BEST_CHECKPOINT = "checkpoints/best.pt"
 CREATE_WAIT = 10.0  # seconds trial() waits for its run id while the server answers
 # seconds a trial's end waits for a run whose creation was queued while the server was away, so
-# the trial's record names its run after a short outage (a longer one: the run keeps its stream tag)
-OUTAGE_WAIT = 30.0
+# the trial's record names its run after a short outage (a longer one: the run keeps its stream tag
+# and `sync` delivers it); 30 s had made every trial of an outage 30 s longer
+OUTAGE_WAIT = 5.0
 # seconds close() waits for a trial's uploads while they progress; STALL s without a delivery (a
 # frozen server) end the wait: the rest stays in the spool, sent in the background or by `vpsearch sync`
 CLOSE_WAIT = 120.0
