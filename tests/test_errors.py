@@ -188,6 +188,8 @@ def test_ui_on_a_public_host_warns_before_starting(tmp_path, monkeypatch, capsys
     text = out.out + out.err
     assert "no authentication" in text and "0.0.0.0:5077" in text
     assert started["cmd"][started["cmd"].index("--host") + 1] == "0.0.0.0"
+    # said before the wait for MLflow, not after it (issue 26, item 5: ~45 s of silence)
+    assert f"starting MLflow on http://127.0.0.1:5077 for {tmp_path} (up to " in out.err
 
 
 # -- overrides and secrets ---------------------------------------------------------------------------

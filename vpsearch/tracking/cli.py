@@ -56,6 +56,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     try:
         for line in listen_notice(args.host, args.port):
             print(line, file=sys.stderr, flush=True)
+        # MLflow takes tens of seconds to come up on a small machine: say so before the wait
+        print(f"starting MLflow on {url} for {runs_root(args.root)} (up to {args.start_timeout:g} s)...",
+              file=sys.stderr, flush=True)
         server.start(timeout=args.start_timeout)
         page, others = ui.study_page(uri, url, args.name)
         _show(page, others, args, f"{runs_root(args.root)} (Ctrl-C stops it)")
