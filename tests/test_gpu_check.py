@@ -18,6 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 CUDA_ONLY = ["train_fp16", "bair_frames_per_second", "dance_rollout_630"]
 
 
+@pytest.mark.timeout(1000)  # its own subprocess limit is 900 s
 def test_gpu_check_prints_one_summary_and_says_what_it_skipped(tmp_path):
     r = subprocess.run([sys.executable, str(SCRIPT), "--steps", "2", "--out", str(tmp_path / "gc.json")],
                        capture_output=True, text=True, timeout=900)
