@@ -180,4 +180,8 @@ def test_corrupt_checkpoint_is_refused_with_the_file_name(tmp_path):
 
 def test_bf16_channels_last_trains_and_evaluates(tiny_cfg, tmp_path):
     result = fit(tiny_cfg("train.amp=bf16", "train.channels_last=true", "train.epochs=1"), tmp_path / "run")
-    assert result.history[0]["val_psnr"] > 5 and result.history[0]["loss"] > 0
+    fp32 = fit(tiny_cfg("train.amp=none", "train.epochs=1"), tmp_path / "fp32")
+    # the same seed in fp32: bf16 and channels_last change rounding, not what is learnt (a broken
+    # autocast path, e.g. a loss taken in bf16, lands dB away; `> 5 dB` passed an untrained model)
+    bf16, ref = result.history[0], fp32.history[0]
+    assert bf16["val_psnr"] == pytest.approx(ref["val_psnr"], abs=0.3) and bf16["loss"] == pytest.approx(ref["loss"], rel=0.05)
