@@ -3,6 +3,7 @@
     proxy = FaultProxy(server.uri).start()      # proxy.uri: point the tracker here
     proxy.fail(503, "TEMPORARILY_UNAVAILABLE")  # every /api/ call answers 503, /health still 200
     proxy.heal()
+    proxy.hang()                                # /api/ calls get no answer at all
 
 It plays the server-side errors MLflow answers during a database hiccup or a restart
 behind a load balancer: HTTP 5xx with MLflow's JSON error body while /health answers.
@@ -24,6 +25,8 @@ class FaultProxy:
         parts = urlsplit(target)
         self.target_host, self.target_port = parts.hostname, parts.port
         self.fault: tuple[int, str] | None = None
+        self.hung = threading.Event()  # set: /api/ calls are held unanswered (a server that hangs)
+        self.healed = threading.Event()
         self.failed = 0  # API calls answered with the fault
         self.lock = threading.Lock()
         proxy = self
@@ -36,6 +39,10 @@ class FaultProxy:
 
             def _handle(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.hung.is_set() and self.path.startswith("/api/"):
+                    proxy.healed.wait(120)  # no answer; the client's own timeout decides
+                    self.close_connection = True
+                    return
                 with proxy.lock:
                     fault = proxy.fault if self.path.startswith("/api/") else None
                     if fault:
@@ -80,9 +87,15 @@ class FaultProxy:
         with self.lock:
             self.fault = (status, code)
 
+    def hang(self) -> None:
+        self.healed.clear()
+        self.hung.set()
+
     def heal(self) -> None:
         with self.lock:
             self.fault = None
+        self.hung.clear()
+        self.healed.set()
 
     def stop(self) -> None:
         self.httpd.shutdown()
