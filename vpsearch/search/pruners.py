@@ -44,14 +44,14 @@ from optuna.trial import FrozenTrial, TrialState
 from vpsearch.config import Config, ConfigError, config_from_dict
 from vpsearch.search.records import TrialRecord
 from vpsearch.search.spec import CategoricalParam, FloatParam, PrunerSpec
-from vpsearch.training.schedules import KLAnnealing, TeacherForcing
+from vpsearch.training.schedules import KLAnnealing, TeacherForcing, evaluated_epochs
 
 
 def judged_epochs(cfg: Config) -> list[int]:
     """Epochs at which a trial of this config is compared with the others (module docstring, (1))."""
     epochs, every, steps = cfg.train.epochs, cfg.eval.every, cfg.train.steps_per_epoch or 1
     kl, tf = KLAnnealing.from_config(cfg), TeacherForcing.from_config(cfg.schedule)
-    evals = [e for e in range(epochs) if (e + 1) % every == 0 or e == epochs - 1]
+    evals = evaluated_epochs(epochs, every)
     tf_ready = tf.first_decayed_epoch(epochs) or 0
     evals = [e for e in evals if tf_ready <= e < epochs - 1]  # pruning at the last epoch saves nothing
     if kl.kind != "cyclical":
@@ -59,7 +59,7 @@ def judged_epochs(cfg: Config) -> list[int]:
     # the first cycle starts from 0 like a monotonic ramp: judged once it holds full weight. Every
     # later one starts with a reset whose dip and recovery last into its end: judged at its last
     # evaluation only (also where a ratio of 1 never quite reaches full weight at an evaluation)
-    last_in_cycle = {kl.cycle_of(e, steps): e for e in range(epochs) if (e + 1) % every == 0 or e == epochs - 1}
+    last_in_cycle = {kl.cycle_of(e, steps): e for e in evaluated_epochs(epochs, every)}
     return [e for e in evals if last_in_cycle[kl.cycle_of(e, steps)] == e
             or (kl.cycle_of(e, steps) == 0 and kl.settled(e, steps))]
 

@@ -15,7 +15,8 @@ from vpsearch.search.plan import StudyPlan
 from vpsearch.search.recovery import tally
 
 
-def _duration(t: FrozenTrial) -> float | None:
+def trial_seconds(t: FrozenTrial) -> float | None:
+    """Wall seconds from start to end; None while it has not ended."""
     if t.datetime_start and t.datetime_complete:
         return (t.datetime_complete - t.datetime_start).total_seconds()
     return None
@@ -38,7 +39,7 @@ def progress_line(plan: StudyPlan, trials: list[FrozenTrial], workers: int, esti
     best = best_trial(plan, trials)
     metric = plan.spec.objective.metric
     best_s = f"best {metric} {best.values[0]:.3f} (trial {best.number})" if best else f"best {metric} -"
-    times = [d for tr in trials if tr.number not in t.retried and (d := _duration(tr)) is not None]
+    times = [d for tr in trials if tr.number not in t.retried and (d := trial_seconds(tr)) is not None]
     per_trial = sum(times) / len(times) if times else estimate
     left = plan.n_trials - t.finished
     eta = "-"
@@ -94,7 +95,7 @@ def trial_json(t: FrozenTrial, retried: set[int]) -> dict[str, Any]:
             "values": t.values, "params": t.params, "seed": rec.seed, "repeat": rec.repeat,
             "configuration": rec.config_id, "reason": rec.fail_reason, "outcome": rec.outcome,
             "config_hash": rec.config_hash, "retry_of": rec.retry_of, "re_run": t.number in retried,
-            "resumed_from_epoch": rec.resumed_from_epoch, "seconds": _duration(t),
+            "resumed_from_epoch": rec.resumed_from_epoch, "seconds": trial_seconds(t),
             "best_epoch": rec.results.best_epoch if rec.results else None, "run_dir": rec.run_dir}
 
 
@@ -112,7 +113,7 @@ def status_json(plan: StudyPlan, trials: list[FrozenTrial]) -> dict[str, Any]:
 
 def _took(t: FrozenTrial) -> str:
     """How long a trial took (a running one: so far, with '+')."""
-    seconds = _duration(t)
+    seconds = trial_seconds(t)
     if seconds is not None:
         return _fmt_time(seconds)
     if t.state == TrialState.RUNNING and t.datetime_start:

@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from vpsearch import fmt
 from vpsearch.search.plan import StudyPlan
+from vpsearch.search.status import trial_seconds
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,7 @@ class StudyEstimate:
 
 def finished_durations(trials: list[FrozenTrial]) -> list[float]:
     """Wall seconds of the trials that ran every epoch (pruned and failed ones stopped early)."""
-    return [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials
-            if t.state == TrialState.COMPLETE and t.datetime_start and t.datetime_complete]
+    return [d for t in trials if t.state == TrialState.COMPLETE and (d := trial_seconds(t)) is not None]
 
 
 def estimate_study(plan: StudyPlan, device: str, threads: int, trials: list[FrozenTrial] = ()) -> StudyEstimate:

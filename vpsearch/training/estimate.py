@@ -20,6 +20,7 @@ import torch
 
 from vpsearch import fmt
 from vpsearch.config import Config
+from vpsearch.training.schedules import evaluated_epochs
 
 PROBE_STEPS = 3  # timed optimiser steps (after one warm-up step)
 PROBE_FRAMES = 12  # rollout frames of the timed evaluation batch
@@ -46,10 +47,6 @@ class TrialEstimate:
         return (f"about {fmt.duration(self.trial_seconds)} per run ({self.epochs} epochs x {self.steps} steps at "
                 f"{self.step_seconds:.2f} s/step, {self.evaluations} evaluations of {self.eval_seconds:.1f} s; "
                 f"{self.precision}, {self.threads} thread{'s' if self.threads != 1 else ''}; probed on this machine)")
-
-
-def evaluations(epochs: int, every: int) -> int:
-    return sum(1 for e in range(epochs) if (e + 1) % every == 0 or e == epochs - 1)
 
 
 def probe(cfg: Config) -> TrialEstimate:
@@ -94,4 +91,4 @@ def probe(cfg: Config) -> TrialEstimate:
                             lr=c.optim.lr, scaler=s.ctx.scaler)
             ckpt = time.perf_counter() - t0
     return TrialEstimate(setup, step, one_eval, ckpt, c.train.epochs, s.steps,
-                         evaluations(c.train.epochs, c.eval.every), s.precision.shown, s.threads)
+                         len(evaluated_epochs(c.train.epochs, c.eval.every)), s.precision.shown, s.threads)

@@ -155,10 +155,9 @@ def with_precision(cfg: Config, device: torch.device, inference: bool = False) -
     and the trial records then show). inference=True: a checkpoint scored on another device than
     it trained on keeps its precision where that device can run it, else gets auto's choice
     (fp16 from a GPU on a CPU), since precision there decides speed, not what was learnt."""
-    if inference and cfg.train.amp == "fp16" and device.type != "cuda":
-        cfg = cfg.model_copy(deep=True)
-        cfg.train.amp = "auto"
-    chosen = resolve_precision(cfg, device)
-    resolved = cfg.model_copy(deep=True)
+    resolved = cfg.model_copy(deep=True)  # the caller's config is left as written
+    if inference and resolved.train.amp == "fp16" and device.type != "cuda":
+        resolved.train.amp = "auto"
+    chosen = resolve_precision(resolved, device)
     resolved.train.amp = chosen.amp
     return resolved, chosen

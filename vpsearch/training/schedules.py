@@ -205,6 +205,12 @@ def tf_signature(cfg: "Config") -> str:
     return _hash_per_step(TeacherForcing.from_config(cfg.schedule), cfg.train.epochs, cfg.train.steps_per_epoch or 1)
 
 
+def evaluated_epochs(epochs: int, every: int) -> list[int]:
+    """The epochs (0-based) a run validates at: every `every`-th, and always the last. The one
+    rule the trainer, its time estimate and the pruner's judged epochs share."""
+    return [e for e in range(epochs) if (e + 1) % every == 0 or e == epochs - 1]
+
+
 def lr_factor(epoch: int, o: "OptimConfig", epochs: int, step: int = 0, steps_per_epoch: int = 1) -> float:
     """Multiplier of optim.lr at `step` of `epoch` (0-based): warmup, then the chosen decay.
 

@@ -36,7 +36,7 @@ from vpsearch.training.history import OBJECTIVE_METRICS, read_frame_psnr, write_
 from vpsearch.training.outputs import RunPictures
 from vpsearch.training.reporter import Reporter
 from vpsearch.training.resume import resume as resume_run
-from vpsearch.training.schedules import KLAnnealing, LearningRate, TeacherForcing
+from vpsearch.training.schedules import KLAnnealing, LearningRate, TeacherForcing, evaluated_epochs
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,7 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
     progress = _progress(cfg, (cfg.train.epochs - start_epoch) * steps,
                          start_line(setup, run_dir))
     stopped = False
+    evaluated = set(evaluated_epochs(cfg.train.epochs, cfg.eval.every))
     for epoch in range(start_epoch, cfg.train.epochs):
         fast = epoch < cfg.data.fast_train_epochs and cfg.data.fast_train_fraction < 1
         limit = int(len(windows) * cfg.data.fast_train_fraction) if fast else None
@@ -224,8 +225,7 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         row = {"epoch": epoch, **{k: v for k, v in stats.items() if k != "train_seconds"}, "lr": lr}
         if lr > 0:
             row["log10_lr"] = math.log10(lr)
-        last_epoch = epoch == cfg.train.epochs - 1
-        if (epoch + 1) % cfg.eval.every == 0 or last_epoch:
+        if epoch in evaluated:
             with own_random_stream(cfg.eval.seed, device):  # eval.every must not move training's draws
                 ev = evaluate(model, val_set, cfg, device, samples=cfg.eval.samples, horizon=cfg.eval.n_future,
                               max_sequences=cfg.eval.max_sequences, keep=cfg.eval.gif_sequences,
