@@ -7,7 +7,8 @@ import math
 
 import optuna
 import pytest
-from optuna.pruners import HyperbandPruner, MedianPruner, NopPruner, PatientPruner
+from optuna.pruners import (HyperbandPruner, MedianPruner, NopPruner, PatientPruner, SuccessiveHalvingPruner,
+                            WilcoxonPruner)
 
 from vpsearch.config import Config, load_config
 from vpsearch.search.plan import load_study
@@ -147,7 +148,54 @@ def test_best_so_far_is_a_running_maximum_that_skips_nan():
 
 def test_registry_builds_every_pruner():
     kinds = {"none": NopPruner, "median": MedianPruner, "hyperband": HyperbandPruner, "patient": PatientPruner,
+             "successive_halving": SuccessiveHalvingPruner, "wilcoxon": WilcoxonPruner,
              "schedule_aware": ScheduleAwarePruner}
     assert set(PRUNERS) == set(kinds)
     for name, cls in kinds.items():
         assert isinstance(make_pruner(PrunerSpec(name=name), 10), cls)  # no warning either
+
+
+def test_rank_correlation_matches_spearman_with_ties():
+    from scipy.stats import spearmanr
+
+    from vpsearch.search.pruners import rank_correlation
+
+    a, b = [1.0, 2.0, 2.0, 5.0, 3.0], [10.0, 30.0, 20.0, 50.0, 40.0]
+    assert rank_correlation(a, b) == pytest.approx(spearmanr(a, b).statistic)
+    assert rank_correlation([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    assert rank_correlation([1.0, 1.0], [1.0, 2.0]) is None
+
+
+def crossing_study(pruner: optuna.pruners.BasePruner, n: int = 10) -> optuna.Study:
+    """n completed trials whose epoch-3 ranking is the reverse of their final one: slow starters
+    end best (curves that cross, as learners on more data do)."""
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    cfg = config("none", tf_start=0).to_dict()
+    for k in range(n):
+        curve = {t: 20 + (n - k) * 0.1 * min(t, 3) + (k * 0.5 if t >= 8 else 0) for t in range(EPOCHS)}
+        study.add_trial(optuna.trial.create_trial(value=max(curve.values()), intermediate_values=curve,
+                                                  user_attrs=TrialRecord(config=cfg).attrs()))
+    return study
+
+
+def test_the_rank_gate_waits_for_epochs_that_predict_the_end():
+    def slow(t):  # the slowest start of all, then the best end
+        return 20 + (0.05 * min(t, 3)) + (6.0 if t >= 8 else 0)
+
+    ungated = crossing_study(ScheduleAwarePruner(n_startup_trials=2, patience=2))
+    assert run_curve(ungated, slow, config("none", tf_start=0)) == 2  # below the median at 1 and 2: patience 2
+    gated = crossing_study(ScheduleAwarePruner(n_startup_trials=2, patience=2, min_rank_correlation=0.7))
+    assert run_curve(gated, slow, config("none", tf_start=0)) is None  # epochs 0-7 rank the end backwards
+    assert gated.best_trial.number == 10
+    # once the epochs rank the end (from epoch 8), a trial below the bar there is still pruned
+    assert run_curve(gated, lambda t: 20.0, config("none", tf_start=0)) == 9
+    # too few completed trials to measure the ranking: no verdict at all
+    few = crossing_study(ScheduleAwarePruner(n_startup_trials=2, min_rank_correlation=0.7), n=4)
+    assert run_curve(few, lambda t: 0.0, config("none", tf_start=0)) is None
+
+
+def test_the_rank_gate_is_a_study_option():
+    pruner = make_pruner(PrunerSpec(name="schedule_aware", min_rank_correlation=0.8), 10)
+    assert pruner.min_rank_correlation == 0.8
+    with pytest.raises(ValueError, match="min_rank_correlation is not an option of pruner median"):
+        PrunerSpec(name="median", min_rank_correlation=0.8)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,13 @@ from optuna.trial import TrialState
 
 from vpsearch.config import Config
 from vpsearch.reporting.study import ReportError
+from vpsearch.search import stopping
 from vpsearch.search.plan import StudyPlan
 from vpsearch.search.records import StudyRecord, TrialRecord
 from vpsearch.search.space import trial_config
 
 FORMAT = "vpsearch-recorded-study-1"
+DECISIVE = 3.0  # seed stds between the best and the median configuration for a recording to count
 
 
 @dataclass
@@ -122,8 +125,75 @@ class RecordedStudy:
             raise ReportError(f"study {study.study_name}: no completed trial has a value at each of its {epochs} "
                               "epochs; record a study with `pruner: none` and `eval.every: 1`"
                               + (f" ({short} trials were evaluated on fewer epochs)" if short else ""))
-        return cls(study.study_name, record.study_config, record.base_config, trials)
+        rec = cls(study.study_name, record.study_config, record.base_config, trials)
+        rec.produced_by = {**_provenance(study), **rec.summary()}
+        return rec
+
+    def summary(self) -> dict[str, Any]:
+        """What makes a recording worth replaying (README, "What the search buys you"): the spread of
+        the configuration means against the seed noise (the median over configurations of the std
+        over their seeds), and how much the early ranking differs from the final one: the rank
+        correlation of the configurations' mean curves at a few epochs with their final means, and
+        the pairs of configurations whose mean curves are in the other order at some evaluated
+        epoch than at the end ("curves that cross"). It counts (``decisive``) where the best mean
+        is at least DECISIVE seed stds above the median one."""
+        import numpy as np
+
+        sign = 1 if self.maximize else -1
+        configs = self.configurations()
+        means = {c: statistics.fmean(self.value(t) for t in ts) for c, ts in configs.items()}
+        noise = stopping.seed_noise([[self.value(t) for t in ts] for ts in configs.values()]) or 0.0
+        ranked = sorted(means.values(), key=lambda v: -sign * v)
+        median = statistics.median(ranked)
+        # mean curve of each configuration, as best-so-far (what a pruner compares)
+        curves = np.array([np.mean([np.maximum.accumulate(sign * np.array(t.curve)) for t in ts], axis=0)
+                           for ts in configs.values()])
+        final = np.array([sign * means[c] for c in configs])
+        crossing, pairs = 0, 0
+        for i in range(len(final)):
+            for j in range(i + 1, len(final)):
+                pairs += 1
+                d = np.sign(curves[i] - curves[j])
+                crossing += bool(np.any(d * np.sign(final[i] - final[j]) < 0))
+        above = (ranked[0] - median) * sign / noise if noise else math.inf
+        checkpoints = sorted({0, self.epochs // 6, self.epochs // 3, self.epochs // 2, (2 * self.epochs) // 3})
+        return {"configurations": len(configs), "seeds": round(statistics.median(len(ts) for ts in configs.values())),
+                "epochs": self.epochs, "config_mean_best": round(ranked[0], 3), "config_mean_median": round(median, 3),
+                "config_mean_worst": round(ranked[-1], 3),
+                "config_mean_std": round(statistics.pstdev(ranked), 3) if len(ranked) > 1 else 0.0,
+                "seed_noise": round(noise, 3), "best_above_median_in_seed_std": round(above, 2),
+                "decisive": bool(above >= DECISIVE),
+                "rank_correlation_epoch_vs_final": {str(e): round(_rank_correlation(curves[:, e], final), 2)
+                                                    for e in checkpoints if e < self.epochs - 1},
+                "crossing_pairs": f"{crossing} of {pairs}"}
 
     def baseline(self) -> float:
         vals = [t.baseline for t in self.trials if t.baseline is not None and math.isfinite(t.baseline)]
         return sum(vals) / len(vals) if vals else math.nan
+
+
+def _rank_correlation(a, b) -> float:
+    """Spearman's rho of two equal-length sequences (average ranks for ties)."""
+    import pandas as pd
+
+    ra, rb = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
+    if ra.std() == 0 or rb.std() == 0:
+        return math.nan
+    return float(((ra - ra.mean()) * (rb - rb.mean())).mean() / (ra.std() * rb.std()))
+
+
+def _provenance(study: optuna.Study) -> dict[str, Any]:
+    """How the recorded study ran: its wall time (first trial start to last end), workers, and
+    the machine the recording is made on (normally the one that ran it)."""
+    from vpsearch.machine import cpu
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.datetime_start and t.datetime_complete]
+    spec = StudyRecord.of(study).study_config or {}
+    out: dict[str, Any] = {"workers": f"{spec.get('workers', 1)} x {spec.get('threads_per_worker', 'auto')} thread(s)",
+                           "machine": cpu().describe()}
+    if done:
+        start = min(t.datetime_start for t in done)
+        end = max(t.datetime_complete for t in done)
+        out["wall_seconds"] = round((end - start).total_seconds())
+        out["date"] = end.date().isoformat()
+    return out

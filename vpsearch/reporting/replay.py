@@ -10,8 +10,8 @@ epoch e ends at the simulated time its worker has spent on it (each epoch takes 
 trial's recorded seconds), reports its recorded value to an in-memory Optuna study with
 the real pruner object, and is stopped when the pruner says so. A decision therefore
 sees only what other trials had reported by then. Per pruner, over N orders (medians):
-epochs saved, regret of the best configuration found (its mean over seeds, among the
-configurations whose seeds all completed) against the recording's true best, how often
+epochs saved, regret of the pick (the configuration with the best mean over its completed
+seeds, scored by its true mean over all seeds) against the recording's true best, how often
 the true best configuration lost a seed to pruning, and how often the report's top
 strategy (tables.rank_strategies) left the winner's interval (the strategies the full
 recording cannot tell from the top one). A pruner setup that `study check` would refuse
@@ -59,11 +59,28 @@ class PrunerResult:
 
 
 # -- pruners ----------------------------------------------------------------------------------
-def _pruner(rec: RecordedStudy, name: str) -> optuna.pruners.BasePruner:
+Pruner = str | PrunerSpec  # a pruner by name (with the options a study would give it), or set up in full
+
+
+def kind(p: Pruner) -> str:
+    return p if isinstance(p, str) else p.name
+
+
+def label(p: Pruner) -> str:
+    """'median', or 'schedule_aware(min_rank_correlation=0.7)' for a set-up pruner."""
+    if isinstance(p, str):
+        return p
+    options = p.model_dump(exclude_unset=True, exclude={"name"})
+    return f"{p.name}({', '.join(f'{k}={v}' for k, v in options.items())})" if options else p.name
+
+
+def _pruner(rec: RecordedStudy, name: Pruner) -> optuna.pruners.BasePruner:
     """The pruner as a study would build it: the recording's own options where it used `name`,
-    else the defaults a study gets."""
+    else the defaults a study gets; a PrunerSpec as it is."""
     from vpsearch.search.spec import PRUNER_OPTIONS
 
+    if isinstance(name, PrunerSpec):
+        return make_pruner(name, rec.epochs)
     spec = rec.plan.spec.pruner
     options = spec.model_dump(exclude={"name"}, exclude_unset=True) if spec.name == name else {}
     known = set(PrunerSpec.model_fields) - {"name"}
@@ -71,10 +88,10 @@ def _pruner(rec: RecordedStudy, name: str) -> optuna.pruners.BasePruner:
     return make_pruner(PrunerSpec(name=name, **kept), rec.epochs)
 
 
-def refused_pruners(rec: RecordedStudy, names: list[str]) -> dict[str, str]:
+def refused_pruners(rec: RecordedStudy, names: list[Pruner]) -> dict[str, str]:
     """{pruner: why} for the setups `study check` would refuse on this recording's space."""
     out = {}
-    if "schedule_aware" in names:
+    if any(kind(p) == "schedule_aware" for p in names):
         checked, never = unjudged_configurations(rec.plan)
         if never:
             out["schedule_aware"] = (f"{len(never)} of {checked} configurations could never be judged before their "
@@ -123,12 +140,14 @@ def simulate_pruning(rec: RecordedStudy, pruner: optuna.pruners.BasePruner, orde
 
 
 def _config_means(rec: RecordedStudy, outcome: dict[int, tuple[str, int]] | None) -> dict[int, float]:
-    """Mean best value over seeds of each configuration whose seeds all completed."""
+    """Mean best value over the completed seeds of each configuration with at least one (outcome
+    None: over every seed): what a study would pick its winner by."""
     index = {t.number: i for i, t in enumerate(rec.trials)}
     means = {}
     for cid, seeds in rec.configurations().items():
-        if outcome is None or all(outcome[index[t.number]][0] == "COMPLETE" for t in seeds):
-            means[cid] = statistics.fmean(rec.value(t) for t in seeds)
+        done = [t for t in seeds if outcome is None or outcome[index[t.number]][0] == "COMPLETE"]
+        if done:
+            means[cid] = statistics.fmean(rec.value(t) for t in done)
     return means
 
 
@@ -143,7 +162,7 @@ def winners(frame) -> set[str]:
     return {f"{r.kl} | {r.tf}" for r in table.itertuples() if r.rank == 1 or r.sig == ""}
 
 
-def replay_pruners(rec: RecordedStudy, names: list[str], orders: int = 20, workers: int = 2,
+def replay_pruners(rec: RecordedStudy, names: list[Pruner], orders: int = 20, workers: int = 2,
                    seed: int = 0) -> list[PrunerResult]:
     from vpsearch.reporting.tables import rank_strategies
 
@@ -168,12 +187,15 @@ def replay_pruners(rec: RecordedStudy, names: list[str], orders: int = 20, worke
                 outcome = simulate_pruning(rec, _pruner(rec, name), [int(i) for i in order], workers)
             saved.append(1 - sum(e for _, e in outcome.values()) / total)
             found = _config_means(rec, outcome)
-            regrets.append(sign * (true[true_best_cid] - max(found.values(), key=lambda v: sign * v))
-                           if found else math.inf)
-            best_pruned += true_best_cid not in found
+            # the pick is scored by its true mean: a configuration picked on one lucky completed seed
+            # pays for it
+            pick = max(found, key=lambda c: sign * found[c]) if found else None
+            regrets.append(sign * (true[true_best_cid] - true[pick]) if pick is not None else math.inf)
+            best_pruned += any(outcome[i][0] == "PRUNED" for i, t in enumerate(rec.trials)
+                               if t.config_id == true_best_cid)
             ranking = rank_strategies(rec_frame(rec, outcome))
             top += not ranking or ranking[0] not in tied
-        results.append(PrunerResult(name, orders, workers, statistics.median(saved), statistics.median(regrets),
+        results.append(PrunerResult(label(name), orders, workers, statistics.median(saved), statistics.median(regrets),
                                     max(regrets), best_pruned / orders, top / orders))
     return results
 
@@ -201,8 +223,8 @@ def rec_frame(rec: RecordedStudy, outcome: dict[int, tuple[str, int]] | None):
     return frame
 
 
-def check_names(pruners: list[str], samplers: list[str]) -> None:
-    for p in pruners:
+def check_names(pruners: list[Pruner], samplers: list[str]) -> None:
+    for p in map(kind, pruners):
         if p not in PRUNERS or p not in PRUNER_NAMES:
             raise ReportError(f"--pruner {p!r}: expected one of {', '.join(PRUNER_NAMES)}")
     for s in samplers:
@@ -227,7 +249,7 @@ def run_replay(rec: RecordedStudy, pruners: list[str], samplers: list[str], orde
     refuses instead of failing on them."""
     check_names(pruners, samplers)
     refused = refused_pruners(rec, pruners) if skip_refused else {}
-    pruners = [p for p in pruners if p not in refused]
+    pruners = [p for p in pruners if kind(p) not in refused]
     p = [r for w in workers for r in replay_pruners(rec, pruners, orders, w)] if pruners else []
     repeated = max(len(v) for v in replay_search.config_seed_values(rec).values()) > 1
     race = [replay_search.replay_racing(rec, orders, w) for w in workers] if racing and repeated else []

@@ -110,7 +110,7 @@ def plan_from_spec(spec: StudySpec, source: str, study_file: Path | None = None)
     if plan.n_trials % r:
         raise StudyError(f"{source}: field budget.n_trials: {plan.n_trials} is not a multiple of "
                          f"repeats ({r}), so some configuration would miss seeds")
-    if spec.pruner.name == "hyperband" and spec.pruner.min_resource >= base.train.epochs:
+    if spec.pruner.name in ("hyperband", "successive_halving") and spec.pruner.min_resource >= base.train.epochs:
         raise StudyError(f"{source}: field pruner.min_resource: {spec.pruner.min_resource} leaves nothing to "
                          f"prune in {base.train.epochs} epochs")
     check_prunable(plan, source)

@@ -25,7 +25,12 @@ three ways:
     never pruned (racing decides about its further seeds), and one whose configuration lost a
     seed to pruning is pruned at its first judged epoch, so a configuration's seeds either all
     count or none does. The bar is the `percentile` of the completed trials (50: the median),
-    lowered by `noise_margin` seed standard deviations measured at that epoch. Replayed on
+    lowered by `noise_margin` seed standard deviations measured at that epoch;
+(5) when the early ranking means anything (``min_rank_correlation``): an epoch counts only once
+    the completed trials' best-so-far values there rank their final values with a rank
+    correlation of at least that much (measured on at least MIN_RANKED completed trials), so
+    on curves that cross (a learner that starts low and ends best) the pruner waits for the
+    epochs that predict the end, whatever the schedules. Replayed on
     studies/recorded/*.json (README, "What the search buys you").
 """
 
@@ -38,7 +43,8 @@ import warnings
 from typing import Any, Callable
 
 import optuna
-from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner, PatientPruner
+from optuna.pruners import (BasePruner, HyperbandPruner, MedianPruner, NopPruner, PatientPruner,
+                            SuccessiveHalvingPruner, WilcoxonPruner)
 from optuna.trial import FrozenTrial, TrialState
 
 from vpsearch.config import Config, ConfigError, config_from_dict
@@ -87,7 +93,7 @@ class ScheduleAwarePruner(BasePruner):
 
     def __init__(self, n_startup_trials: int = 2, warmup_epochs: int = 0, patience: int = 2,
                  min_delta: float = 0.0, percentile: float = 50.0, noise_margin: float = 0.0,
-                 by_configuration: bool = True):
+                 by_configuration: bool = True, min_rank_correlation: float | None = None):
         if patience < 1 or n_startup_trials < 0 or warmup_epochs < 0 or min_delta < 0 or noise_margin < 0:
             raise ValueError("ScheduleAwarePruner: patience >= 1; n_startup_trials, warmup_epochs, min_delta, "
                              "noise_margin >= 0")
@@ -100,6 +106,8 @@ class ScheduleAwarePruner(BasePruner):
         self.percentile = percentile
         self.noise_margin = noise_margin
         self.by_configuration = by_configuration
+        self.min_rank_correlation = min_rank_correlation
+        self._predictive: dict[tuple[int, int], bool] = {}  # (completed trials, epoch) -> verdict
         self._judged: dict[int, list[int] | None] = {}  # trial number -> its judged epochs (config parsed once)
         self._config_ids: dict[int, int | None] = {}  # trial number -> its configuration (record read once)
 
@@ -148,6 +156,8 @@ class ScheduleAwarePruner(BasePruner):
         q = self.percentile if maximize else 100 - self.percentile
         strikes = 0
         for s in reversed(steps):  # consecutive judged epochs below the bar, most recent first
+            if not self.predictive(completed, others, s):
+                break  # the completed curves say this epoch does not rank the final values yet
             bars = [_at(o, s) for o in others if o and max(o) >= s]  # completed trials' best up to s
             bars = [b for b in bars if b is not None and math.isfinite(b)]
             if len(bars) < max(1, self.n_startup_trials):
@@ -158,6 +168,49 @@ class ScheduleAwarePruner(BasePruner):
                 break
             strikes += 1
         return strikes >= patience
+
+
+    def predictive(self, completed: list[FrozenTrial], curves: list[dict[int, float]], step: int) -> bool:
+        """Whether `step` ranks the trials as they end, on the completed ones: the rank correlation
+        of their best-so-far values at `step` with their final values is at least
+        min_rank_correlation (module docstring, (5)). Too few completed trials to tell: not yet."""
+        if self.min_rank_correlation is None:
+            return True
+        key = (len(completed), step)
+        if key not in self._predictive:
+            pairs = [(c[step], t.value) for t, c in zip(completed, curves)
+                     if step in c and t.value is not None and math.isfinite(c[step]) and math.isfinite(t.value)]
+            rho = rank_correlation([a for a, _ in pairs], [b for _, b in pairs]) if len(pairs) >= MIN_RANKED else None
+            self._predictive[key] = rho is not None and rho >= self.min_rank_correlation
+        return self._predictive[key]
+
+
+MIN_RANKED = 8  # completed trials before a rank correlation is trusted
+
+
+def rank_correlation(a: list[float], b: list[float]) -> float | None:
+    """Spearman's rho (average ranks for ties); None where either side is constant."""
+    ra, rb = _ranks(a), _ranks(b)
+    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
+    va = sum((x - ma) ** 2 for x in ra)
+    vb = sum((y - mb) ** 2 for y in rb)
+    if va == 0 or vb == 0:
+        return None
+    return sum((x - ma) * (y - mb) for x, y in zip(ra, rb)) / math.sqrt(va * vb)
+
+
+def _ranks(xs: list[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -239,10 +292,15 @@ PRUNERS: dict[str, Callable[[PrunerSpec, int], BasePruner]] = {
     "median": _median_pruner,
     "hyperband": lambda p, epochs: HyperbandPruner(min_resource=p.min_resource, max_resource=epochs,
                                                    reduction_factor=p.reduction_factor),
+    "successive_halving": lambda p, epochs: SuccessiveHalvingPruner(min_resource=p.min_resource,
+                                                                    reduction_factor=p.reduction_factor),
+    # steps are epochs here: the test pairs the trial's curve with the best trial's, epoch by epoch
+    "wilcoxon": lambda p, epochs: WilcoxonPruner(p_threshold=p.p_threshold, n_startup_steps=max(2, p.warmup_epochs)),
     "patient": lambda p, epochs: PatientPruner(_median_pruner(p, epochs), patience=p.patience,
                                                min_delta=p.min_delta),
     "schedule_aware": lambda p, epochs: ScheduleAwarePruner(p.n_startup_trials, p.warmup_epochs, p.patience,
-                                                            p.min_delta, p.percentile, p.noise_margin),
+                                                            p.min_delta, p.percentile, p.noise_margin,
+                                                            min_rank_correlation=p.min_rank_correlation),
 }
 
 

@@ -27,16 +27,18 @@ from vpsearch.training.history import OBJECTIVE_METRICS
 
 Scalar = Union[StrictBool, StrictInt, StrictFloat, str]
 SAMPLER_NAMES = ("tpe", "gp", "cmaes", "random", "grid", "skopt")
-PRUNER_NAMES = ("none", "median", "hyperband", "patient", "schedule_aware")
+PRUNER_NAMES = ("none", "median", "hyperband", "successive_halving", "wilcoxon", "patient", "schedule_aware")
 # Options each sampler / pruner accepts besides its name; anything else set is a mistake.
 SAMPLER_OPTIONS = {"tpe": {"seed", "n_startup_trials"}, "gp": {"seed", "n_startup_trials"},
                    "cmaes": {"seed", "n_startup_trials"}, "random": {"seed"}, "grid": {"seed"},
                    "skopt": {"seed", "n_startup_trials", "acq_func"}}
 PRUNER_OPTIONS = {"none": set(), "median": {"n_startup_trials", "warmup_epochs"},
                   "hyperband": {"min_resource", "reduction_factor"},
+                  "successive_halving": {"min_resource", "reduction_factor"},
+                  "wilcoxon": {"p_threshold", "warmup_epochs"},
                   "patient": {"n_startup_trials", "warmup_epochs", "patience", "min_delta"},
                   "schedule_aware": {"n_startup_trials", "warmup_epochs", "patience", "min_delta", "percentile",
-                                     "noise_margin"}}
+                                     "noise_margin", "min_rank_correlation"}}
 # Set by the study driver for every trial, so a search space must not own them.
 RESERVED = {"name", "train.seed", "train.device", "train.num_threads", "train.progress"}
 
@@ -165,7 +167,8 @@ class SamplerSpec(Strict):
 
 
 class PrunerSpec(Strict):
-    name: Literal["none", "median", "hyperband", "patient", "schedule_aware"] = "none"
+    name: Literal["none", "median", "hyperband", "successive_halving", "wilcoxon", "patient",
+                  "schedule_aware"] = "none"
     n_startup_trials: int = Field(2, ge=0, description="trials that must finish before pruning")
     warmup_epochs: int = Field(0, ge=0, description="epochs never pruned")
     patience: int = Field(2, ge=1, description="evaluations in a row below the bar before pruning")
@@ -174,8 +177,13 @@ class PrunerSpec(Strict):
                               "completed trials (50: the median; higher prunes more)")
     noise_margin: float = Field(0.0, ge=0, description="schedule_aware: the bar is lowered by this many seed "
                                 "standard deviations (measured on the completed seeds at that epoch)")
+    min_rank_correlation: float | None = Field(None, ge=-1, le=1, description="schedule_aware: judge an epoch "
+                                               "only once the completed trials' values there rank their final "
+                                               "values with at least this Spearman correlation")
     min_resource: int = Field(1, ge=1)
     reduction_factor: int = Field(3, ge=2)
+    p_threshold: float = Field(0.1, gt=0, lt=1, description="wilcoxon: prune when the paired test against the "
+                               "best trial on the epochs both reported gives p below this")
 
     @model_validator(mode="after")
     def _options(self) -> "PrunerSpec":
