@@ -121,3 +121,29 @@ def test_every_registered_table_lands_in_the_report_and_its_csv(journal, tmp_pat
     md = (tmp_path / "report.md").read_text()
     for spec in STRATEGY_TABLES.values():
         assert (tmp_path / spec.csv) in paths and f"## {spec.title}" in md
+
+
+def test_a_cell_that_mixes_configurations_is_compared_by_their_means_not_as_paired_seeds(journal):  # noqa: F811
+    from scipy import stats
+
+    from vpsearch.reporting.tables import display_strategies
+
+    study = optuna.create_study(study_name="mixes", storage=open_storage(journal).storage, direction="maximize")
+    write_study(study, study_config={"name": "mixes", "repeats": 2})
+    # each strategy: two learning rates x the same seeds 0 and 1 (the seed key repeats within a cell)
+    values = {("cyclical", 1e-3): (24.0, 24.2), ("cyclical", 2e-3): (23.0, 23.4),
+              ("none", 1e-3): (22.0, 22.1), ("none", 2e-3): (22.6, 22.5)}
+    for cid, ((kl, lr), seeds) in enumerate(values.items()):
+        for seed, v in enumerate(seeds):
+            a = vp_attrs(kl, "A", seed, v, config_id=cid)
+            a["config"]["optim"]["lr"] = lr
+            study.add_trial(optuna.trial.create_trial(value=v, params=params(kl, "A"), distributions=DISTS,
+                                                      user_attrs=a, intermediate_values=curve(v)))
+    cells = strategy_tables(open_study_data("mixes", journal)).cells
+    none = cells.set_index("kl").loc["none"]
+    assert none["test"] == "welch over configuration means"
+    # Welch on the configuration means (24.1, 23.2) vs (22.05, 22.55), not on the 4 trials each
+    assert none["p"] == pytest.approx(stats.ttest_ind([24.1, 23.2], [22.05, 22.55], equal_var=False).pvalue)
+    shown = display_strategies(cells, ["kl", "tf"]).set_index("KL annealing")
+    assert shown.loc["cyclical", "interval over"] == "2 configurations (mixed: their spread, not seed noise)"
+    assert shown.loc["none", "p (Holm)"].endswith("welch over configuration means")

@@ -15,7 +15,9 @@ one or more seeds. The cell's number is honest about both:
   over the survivors only, so it is ranked after the cells that are complete and is not
   tested against them.
 Complete rows are tested against the top row: paired by seed (and the other factor) where
-both ran the same ones, Welch otherwise, Holm-corrected over the table.
+both ran the same ones, Welch otherwise; where a cell mixes configurations that the pairing
+key does not tell apart, Welch over the cells' configuration means ("welch over configuration
+means"), never as if its trials were paired repeats. Holm-corrected over the table.
 
 Tables are registered once in STRATEGY_TABLES; the report, its CSV files and the dashboard
 all read that registry.
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import pandas as pd
@@ -96,12 +98,30 @@ def cell_row(cell: CellTrials) -> dict[str, Any]:
     }
 
 
-def _pair_values(g: pd.DataFrame, pair_on: list[str]) -> dict[Any, float]:
-    """Values keyed for pairing; falls back to unique trial keys when keys repeat or are missing."""
+def _pair_values(g: pd.DataFrame, pair_on: list[str]) -> dict[Any, float] | None:
+    """Values keyed for pairing where `pair_on` names each trial once; None where it does not
+    and the cell holds several configurations (two learning rates x 3 seeds, say): seeds of
+    different configurations are not repeats of one measurement."""
     keys = [tuple(r) for r in g[pair_on].itertuples(index=False)] if pair_on else []
     if keys and not any(pd.isna(k) for key in keys for k in key) and len(set(keys)) == len(keys):
         return dict(zip(keys, g["val_psnr"]))
+    if g["configuration"].nunique() > 1:
+        return None
     return {("trial", n): v for n, v in zip(g["number"], g["val_psnr"])}
+
+
+def _compare_cells(top: pd.DataFrame, other: pd.DataFrame, pair_on: list[str]):
+    """Paired (or Welch) on the trials where both cells name each trial once; where either mixes
+    configurations, Welch over the two cells' configuration means, and the test says so."""
+    a, b = _pair_values(top, pair_on), _pair_values(other, pair_on)
+    if a is not None and b is not None:
+        return compare(a, b)
+    c = compare(_config_means(top), _config_means(other))
+    return replace(c, test=f"{c.test} over configuration means") if c.test else c
+
+
+def _config_means(g: pd.DataFrame) -> dict[Any, float]:
+    return {("configuration", c): float(v) for c, v in g.groupby("configuration")["val_psnr"].mean().items()}
 
 
 def strategy_table(frame: pd.DataFrame, by: list[str], pair_on: list[str], repeats: int = 1) -> pd.DataFrame:
@@ -129,8 +149,7 @@ def strategy_table(frame: pd.DataFrame, by: list[str], pair_on: list[str], repea
     top = table.iloc[0]
     tested = [i for i in range(1, len(table)) if not table.at[i, "incomplete"] and not top["incomplete"]
               and not math.isnan(table.at[i, "psnr_mean"])]
-    comps = {i: compare(_pair_values(top["_values"], pair_on), _pair_values(table.at[i, "_values"], pair_on))
-             for i in tested}
+    comps = {i: _compare_cells(top["_values"], table.at[i, "_values"], pair_on) for i in tested}
     adjusted = dict(zip(tested, holm([comps[i].p for i in tested])))
     table["test"] = [comps[i].test if i in comps else "" for i in range(len(table))]
     table["diff_to_best"] = [0.0 if i == 0 else -comps[i].diff if i in comps else
@@ -306,6 +325,13 @@ def flag_text(r: Any) -> str:
            f"configuration(s) of {r.configs} only"
 
 
+def interval_text(r: Any) -> str:
+    """What a cell's interval is over, in words: seed noise, or a mix of configurations."""
+    if r.interval_over == "configurations":
+        return f"{r.configs_complete} configurations (mixed: their spread, not seed noise)"
+    return r.interval_over or r.interval_note
+
+
 def display_strategies(table: pd.DataFrame, by: list[str], baseline_name: str = "copy-last") -> pd.DataFrame:
     """The strategy table as strings, for Markdown and HTML."""
     names = {"kl": "KL annealing", "tf": "teacher forcing"}
@@ -313,7 +339,7 @@ def display_strategies(table: pd.DataFrame, by: list[str], baseline_name: str = 
     for c in by:
         out[names.get(c, c)] = table[c]
     out["val PSNR, mean [95% CI]"] = [_ci(r.psnr_mean, r.psnr_ci_low, r.psnr_ci_high, 2) for r in table.itertuples()]
-    out["interval over"] = [r.interval_over or r.interval_note for r in table.itertuples()]
+    out["interval over"] = [interval_text(r) for r in table.itertuples()]
     out["n (configs x seeds)"] = table["n"]
     out["complete / pruned / failed"] = [f"{r.complete} / {r.pruned} / {r.failed}" for r in table.itertuples()]
     out[f"vs {baseline_name}"] = ["—" if math.isnan(v) else f"{v:+.2f}" for v in table["vs_baseline"]]
