@@ -30,7 +30,7 @@ from vpsearch.models import DataShape, build_model
 from vpsearch.models.base import cond_at
 from vpsearch.training.device import autocast
 from vpsearch.training.engine import StepContext, sequence_loss, train_epoch
-from vpsearch.training.schedules import KLAnnealing, LearningRate, TeacherForcing
+from vpsearch.schedules import KLAnnealing, LearningRate, TeacherForcing
 from vpsearch.training.trainer import data_shape, make_optimizer
 
 

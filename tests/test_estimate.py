@@ -34,7 +34,7 @@ def test_the_probe_adds_up_the_runs_parts_and_writes_nothing(tiny_cfg, tmp_path,
 
 
 def test_evaluations_follow_eval_every():
-    from vpsearch.training.schedules import evaluated_epochs
+    from vpsearch.schedules import evaluated_epochs
 
     assert evaluated_epochs(4, 1) == [0, 1, 2, 3] and len(evaluated_epochs(13, 2)) == 7
     assert evaluated_epochs(3, 5) == [2] and evaluated_epochs(5, 2) == [1, 3, 4]

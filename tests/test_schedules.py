@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vpsearch.config import OptimConfig, load_config
-from vpsearch.training.schedules import (KLAnnealing, LearningRate, TeacherForcing, kl_signature, lr_factor,
+from vpsearch.schedules import (KLAnnealing, LearningRate, TeacherForcing, kl_signature, lr_factor,
                                          tf_signature)
 
 

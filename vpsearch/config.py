@@ -20,13 +20,10 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from vpsearch.errors import UserError
+from vpsearch.errors import ConfigError  # noqa: F401  (callers catch it as vpsearch.config.ConfigError too)
+from vpsearch.schedules import resolve_units
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-
-
-class ConfigError(UserError):
-    """A config file or override is malformed; the message names the file and field."""
 
 
 class Section(BaseModel):
@@ -210,7 +207,7 @@ class ScheduleConfig(Section):
     # batch: one coin per batch (the labs); step: one coin per time step (scheduled sampling)
     tfr_mode: Literal["batch", "step"] = "batch"
     # epoch: the ratio changes once per epoch (the labs); iteration: at every step, same slope.
-    # A decay over fewer than 2 epochs is switched to iteration (training/schedules.resolve_units).
+    # A decay over fewer than 2 epochs is switched to iteration (schedules.resolve_units).
     tfr_unit: Literal["epoch", "iteration"] = "epoch"
     # A step fed the model's own previous frame (teacher forcing off) re-encodes it. False:
     # the loss of later steps also trains the earlier steps through that frame (backprop
@@ -317,8 +314,9 @@ class Config(Section):
         if self.schedule.tfr_lower_bound > self.schedule.tfr:
             raise ValueError(f"schedule.tfr_lower_bound: {self.schedule.tfr_lower_bound:g} is above schedule.tfr "
                              f"({self.schedule.tfr:g})")
-        from vpsearch.training.schedules import resolve_units  # the schedules own their arithmetic
-
+        if self.schedule.kl_anneal_unit == "iteration" and self.train.steps_per_epoch is None:
+            raise ValueError("schedule.kl_anneal_unit: iteration needs train.steps_per_epoch set")
+        # the schedules own their arithmetic; the resolved config records the units that run
         kl_unit, tf_unit = resolve_units(self.schedule, self.train.epochs, self.train.steps_per_epoch)
         if (kl_unit, tf_unit) != (self.schedule.kl_anneal_unit, self.schedule.tfr_unit):
             self.schedule.kl_anneal_unit, self.schedule.tfr_unit = kl_unit, tf_unit

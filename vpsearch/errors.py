@@ -3,8 +3,9 @@
 Every layer may import this module (it imports nothing of vpsearch). The CLI prints a
 VpsearchError as ``vpsearch: error: <first line>`` and exits with status 2; any other
 exception is a bug and keeps its traceback (``VPSEARCH_DEBUG=1`` shows one for these too).
-Each layer subclasses UserError for its own kind (ConfigError, DataError, CheckpointError,
-StudyError, ReportError, TrackingUnavailable).
+ConfigError lives here (config and the schedules below it raise it); the other layers
+subclass UserError for their own kind (DataError, CheckpointError, StudyError, ReportError,
+TrackingUnavailable).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ class UserError(VpsearchError, ValueError):
     """Bad input (an argument, a file, a folder); the message names it and says what was expected.
 
     A ValueError too, so code that caught ValueError before keeps working."""
+
+
+class ConfigError(UserError):
+    """A config file or override is malformed; the message names the file and field."""
 
 
 def os_error(e: OSError, path: str | Path, doing: str, fix: str = "",

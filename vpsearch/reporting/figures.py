@@ -23,7 +23,7 @@ from vpsearch.config import Config, config_from_dict
 from vpsearch.fmt import number
 from vpsearch.reporting.stats import t_interval
 from vpsearch.reporting.study import StudyData, resolve_run_dir
-from vpsearch.training.schedules import KLAnnealing, TeacherForcing
+from vpsearch.schedules import KLAnnealing, TeacherForcing
 
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Dark24
 HEIGHT = 420

@@ -1,7 +1,7 @@
 """Strategy names of a study's trials, defined by their effective schedules.
 
 A KL-annealing strategy is the sequence of KL weights its trials train with, step by
-step over the budget (training/schedules.py kl_signature); a teacher-forcing strategy
+step over the budget (schedules.py kl_signature); a teacher-forcing strategy
 likewise. Settings that differ on paper but train identically (cyclical with one cycle
 and monotonic with the same ratio; a decay that starts after the last epoch and no decay)
 are one strategy and one row. Each strategy is named after its simplest member, with
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vpsearch.config import Config, ScheduleConfig
-from vpsearch.training.schedules import TeacherForcing, kl_signature, tf_signature
+from vpsearch.schedules import TeacherForcing, kl_signature, tf_signature
 
 KL_ORDER = {"none": 0, "monotonic": 1, "cyclical": 2}
 

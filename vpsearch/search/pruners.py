@@ -8,7 +8,7 @@ after its warm-up, so it kills a cyclical trial at its first reset when the othe
 are still rising, although that trial may end best. The schedule-aware pruner differs in
 three ways:
 (1) where it judges: only at epochs where the trial's own schedules have played out,
-    read from its config through the schedule objects of training/schedules.py: from the
+    read from its config through the schedule objects of schedules.py: from the
     first epoch that ends at full KL weight and trains with a decayed teacher-forcing
     ratio; with cyclical KL, in the first cycle once it holds full weight (like a monotonic
     ramp), and in every later cycle only at its last evaluation (a reset's dip and recovery
@@ -50,7 +50,7 @@ from optuna.trial import FrozenTrial, TrialState
 from vpsearch.config import Config, ConfigError, config_from_dict
 from vpsearch.search.records import TrialRecord
 from vpsearch.search.spec import CategoricalParam, FloatParam, PrunerSpec
-from vpsearch.training.schedules import KLAnnealing, TeacherForcing, evaluated_epochs
+from vpsearch.schedules import KLAnnealing, TeacherForcing, evaluated_epochs
 
 
 def judged_epochs(cfg: Config) -> list[int]:

@@ -19,7 +19,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from vpsearch.config import Config, ConfigError, config_from_dict
 from vpsearch.search.spec import RESERVED, CategoricalParam, FloatParam, IntParam, StudyError
-from vpsearch.training.schedules import kl_signature, tf_signature
+from vpsearch.schedules import kl_signature, tf_signature
 
 Space = dict[str, Any]  # name -> FloatParam | IntParam | CategoricalParam
 
@@ -109,7 +109,7 @@ def effective_key(base: Config, space: Space, params: dict[str, Any]) -> str:
     """Identity of the training a configuration would run, seed aside.
 
     The config with its schedules replaced by the values they take at every training
-    step (training/schedules.py signatures): `cyclical` with one cycle and `monotonic` with
+    step (schedules.py signatures): `cyclical` with one cycle and `monotonic` with
     the same ratio, or a teacher-forcing decay that starts after the last epoch and none at
     all, are the same configuration. Params the training config refuses key by themselves.
     """

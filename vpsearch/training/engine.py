@@ -20,7 +20,7 @@ from vpsearch.models.compose import recording_flow
 from vpsearch.training.device import autocast
 from vpsearch.training.losses import kl_gaussian
 from vpsearch.training.metrics import psnr, ssim
-from vpsearch.training.schedules import KLAnnealing, LearningRate, TeacherForcing
+from vpsearch.schedules import KLAnnealing, LearningRate, TeacherForcing
 from vpsearch.training.step_log import StepLog, read_every
 
 

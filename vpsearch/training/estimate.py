@@ -20,7 +20,7 @@ import torch
 
 from vpsearch import fmt
 from vpsearch.config import Config
-from vpsearch.training.schedules import evaluated_epochs
+from vpsearch.schedules import evaluated_epochs
 
 PROBE_STEPS = 3  # timed optimiser steps (after one warm-up step)
 PROBE_FRAMES = 12  # rollout frames of the timed evaluation batch

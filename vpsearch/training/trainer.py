@@ -36,7 +36,7 @@ from vpsearch.training.history import OBJECTIVE_METRICS, read_frame_psnr, write_
 from vpsearch.training.outputs import RunPictures
 from vpsearch.training.reporter import Reporter
 from vpsearch.training.resume import resume as resume_run
-from vpsearch.training.schedules import KLAnnealing, LearningRate, TeacherForcing, evaluated_epochs
+from vpsearch.schedules import KLAnnealing, LearningRate, TeacherForcing, evaluated_epochs
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,9 @@ MIN_RISE_EPOCHS epochs per rise (a KL cycle shorter than ~2 epochs, a teacher-fo
 decay over less than 2 epochs) is degenerate when sampled once per epoch (9 cycles in 9
 epochs gives a KL weight of 0 at every epoch), so the config switches it to per
 iteration (``resolve_units``).
+
+The ground floor: torch is imported only inside the functions that draw masks, and nothing of
+vpsearch at run time (the config imports this module to check and resolve its schedules).
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import functools
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
-    from vpsearch.config import Config, OptimConfig, ScheduleConfig
+# vpsearch.config's Config and its sections: config imports this module to check and resolve
+# its schedules, so they are named here, not imported (the ground floor imports nothing above)
+Config = ScheduleConfig = OptimConfig = Any
 
 MIN_RISE_EPOCHS = 2.0  # an epoch-counted schedule must rise / decay over at least this many epochs
 
@@ -104,10 +109,8 @@ class KLAnnealing:
         s = cfg.schedule
         total = cfg.train.epochs
         if s.kl_anneal_unit == "iteration":
-            if cfg.train.steps_per_epoch is None:
-                from vpsearch.config import ConfigError
-
-                raise ConfigError("schedule.kl_anneal_unit=iteration needs train.steps_per_epoch set")
+            if cfg.train.steps_per_epoch is None:  # refused by the config's validation
+                raise ValueError("schedule.kl_anneal_unit=iteration needs train.steps_per_epoch set")
             total *= cfg.train.steps_per_epoch
         return cls(s.kl_anneal_type, s.kl_anneal_cycle, s.kl_anneal_ratio, total, s.kl_anneal_unit)
 
