@@ -85,6 +85,38 @@ def test_train_into_an_existing_run_refuses_unless_resume_or_overwrite(tmp_path,
     assert over.returncode == 0, over.stderr[-2000:]
     assert digest(out / "checkpoints/last.pt") != kept["checkpoints/last.pt"]
     assert "seed: 7" in (out / "config.yaml").read_text()
+    # every top-level entry the run wrote is in its manifest, and nothing else is
+    from vpsearch.training.run_dir import MANIFEST, run_outputs
+    assert sorted(run_outputs(out)) == sorted(p.name for p in out.iterdir() if p.name != MANIFEST)
+
+
+def test_overwrite_removes_what_the_manifest_lists_and_keeps_the_rest(tmp_path):
+    from vpsearch.training.run_dir import MANIFEST, prepare_run_dir, run_outputs, wrote
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"x")
+    for name in ("config.yaml", "metrics.csv", "attention.png", "notes.txt"):
+        (run / name).write_text(name)
+    wrote(run, "config.yaml", "metrics.csv", "checkpoints")
+    wrote(run, "attention.png")  # an output added after this module was written
+    wrote(run, "config.yaml")  # listed once
+    assert run_outputs(run) == ["config.yaml", "metrics.csv", "checkpoints", "attention.png"]
+    prepare_run_dir(run, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]  # the user's own file stays
+    assert not (run / MANIFEST).exists()
+
+
+def test_a_run_from_before_the_manifest_is_overwritten_by_the_old_layout(tmp_path):
+    from vpsearch.training.run_dir import LEGACY_OUTPUTS, prepare_run_dir
+
+    run = tmp_path / "old"
+    run.mkdir()
+    for name in ("config.yaml", "curves.png", "mine.csv"):
+        (run / name).write_text(name)
+    assert "curves.png" in LEGACY_OUTPUTS
+    prepare_run_dir(run, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == ["mine.csv"]
 
 
 def test_resume_and_overwrite_together_are_refused(tmp_path):

@@ -45,6 +45,7 @@ from vpsearch.tracking.base import StudyTracker, TrialTracker
 from vpsearch.training import NonFiniteLossError, Reporters, fit
 from vpsearch.training.device import select_device, set_threads
 from vpsearch.training.precision import resolve_precision
+from vpsearch.training.run_dir import wrote
 
 
 @dataclass
@@ -235,6 +236,7 @@ class Worker:
             state, outcome = "FAIL", "error"
             reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
             run_dir.mkdir(parents=True, exist_ok=True)
+            wrote(run_dir, "error.txt")
             (run_dir / "error.txt").write_text(traceback.format_exc())
         seconds = time.perf_counter() - t0
         values = reporter.values(seconds)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable
 
 from vpsearch.training.plots import plot_run
+from vpsearch.training.run_dir import wrote
 from vpsearch.training.visualize import write_gif, write_strip
 
 
@@ -133,6 +134,7 @@ class RunPictures:
         samples = self.run_dir / "samples"
 
         def draw() -> None:
+            wrote(self.run_dir, "samples")
             samples.mkdir(parents=True, exist_ok=True)
             for name, writer in (("best.gif", write_gif), ("best_strip.png", write_strip)):
                 tmp = samples / f".tmp-{name}"  # keeps the extension: Pillow picks the format from it
@@ -151,6 +153,7 @@ class RunPictures:
             shutil.rmtree(tmp, ignore_errors=True)
             try:
                 for path in plot_run(tmp, rows, frame_psnr):
+                    wrote(self.run_dir, path.name)
                     _replace_into(path, self.run_dir / path.name)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -36,6 +36,7 @@ from vpsearch.training.history import OBJECTIVE_METRICS, read_frame_psnr, write_
 from vpsearch.training.outputs import RunPictures
 from vpsearch.training.reporter import Reporter
 from vpsearch.training.resume import resume as resume_run
+from vpsearch.training.run_dir import wrote
 from vpsearch.schedules import KLAnnealing, LearningRate, TeacherForcing, evaluated_epochs
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,7 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         history = list(state["history"])
         best, best_epoch = best_of(history, metric, direction)  # eval.best_metric may change on resume
         start_epoch = state["epoch"] + 1
+    wrote(run_dir, "config.yaml", "metrics.csv", "checkpoints")
     (run_dir / "config.yaml").write_text(cfg.to_yaml())  # after the resume check: a refused resume changes nothing
     reporter.started(run_dir, cfg.to_dict())
     if start_epoch:
@@ -264,6 +266,7 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
 
 
 def write_best_outputs(run_dir: Path, ev: Evaluation, pictures: RunPictures) -> None:
+    wrote(run_dir, "frame_psnr.csv")
     with (run_dir / "frame_psnr.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["frame", "psnr", "ssim", "psnr_best_of_n", "baseline_psnr"])
