@@ -91,8 +91,14 @@ def test_pruner_replay_measures_savings_regret_and_ranking():
     assert 0 < median.epochs_saved < 1 and median.orders == 4
     # the true best (cyclical, lr 1e-3) starts slowly: the median pruner kills it in some orders
     assert median.best_pruned > 0 and median.regret > 0
+    # the median pruner loses the slow starter in every order (below the median from epoch 1 on) and
+    # picks monotonic lr 1e-3 instead: 0.45 dB worse in true mean, in half the orders
+    assert median.best_pruned == 1.0 and median.regret_max == pytest.approx(0.4503, abs=1e-3)
     aware = results["schedule_aware"]
-    assert 0 <= aware.epochs_saved < 1 and 0 <= aware.best_pruned <= 1 and aware.regret >= 0
+    # judged only once the schedules settled (cyclical at epochs 1-2 of its first cycle): it keeps the
+    # slow starter in 3 of 4 orders, still prunes the clearly bad ones, and its median pick is the best
+    assert aware.best_pruned == 0.25 and aware.regret == 0.0
+    assert 0 < aware.epochs_saved < median.epochs_saved
 
 
 def test_sampler_replay_is_a_lookup_without_repeats():

@@ -241,7 +241,9 @@ def test_vpsearch_ui_finds_the_study_page(tmp_path):
     client = MlflowClient(tracking_uri=uri)
     old = client.create_experiment("old", tags={names.TAG_STUDY: "old"})
     client.create_experiment("not-a-study")
-    time.sleep(0.05)  # "newest" is by creation time (ms)
+    created = client.get_experiment(old).creation_time
+    while time.time() * 1000 <= created + 1:  # "newest" is by creation time (ms): let the clock pass it
+        time.sleep(0.001)
     new = client.create_experiment("new", tags={names.TAG_STUDY: "new", names.MLFLOW_SHARED_VIEW + names.VIEW_KEY:
                                                 names.study_view("val_psnr", ["optim.lr"])})
     url, others = ui.study_page(uri, "http://127.0.0.1:5000", None)  # the newest study, with its view
