@@ -136,3 +136,21 @@ def check_disk(plan, root: str | Path | None, workers: int) -> str:
                          f"{_mb(need)} ({est.text()}); free space, use another --root, or keep fewer checkpoints "
                          "(checkpoints: {keep: best, top_k: 1})")
     return line
+
+
+def trial_bytes(plan) -> int:
+    """Disk one more trial takes while it runs: its best.pt and last.pt, and its pictures and CSVs."""
+    est = estimate(plan, 1)
+    return est.weights + est.resume + int(OUTPUTS_PER_TRIAL)
+
+
+def short_of_room(paths: list[Path], need: int) -> str | None:
+    """Why a worker must not take another trial: a file system it writes to (the runs root, the
+    journal's folder) has less free space than the trial needs. None: room enough."""
+    for path in paths:
+        probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("/"))
+        free = shutil.disk_usage(probe).free
+        if free < need:
+            return (f"only {_mb(free)} free on {probe}, a trial needs about {_mb(need)}; free space and run "
+                    "`vpsearch study run` again (the study resumes)")
+    return None

@@ -8,7 +8,9 @@ Ways a RUNNING trial loses its worker, one code path (fail_and_requeue) for all:
 - a worker on this machine died while nobody watched: ``reap_dead_local`` at the next
   `study run` finds its pid gone;
 - a worker died between creating its trial and its first write: ``reap_orphans`` (a
-  RUNNING trial with no WORKER attr, older than the grace period).
+  RUNNING trial with no WORKER attr, older than the grace period);
+- the storage filled between failing a trial and queueing its copy: ``requeue_missing`` at
+  the next `study run` queues the copy.
 The failed trial keeps its reason (TrialRecord.fail_reason, outcome "lost"); its re-run is a
 WAITING copy with the same params, seed and repeat (retry_of names the original) that the
 next worker pops first.
@@ -109,6 +111,21 @@ def reap_dead_local(study: optuna.Study, retry: RetryStaleTrial) -> list[int]:
         if host == HOST and pid.isdigit() and not pid_alive(int(pid)):
             if fail_and_requeue(study, trial_id(t), f"worker {host}:{pid} died mid-trial", retry):
                 out.append(t.number)
+    return out + requeue_missing(study, retry)
+
+
+def requeue_missing(study: optuna.Study, retry: RetryStaleTrial) -> list[int]:
+    """Trials failed as lost and due a re-run whose WAITING copy was never written (the storage
+    filled or went away between the two writes of fail_and_requeue): queue their copy now."""
+    trials = study.get_trials(deepcopy=False)
+    copied = {TrialRecord.of(t).retry_of for t in trials}
+    out = []
+    for t in trials:
+        rec = TrialRecord.of(t)
+        if (t.state == TrialState.FAIL and rec.outcome == "lost" and t.number not in copied
+                and str(rec.fail_reason or "").endswith("re-queued") and retry.will_retry(t)):
+            retry(study, t)
+            out.append(t.number)
     return out
 
 

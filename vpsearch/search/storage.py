@@ -19,6 +19,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -27,8 +28,9 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
 
+from vpsearch.search import journal_file
+from vpsearch.search.journal_file import GuardedJournalBackend
 from vpsearch.search.spec import Failure, StudyError
 from vpsearch.settings import redact, scrub, with_driver
 
@@ -37,6 +39,13 @@ T = TypeVar("T")
 
 class StorageUnavailable(StudyError):
     """The storage could not be reached within the retry budget."""
+
+
+class StorageFull(StorageUnavailable):
+    """The storage's file system is full (or read-only): nothing more can be recorded."""
+
+
+_FULL_ERRNO = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 # I/O errors a network file system (a journal on NFS) gives while it is away
@@ -77,6 +86,28 @@ class FlockLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+def set_aside_torn_tail(path: Path, lock: FlockLock, shown: str) -> None:
+    if not path.exists():
+        return
+    lock.acquire()
+    try:
+        cut = journal_file.set_aside_torn_tail(path)
+    finally:
+        lock.release()
+    if cut:
+        print(f"vpsearch: warning: storage {shown}: the journal's last record was cut off ({cut} bytes, a write "
+              f"that stopped part-way); set aside into {path.name}.torn, the study goes on from the rest",
+              file=sys.stderr)
+
+
+def _repaired(path: Path, lock: FlockLock, shown: str) -> int:
+    n = journal_file.repair(path, lock)
+    if n:
+        print(f"vpsearch: warning: storage {shown}: {n} torn record(s) in the journal set aside into "
+              f"{path.name}.torn; the study goes on from the rest", file=sys.stderr)
+    return n
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -178,6 +209,10 @@ def retrying(fn: Callable[[], T], what: str, shown: str, wait: float,
         try:
             return fn()
         except Exception as e:
+            if isinstance(e, OSError) and e.errno in _FULL_ERRNO:
+                raise StorageFull(f"storage {shown}: {(e.strerror or str(e)).lower()} while {what}; free space "
+                                  "and run the command again: nothing half-written stays in the journal, and "
+                                  "a study resumes where it stopped") from None
             if not _is_transient(e):
                 raise
             elapsed = time.monotonic() - start
@@ -211,7 +246,14 @@ def open_storage(url: str, workers: int = 1, failure: Failure | None = None, wai
             raise StudyError(f"storage {shown}: cannot create {path.parent} ({e.strerror})") from None
 
         def make_journal() -> BaseStorage:
-            return JournalStorage(JournalFileBackend(str(path), lock_obj=FlockLock(str(path))))
+            lock = FlockLock(str(path))
+            set_aside_torn_tail(path, lock, shown)
+            try:
+                return JournalStorage(GuardedJournalBackend(str(path), lock))
+            except ValueError:  # a torn record inside the file (Optuna's reader stops at it)
+                if not _repaired(path, lock, shown):
+                    raise
+                return JournalStorage(GuardedJournalBackend(str(path), lock))
         return StudyStorage(url, kind, retrying(make_journal, "opening the journal", shown, wait), wait,
                             journal=path, failure=failure)
 

@@ -26,7 +26,7 @@ from vpsearch import settings
 from vpsearch.provenance import trial_provenance
 from vpsearch.config import config_from_dict
 from vpsearch.search.after_trial import advance_race, check_stop, queue_seed
-from vpsearch.search.checkpoints import sweep
+from vpsearch.search.checkpoints import short_of_room, sweep, trial_bytes
 from vpsearch.search.gpus import FREE, claim_gpu, gpu_uuids
 from vpsearch.search.lost import end_lost_runs
 from vpsearch.search.objective import Heartbeat, TrialReporter
@@ -122,6 +122,7 @@ class Worker:
                                        make_pruner(spec.pruner, self.plan.base.train.epochs))
         self.retry = RetryStaleTrial(spec.failure.max_retries)
         self.base_flat = self.plan.base.flat()
+        self.trial_bytes = trial_bytes(self.plan)
         self.id = worker_id()
         record = StudyRecord.of(self.study)
         uri = settings.study_tracking_uri(opts.tracking_uri, record.mlflow_tracking_uri, opts.root)
@@ -147,6 +148,10 @@ class Worker:
     def should_stop(self) -> str | None:
         if self.opts.deadline is not None and time.time() >= self.opts.deadline:
             return "timeout reached"
+        folders = [settings.runs_root(self.opts.root)] + ([self.store.journal.parent] if self.store.journal else [])
+        short = short_of_room(folders, self.trial_bytes)
+        if short:
+            return short
         if self.opts.parent_pid is not None and os.getppid() != self.opts.parent_pid:
             return "launcher is gone"
         return None
