@@ -175,3 +175,33 @@ def test_the_readme_table_is_what_the_shipped_replays_say():
     saved = replays[0]["racing"][0]
     now = replay_search.replay_racing(rec, saved["orders"], saved["workers"])
     assert now.seed_trials_saved == pytest.approx(saved["seed_trials_saved"]) and now.same_pick == saved["same_pick"]
+
+
+def test_a_study_becomes_a_recording_that_states_its_spread_noise_and_wall_time():
+    from datetime import datetime, timedelta
+
+    from vpsearch.search.records import TrialRecord, write_study
+
+    rec = recording()
+    study = optuna.create_study(direction="maximize")
+    write_study(study, study_config=rec.study_config, base_config=rec.base_config)
+    start = datetime(2026, 12, 7, 10, 0, 0)
+    for k, t in enumerate(rec.trials):
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=k, trial_id=k, state=optuna.trial.TrialState.COMPLETE, value=rec.value(t), params={},
+            distributions={}, intermediate_values=dict(enumerate(t.curve)), system_attrs={},
+            user_attrs=TrialRecord.encode(seed=t.seed, repeat=t.repeat, config_id=t.config_id),
+            datetime_start=start + timedelta(seconds=10 * k), datetime_complete=start + timedelta(seconds=10 * k + 8)))
+    # a trial evaluated on fewer epochs cannot be replayed and is left out
+    study.add_trial(optuna.trial.FrozenTrial(
+        number=99, trial_id=99, state=optuna.trial.TrialState.COMPLETE, value=1.0, params={}, distributions={},
+        intermediate_values={0: 1.0}, system_attrs={}, user_attrs=TrialRecord.encode(seed=1, repeat=0, config_id=99),
+        datetime_start=start, datetime_complete=start + timedelta(seconds=1)))
+    back = RecordedStudy.from_study(study)
+    assert len(back.trials) == len(rec.trials) and back.epochs == EPOCHS
+    p = back.produced_by
+    assert p["wall_seconds"] == 10 * (len(rec.trials) - 1) + 8 and p["date"] == "2026-12-07"
+    assert p["configurations"] == 6 and p["seeds"] == 2 and p["seed_noise"] == pytest.approx(0.071, abs=1e-3)
+    # the slow starter (cyclical, lr 1e-3) starts below all four non-cyclical configurations and ends above them
+    assert p["crossing_pairs"] == "4 of 15" and p["decisive"] is True
+    assert "machine" in p and p["workers"].startswith("1 x")

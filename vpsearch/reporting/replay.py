@@ -41,7 +41,7 @@ from vpsearch.search.pruners import PRUNERS, make_pruner, unjudged_configuration
 from vpsearch.search.records import write_trial
 from vpsearch.search.spec import PRUNER_NAMES, SAMPLER_NAMES, PrunerSpec
 
-DEFAULT_PRUNERS = ["none", "median", "hyperband", "patient", "schedule_aware"]
+DEFAULT_PRUNERS = ["none", "median", "successive_halving", "hyperband", "patient", "schedule_aware"]
 DEFAULT_SAMPLERS = ["random", "tpe", "gp", "cmaes", "skopt"]
 DEFAULT_STOP_SAMPLER = "tpe"
 
