@@ -166,7 +166,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        description="An HTML dashboard of a study laid out by a definition in dashboards/; --serve "
                                    "serves it and refreshes it as trials finish.",
                        epilog=examples("vpsearch dashboard quickstart", "vpsearch dashboard quickstart --serve "
-                                                                        "--definition live"))
+                                                                        "--definition compact"))
     _common(p, "dashboard")
     p.add_argument("--definition", default="study", help="definition name in dashboards/ or a YAML path "
                                                          "(default: study)")
