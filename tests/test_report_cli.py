@@ -49,8 +49,8 @@ def test_report_defaults_to_the_study_folder(root, capsys):
     assert md.split("\n")[2] == ("> The best strategy beats copying the last context frame: 24.20 dB vs 20.00 dB on "
                                   "the same validation sequences (+4.20 dB). Best strategy: KL cyclical, teacher "
                                   "forcing tfr 0.5 fixed: 24.20 dB [95% CI over seeds 23.95, 24.45], n = 1 x 3 "
-                                  "(configurations x seeds). It is significantly better than 2 of the 2 other "
-                                  "complete strategies; 3 more lost trials to pruning or failure and are not compared."
+                                  "(configurations x seeds). Of the 2 other complete strategies, it is significantly "
+                                  "better than 2; 3 more lost trials to pruning or failure and are not compared."
                                   " By KL annealing alone: cyclical leads (24.68 vs 23.60 dB for none) (both "
                                   "incomplete: survivors' means). By teacher forcing alone: tfr 1 -0.25/ep after ep 1 "
                                   "leads (23.73 vs 22.76 dB for tfr 0.5 fixed) (both incomplete: survivors' means).")

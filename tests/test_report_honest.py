@@ -3,6 +3,8 @@ the verdict against the trivial predictor comes first, identical schedules are o
 
 from __future__ import annotations
 
+import math
+
 import optuna
 import pandas as pd
 import pytest
@@ -147,3 +149,23 @@ def test_a_cell_that_mixes_configurations_is_compared_by_their_means_not_as_pair
     shown = display_strategies(cells, ["kl", "tf"]).set_index("KL annealing")
     assert shown.loc["cyclical", "interval over"] == "2 configurations (mixed: their spread, not seed noise)"
     assert shown.loc["none", "p (Holm)"].endswith("welch over configuration means")
+
+
+def test_the_answer_counts_untested_strategies_and_calls_a_tie_a_tie():
+    from types import SimpleNamespace
+
+    from vpsearch.reporting.report import answer
+
+    def cell(kl, tf, mean, p=math.nan, incomplete=False):
+        return {"kl": kl, "tf": tf, "psnr_mean": mean, "baseline_psnr": 20.0, "interval_over": "",
+                "interval_note": "1 seed: no interval", "n": "1 x 1", "incomplete": incomplete, "p_holm": p,
+                "configs": 1, "configs_complete": 1, "pruned": 0, "failed": 0, "running": 0}
+    cells = pd.DataFrame([cell("cyclical", "held", 23.031), cell("none", "held", 23.029),
+                          cell("monotonic", "held", 22.0, p=0.01)])
+    kl = pd.DataFrame([{"kl": "cyclical", "psnr_mean": 23.031, "p_holm": math.nan, "incomplete": False},
+                       {"kl": "none", "psnr_mean": 23.029, "p_holm": 0.9, "incomplete": False}])
+    t = SimpleNamespace(cells=cells, kl=kl, tf=None)
+    text = answer(SimpleNamespace(baseline_name="copy-last"), t)
+    assert ("Of the 2 other complete strategies, it is significantly better than 1 (1 could not be tested: too few "
+            "seeds or configurations).") in text
+    assert "By KL annealing alone: cyclical and none tie (23.03 dB each, p=0.9)." in text

@@ -62,10 +62,13 @@ def answer(data: StudyData, t: tables.StrategyTables) -> str:
         text += f" Caution: it is {tables.flag_text(top)}."
     others = t.cells.iloc[1:]
     if len(others):
-        tested = others[others["p_holm"].notna()]
+        complete = others[~others["incomplete"].astype(bool) & others["psnr_mean"].notna()]
+        tested = complete[complete["p_holm"].notna()]
         sig = int((tested["p_holm"] < 0.05).sum())
         flagged = int(others["incomplete"].sum())
-        text += (f" It is significantly better than {sig} of the {len(tested)} other complete strategies"
+        untested = len(complete) - len(tested)
+        text += (f" Of the {len(complete)} other complete strategies, it is significantly better than {sig}"
+                 + (f" ({untested} could not be tested: too few seeds or configurations)" if untested else "")
                  + (f"; {flagged} more lost trials to pruning or failure and are not compared" if flagged else "")
                  + ".")
     for name, tab in (("KL annealing", t.kl), ("teacher forcing", t.tf)):
@@ -73,9 +76,13 @@ def answer(data: StudyData, t: tables.StrategyTables) -> str:
             first, second = tab.iloc[0], tab.iloc[1]
             caution = " (both incomplete: survivors' means)" if first["incomplete"] and second["incomplete"] else \
                 " (incomplete: survivors' mean)" if first["incomplete"] else ""
-            text += (f" By {name} alone: {first[tab.columns[0]]} leads ({first['psnr_mean']:.2f} vs "
-                     f"{second['psnr_mean']:.2f} dB for {second[tab.columns[0]]}"
-                     + (f", p={second['p_holm']:.3g}" if pd.notna(second["p_holm"]) else "") + f"){caution}.")
+            a, b = first[tab.columns[0]], second[tab.columns[0]]
+            p = f", p={second['p_holm']:.3g}" if pd.notna(second["p_holm"]) else ""
+            if round(first["psnr_mean"], 2) == round(second["psnr_mean"], 2):
+                text += f" By {name} alone: {a} and {b} tie ({first['psnr_mean']:.2f} dB each{p}){caution}."
+            else:
+                text += (f" By {name} alone: {a} leads ({first['psnr_mean']:.2f} vs {second['psnr_mean']:.2f} dB "
+                         f"for {b}{p}){caution}.")
     return text
 
 
