@@ -169,3 +169,19 @@ def test_the_answer_counts_untested_strategies_and_calls_a_tie_a_tie():
     assert ("Of the 2 other complete strategies, it is significantly better than 1 (1 could not be tested: too few "
             "seeds or configurations).") in text
     assert "By KL annealing alone: cyclical and none tie (23.03 dB each, p=0.9)." in text
+
+
+def test_figures_show_the_baseline_count_whole_trials_and_hide_importances_on_few_trials(journal):  # noqa: F811
+    from vpsearch.reporting import figures
+    from vpsearch.reporting.figures import NoFigure
+
+    scripted(journal, "figs", baseline=21.5)
+    data = open_study_data("figs", journal)
+    means = figures.strategy_means(data)
+    lines = [s for s in means.layout.shapes if s.type == "line"]
+    assert len(lines) == 1 and lines[0].y0 == pytest.approx(21.5)  # copy-last on the same sequences
+    assert means.layout.annotations[-1].text == "copy-last 21.50 dB"
+    history = figures.history(data)
+    assert (history.layout.xaxis.tickformat, history.layout.xaxis.dtick) == ("d", 1)  # 6 trials: no tick at 0.5
+    with pytest.raises(NoFigure, match="at least 10 completed trials"):
+        figures.importances(data)

@@ -35,11 +35,19 @@ class NoFigure(Exception):
     """The data cannot support this figure (the reason is shown in its place)."""
 
 
+WHOLE_AXES = ("epoch", "trial", "frame")  # x axes counted in whole numbers: no tick at 0.5
+
+
 def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
     fig.update_layout(title=title, height=HEIGHT, template="plotly_white", margin=dict(l=60, r=20, t=50, b=50),
                       legend=dict(font=dict(size=10)))
     fig.update_xaxes(title_text=x)
     fig.update_yaxes(title_text=y)
+    if x in WHOLE_AXES:
+        xs = [float(v) for trace in fig.data if getattr(trace, "x", None) is not None for v in trace.x
+              if isinstance(v, (int, float, np.integer, np.floating))]
+        span = (max(xs) - min(xs)) if xs else 0
+        fig.update_xaxes(tickformat="d", tick0=0, dtick=max(1, math.ceil(span / 12)))
     return fig
 
 
@@ -97,6 +105,11 @@ def strategy_means(data: StudyData) -> go.Figure:
     # preset names first, their settings on a second line, so long labels do not collide
     fig.update_xaxes(tickvals=list(range(len(tf_order))), ticktext=[t.replace(" (", "<br>(") for t in tf_order],
                      range=[-0.5, len(tf_order) - 0.5], tickangle=0)
+    # the trivial predictor on the same sequences, inside the axis: 0.05 dB must not fill the height
+    base = done["baseline_psnr"].dropna()
+    if len(base):
+        fig.add_hline(y=float(base.mean()), line=dict(color="gray", dash="dot"),
+                      annotation_text=f"{data.baseline_name} {float(base.mean()):.2f} dB")
     return _layout(fig, "Best validation PSNR by strategy (mean, 95% CI, trials)", "teacher forcing", "val PSNR (dB)")
 
 
@@ -172,7 +185,6 @@ def trial_curves(data: StudyData) -> go.Figure:
             marker=dict(size=5), hovertemplate=f"trial {n} ({st.lower()}), epoch %{{x}}: %{{y:.2f}}<extra></extra>"))
     label = data.curve_label()
     fig = _layout(fig, f"{label.removesuffix(' (dB)')} per epoch, every trial", "epoch", label)
-    fig.update_xaxes(dtick=1)  # epochs are whole numbers
     return fig
 
 
@@ -294,9 +306,15 @@ def parallel(data: StudyData) -> go.Figure:
     return fig
 
 
+MIN_IMPORTANCE_TRIALS = 10
+
+
 def importances(data: StudyData) -> go.Figure:
     from vpsearch.reporting.tables import param_importances
 
+    if len(data.completed) < MIN_IMPORTANCE_TRIALS:
+        raise NoFigure(f"importances need at least {MIN_IMPORTANCE_TRIALS} completed trials to mean anything "
+                       f"(fANOVA on fewer ranks noise; {len(data.completed)} completed)")
     try:
         imp = param_importances(data)
     except ValueError as e:
