@@ -27,7 +27,7 @@ from vpsearch.config import config_from_dict
 from vpsearch.errors import UserError
 from vpsearch import provenance
 from vpsearch.reporting import figures, tables
-from vpsearch.reporting.html import esc, img_data_uri, page, render, write_atomic
+from vpsearch.reporting.html import esc, img_data_uri, page, render, write_atomic, write_page
 from vpsearch.reporting.stats import t_interval
 from vpsearch.reporting.study import ReportError, StudyData, resolve_run_dir
 from vpsearch.reporting.tables import CellTrials
@@ -229,8 +229,8 @@ def export_best(data: StudyData, out: Path, by: By = "mean-over-seeds", test: bo
     (out / "trials.csv").write_text(group_trials.to_csv(index=False))
     ex = Exported(data, c, row, metrics_table(data, c, env["test"]), env, copied, best_yaml.read_text())
     write_atomic(out / "report.md", markdown(ex))
-    write_atomic(out / "report.html", html_page(ex))
-    return [best_yaml, out / "report.md", out / "report.html", out / "environment.json", out / "trials.csv",
+    pages = write_page(out / "report.html", html_page(ex))
+    return [best_yaml, out / "report.md", *pages, out / "environment.json", out / "trials.csv",
             *copied.values()], c
 
 
@@ -309,4 +309,4 @@ def html_page(ex: Exported) -> str:
     body += ["<h2>Environment</h2>", "<ul>" + "".join(f"<li><b>{esc(k)}</b>: {esc(v)}</li>"
                                                        for k, v in _env_lines(env)) + "</ul>",
              "<h2>best.yaml</h2>", f"<pre>{esc(ex.yaml_text)}</pre>"]
-    return page(f"{data.name}: best configuration", "\n".join(body))
+    return page(f"{data.name}: best configuration", "\n".join(body), plotly_beside=True)

@@ -1,7 +1,9 @@
-"""Self-contained HTML pages: plotly.js embedded once, images as data URIs, no network.
+"""HTML pages that need no network: plotly.js from beside the page or inline, images as data URIs.
 
-Reports are opened from disk on machines without internet, and logged to MLflow where
-they are viewed as single files, so nothing may point outside the page.
+Reports are opened from disk on machines without internet. plotly.js is 3.5 MB: a report
+folder holds one copy (``plotly-VERSION.min.js``, written once by write_page) that its pages
+load by a relative path, so each page stays small; a page served alone (the dashboard) embeds
+it. Nothing points outside the folder.
 """
 
 from __future__ import annotations
@@ -90,13 +92,32 @@ def img_data_uri(path: Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
-def page(title: str, body: str, script: str = "") -> str:
-    """A complete page. The empty icon link stops browsers asking the server for favicon.ico."""
+def plotly_file() -> str:
+    from plotly.offline import get_plotlyjs_version
+    return f"plotly-{get_plotlyjs_version()}.min.js"
+
+
+def page(title: str, body: str, script: str = "", plotly_beside: bool = False) -> str:
+    """A complete page, plotly.js inline or (plotly_beside) loaded from plotly_file() next to it. The
+    empty icon link stops browsers asking the server for favicon.ico."""
+    lib = (f'<script type="text/javascript" src="{plotly_file()}"></script>' if plotly_beside
+           else f'<script type="text/javascript">{plotly_js()}</script>')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><link rel=\"icon\" href=\"data:,\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{CSS}</style>"
-            f"<script type=\"text/javascript\">{plotly_js()}</script></head>\n"
-            f"<body>\n{body}\n{script}\n</body></html>\n")
+            f"{lib}</head>\n<body>\n{body}\n{script}\n</body></html>\n")
+
+
+def write_page(path: Path, text: str) -> list[Path]:
+    """Write a page made with plotly_beside, and plotly.js beside it unless already there; the files
+    written."""
+    lib = path.parent / plotly_file()
+    written = []
+    if not lib.is_file() or lib.stat().st_size != len(plotly_js().encode()):
+        write_atomic(lib, plotly_js())
+        written.append(lib)
+    write_atomic(path, text)
+    return [path, *written]
 
 
 def write_atomic(path: Path, text: str) -> None:

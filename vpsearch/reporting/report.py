@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from vpsearch.reporting import figures, tables
-from vpsearch.reporting.html import esc, page, render, write_atomic
+from vpsearch.reporting.html import esc, page, render, write_atomic, write_page
 from vpsearch.reporting.study import StudyData
 from vpsearch.search.records import StudyRecord
 from vpsearch.settings import redact, runs_root, study_tracking_uri
@@ -145,7 +145,7 @@ def html_report(data: StudyData, t: tables.StrategyTables) -> str:
     for name in REPORT_FIGURES:
         body.append(render(name, lambda name=name: figures.STUDY_FIGURES[name](data))[0])
     body += ["<h2>Every trial</h2>", tables.scroll_table(tables.trials_table(data.frame, data.param_names))]
-    return page(f"{data.name}: study report", "\n".join(body))
+    return page(f"{data.name}: study report", "\n".join(body), plotly_beside=True)
 
 
 def build_report(data: StudyData, out: Path) -> list[Path]:
@@ -154,8 +154,8 @@ def build_report(data: StudyData, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = write_csvs(data, t, out)
     write_atomic(out / "report.md", markdown(data, t))
-    write_atomic(out / "report.html", html_report(data, t))
-    return [out / "report.md", out / "report.html", *paths]
+    pages = write_page(out / "report.html", html_report(data, t))
+    return [out / "report.md", *pages, *paths]
 
 
 def log_report(data: StudyData, paths: list[Path], uri: str | None, root: str | Path | None) -> str:
@@ -176,10 +176,13 @@ def log_report(data: StudyData, paths: list[Path], uri: str | None, root: str | 
         tracker = make_tracker(uri, runs_root(root), data.name)
         try:
             tracker.ensure_parent(record.study_config or {}, sampler_name(data), redact(data.storage_url), parent_run_id=parent)
-            tracker.log_study_artifacts(paths, "report")
+            # the compact report (Markdown and CSVs): the interactive page and its plotly.js stay on disk
+            tracker.log_study_artifacts([p for p in paths if p.suffix not in (".html", ".js")], "report")
         finally:
             tracker.close()
     except Exception as e:  # the report is written either way; tracking trouble is a warning
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return f"warning: report not logged to MLflow ({redact(uri)}): {first}"
-    return f"logged to MLflow run {parent} ({redact(uri)}) under report/"
+    html_page = next((p for p in paths if p.suffix == ".html"), None)
+    return (f"logged to MLflow run {parent} ({redact(uri)}) under report/ (Markdown and CSVs"
+            + (f"; the interactive {html_page.name} stays in {html_page.parent}" if html_page else "") + ")")
