@@ -60,10 +60,12 @@ def test_the_live_eta_uses_the_estimate_until_a_trial_finishes(tmp_path, pushing
     running = [optuna.trial.FrozenTrial(number=i, state=TrialState.RUNNING, value=None,
                                         datetime_start=now - dt.timedelta(seconds=25), datetime_complete=None,
                                         params={}, distributions={}, user_attrs={}, system_attrs={},
-                                        intermediate_values={}, trial_id=i) for i in range(2)]
+                                        intermediate_values={0: 20.0} if i else {}, trial_id=i) for i in range(2)]
     line = progress_line(plan, running, workers=2, estimate=100.0, now=now)
     # two running with 75 s left each, two queued at 100 s, over 2 workers: (150 + 200) / 2
-    assert line.endswith("ETA 2m55s") and "0/4 finished (complete 0, pruned 0, failed 0) | running 2" in line
+    assert line.endswith("ETA 2m55s")
+    # trial 1 has reported its first epoch of two, trial 0 none yet
+    assert "0/4 finished (complete 0, pruned 0, failed 0) | running 2 (#0 epoch 0/2, #1 epoch 1/2) |" in line
     assert progress_line(plan, running, workers=2, now=now).endswith("ETA -")
 
 

@@ -52,7 +52,18 @@ def progress_line(plan: StudyPlan, trials: list[FrozenTrial], workers: int, esti
         queued = max(0, left - len(running))
         eta = _fmt_time((running_left + queued * per_trial) / max(1, workers))
     return (f"{plan.name}: {t.finished}/{plan.n_trials} finished (complete {t.complete}, pruned {t.pruned}, "
-            f"failed {t.failed}) | running {t.running} | {best_s} | ETA {eta}")
+            f"failed {t.failed}) | running {t.running}{running_epochs(plan, trials)} | {best_s} | ETA {eta}")
+
+
+def running_epochs(plan: StudyPlan, trials: list[FrozenTrial], most: int = 4) -> str:
+    """' (#3 epoch 2/6, #4 epoch 1/6)': how far each running trial is (epochs it has reported)."""
+    epochs = plan.base.train.epochs
+    shown = [f"#{tr.number} epoch {max(tr.intermediate_values) + 1 if tr.intermediate_values else 0}/{epochs}"
+             for tr in sorted(trials, key=lambda tr: tr.number) if tr.state == TrialState.RUNNING]
+    if not shown:
+        return ""
+    more = f", +{len(shown) - most} more" if len(shown) > most else ""
+    return f" ({', '.join(shown[:most])}{more})"
 
 
 def params_text(params: dict[str, Any]) -> str:
