@@ -43,8 +43,13 @@ def test_study_run_tracks_every_trial_into_the_server(mlflow_server, pushing_roo
     assert parent.data.tags[names.TAG_BEST_TRIAL] == names.trial_run_name(best.number, best.params)
     # the runs table `vpsearch ui` opens: objective, baseline, the searched param, state, best first
     view = json.loads(json.loads(exp.tags[names.MLFLOW_SHARED_VIEW + names.VIEW_KEY])["state"])
-    assert view["selectedColumns"] == ["metrics.`val/psnr_best`", "metrics.`val/baseline_psnr`",
-                                       "params.`optim.lr`", "tags.`state`"]
+    assert view["selectedColumns"] == ["metrics.`val/psnr_best`", "metrics.`val/gain_db`",
+                                       "metrics.`val/baseline_psnr`", "params.`optim.lr`", "tags.`state`"]
+    # how much the best trial buys over copying, on the parent's row and on the trial's
+    res = TrialRecord.of(best).results
+    assert parent.data.metrics["val/gain_db"] == pytest.approx(res.val_psnr_best - res.baseline_psnr)
+    best_run = next(r for r in runs.values() if r.data.tags.get(names.TAG_TRIAL) == str(best.number))
+    assert best_run.data.metrics["val/gain_db"] == pytest.approx(res.val_psnr_best - res.baseline_psnr, abs=1e-4)
     assert view["orderByKey"] == "metrics.`val/psnr_best`" and view["orderByAsc"] is False
     for name, t in expected.items():
         run = runs[name]

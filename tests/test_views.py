@@ -47,8 +47,9 @@ def test_the_study_view_shows_objective_baseline_params_state_best_first():
     env = json.loads(names.study_view("val_psnr", ["optim.lr", "schedule.kl_anneal_type"]))
     assert isinstance(env["name"], str) and isinstance(env["createdAt"], int)  # MLflow's saved-view envelope
     state = json.loads(env["state"])
-    assert state["selectedColumns"] == ["metrics.`val/psnr_best`", "metrics.`val/baseline_psnr`",
-                                        "params.`optim.lr`", "params.`schedule.kl_anneal_type`", "tags.`state`"]
+    assert state["selectedColumns"] == ["metrics.`val/psnr_best`", "metrics.`val/gain_db`",
+                                        "metrics.`val/baseline_psnr`", "params.`optim.lr`",
+                                        "params.`schedule.kl_anneal_type`", "tags.`state`"]
     assert state["orderByKey"] == "metrics.`val/psnr_best`" and state["orderByAsc"] is False
     assert state["columnOrder"][0] == names.RUN_NAME_COLUMN and set(state["columnWidths"]) == set(state["columnOrder"])
     assert json.loads(json.loads(names.study_view("val_ssim", []))["state"])["orderByKey"] == "metrics.`val/ssim_best`"

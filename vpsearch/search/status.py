@@ -217,5 +217,7 @@ def parent_progress(plan: StudyPlan, trials: list[FrozenTrial]) -> tuple[int, di
         res = TrialRecord.of(best).results
         if res is not None and res.baseline_psnr is not None:
             metrics[names.EPOCH_METRICS["baseline_psnr"]] = res.baseline_psnr
+            if res.val_psnr_best is not None:
+                metrics[names.GAIN] = res.val_psnr_best - res.baseline_psnr
         tags[names.TAG_BEST_TRIAL] = names.trial_run_name(best.number, best.params)
     return t.finished, metrics, tags

@@ -245,6 +245,7 @@ class MLflowTrialTracker(TrialTracker):
         self.result: Any = None
         self.closed = False
         self.best: dict[str, tuple[float, int]] = {}  # objective metric key -> (best value, its epoch)
+        self.baselines: dict[int, float] = {}  # epoch -> the copy baseline's PSNR on its sequences
         name = names.trial_run_name(number, params)
         self.stream = study._stream(f"trial-{number}", name)
         run_tags = {**study._base_tags(), names.TAG_ROLE: "trial", names.TAG_TRIAL: number,
@@ -294,6 +295,9 @@ class MLflowTrialTracker(TrialTracker):
 
     def report(self, epoch: int, metrics: dict[str, float]) -> bool:
         self.send({"op": "log_batch", "metrics": names.epoch_metrics(epoch, metrics, names.now_ms())})
+        base = metrics.get("baseline_psnr")
+        if isinstance(base, (int, float)) and math.isfinite(base):
+            self.baselines[int(epoch)] = float(base)
         for m in OBJECTIVES:
             v = metrics.get(m.key)
             if isinstance(v, (int, float)) and math.isfinite(v):
@@ -346,6 +350,9 @@ class MLflowTrialTracker(TrialTracker):
                 batch["metrics"] += names.frame_metrics(names.FRAME_SSIM, [r["ssim"] for r in rows], now)
         # each objective metric's best epoch (val/psnr_best: the value top-k retention ranks by)
         batch["metrics"] += [[names.best_metric(k), v, now, e] for k, (v, e) in self.best.items()]
+        if "val_psnr" in self.best and self.best["val_psnr"][1] in self.baselines:
+            v, e = self.best["val_psnr"]
+            batch["metrics"].append([names.GAIN, v - self.baselines[e], now, e])
         self.send(batch)
         if self.run_dir is not None:
             for rel, folder in RUN_ARTIFACTS:

@@ -30,6 +30,9 @@ def best_metric(key: str) -> str:
 
 # top-k checkpoint retention ranks trials by it
 BEST_PSNR = best_metric("val_psnr")
+# best val PSNR minus the trivial predictor's (copy-last, or copy-first for the dance family) on the
+# same sequences at that epoch: how much the model buys, the column that answers "by how much"
+GAIN = "val/gain_db"
 # the study's parent run: trials by state, step = trials finished so far
 TRIALS_COUNTS = {"complete": "trials/complete", "pruned": "trials/pruned", "failed": "trials/failed"}
 TAG_BEST_TRIAL = "best_trial"  # the parent run's: the best trial's run name
@@ -109,6 +112,7 @@ def trial_note() -> str:
     lines += [f"- `{m.mlflow}`: {m.label}" for m in history.EPOCH_METRICS]
     lines += [f"- `{best_metric(m.key)}`: best epoch's {m.label} (step = that epoch)"
               for m in history.EPOCH_METRICS if m.objective]
+    lines += [f"- `{GAIN}`: `{BEST_PSNR}` minus the copy baseline on the same sequences at that epoch (dB)"]
     lines += [f"- `{FRAME_PSNR}`, `{FRAME_SSIM}`: PSNR / SSIM per predicted frame at the best epoch "
               "(step = predicted frame index)",
               "", "Artifacts: `samples/best.gif` and `samples/best_strip.png` (context, ground truth, prediction), "
@@ -124,14 +128,14 @@ def study_view(objective: str, params: list[str], name: str = "vpsearch: objecti
     runs table's facets and columns}); column keys are `metrics.`name``, `params.`name``, `tags.`name``.
     """
     best = best_metric(objective)
-    columns = [f"metrics.`{best}`", f"metrics.`{EPOCH_METRICS['baseline_psnr']}`",
+    columns = [f"metrics.`{best}`", f"metrics.`{GAIN}`", f"metrics.`{EPOCH_METRICS['baseline_psnr']}`",
                *(f"params.`{p}`" for p in params), f"tags.`{TAG_STATE}`"]
     # column ids are the keys; widths apply to the columns listed in columnOrder. The run name
     # first (`t2 monotonic lr=1.1e-3 tfd=0.1`), then the columns share what a 1400 px window
     # leaves (~690 px beside the run name and start time), so the state column stays in view
     # with up to 4 params; more scroll.
-    per_param = max(80, min(110, (690 - 2 * 100 - 95) // max(1, len(params))))
-    widths = {RUN_NAME_COLUMN: 210, **{c: 100 for c in columns[:2]}, **{c: per_param for c in columns[2:-1]},
+    per_param = max(80, min(110, (690 - 3 * 90 - 95) // max(1, len(params))))
+    widths = {RUN_NAME_COLUMN: 210, **{c: 90 for c in columns[:3]}, **{c: per_param for c in columns[3:-1]},
               f"tags.`{TAG_STATE}`": 95}
     state = {"selectedColumns": columns, "orderByKey": f"metrics.`{best}`",
              "orderByAsc": history.BY_KEY[objective].direction == "minimize",
