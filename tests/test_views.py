@@ -198,8 +198,13 @@ def test_parent_run_progress_is_the_best_so_far_and_the_counts(plan):
                                                  _trial(2, None, optuna.trial.TrialState.FAIL)])
     assert step == 3
     assert metrics == {"trials/complete": 2, "trials/pruned": 0, "trials/failed": 1, "val/psnr_best": 22.5,
-                       "val/baseline_psnr": 20.0}
-    assert tags == {names.TAG_BEST_TRIAL: "t1 monotonic lr=2e-3"}
+                       "val/baseline_psnr": 20.0, "val/gain_db": 2.5}
+    assert tags[names.TAG_BEST_TRIAL] == "t1 monotonic lr=2e-3"
+    # the description answers first: which trial, by how much over copying; then the counts
+    assert tags[names.MLFLOW_NOTE].startswith(
+        "Best so far: **t1 monotonic lr=2e-3**, val_psnr 22.50; val PSNR 22.50 dB, +2.50 dB over copying "
+        "(20.00 dB on the same sequences). 3/")
+    assert "(2 complete, 0 pruned, 1 failed), 0 running." in tags[names.MLFLOW_NOTE]
 
 
 def test_mlflow_and_alembic_log_lines_go_to_the_log_file(tmp_path):

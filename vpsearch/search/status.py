@@ -220,4 +220,23 @@ def parent_progress(plan: StudyPlan, trials: list[FrozenTrial]) -> tuple[int, di
             if res.val_psnr_best is not None:
                 metrics[names.GAIN] = res.val_psnr_best - res.baseline_psnr
         tags[names.TAG_BEST_TRIAL] = names.trial_run_name(best.number, best.params)
+    tags[names.MLFLOW_NOTE] = parent_note(plan, t, best)
     return t.finished, metrics, tags
+
+
+def parent_note(plan: StudyPlan, t: Any, best: FrozenTrial | None) -> str:
+    """The parent run's description: the answer so far (best trial, by how much over copying), then counts."""
+    from vpsearch.tracking import names
+
+    counts = (f"{t.finished}/{plan.n_trials} trials finished ({t.complete} complete, {t.pruned} pruned, "
+              f"{t.failed} failed), {t.running} running.")
+    if best is None:
+        return f"Study {plan.name}: no trial has completed yet. {counts}"
+    res = TrialRecord.of(best).results
+    metric = plan.spec.objective.metric
+    text = f"Best so far: **{names.trial_run_name(best.number, best.params)}**, {metric} {best.values[0]:.2f}"
+    if res is not None and res.baseline_psnr is not None and res.val_psnr_best is not None:
+        gain = res.val_psnr_best - res.baseline_psnr
+        text += (f"; val PSNR {res.val_psnr_best:.2f} dB, {gain:+.2f} dB over copying "
+                 f"({res.baseline_psnr:.2f} dB on the same sequences)")
+    return f"{text}. {counts} `vpsearch report {plan.name}` ranks the strategies with intervals."
