@@ -50,3 +50,17 @@ def test_lost_trial_ends_its_run_failed_and_counts_the_dead_worker_out(tmp_path,
 def _run_id(tracker, parent: str, name: str) -> str:
     runs = tracker.client.search_runs([tracker.experiment()], f"tags.`mlflow.parentRunId` = '{parent}'")
     return next(r.info.run_id for r in runs if r.info.run_name == name)
+
+
+def test_a_conditional_parameter_a_trial_does_not_use_is_not_logged_as_if_set(tmp_path, pushing_root):
+    cfg = tiny_config(pushing_root)
+    tracker = make_tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path, "cond")
+    tracker.ensure_parent({"name": "cond"}, "random", "journal:x")
+    # kl none: the cycle count is searched only for cyclical trials, so this one never read it
+    t = tracker.trial(0, cfg, {}, {"schedule.kl_anneal_type": "none"}, frozenset({"schedule.kl_anneal_cycle"}))
+    t.close("COMPLETE")
+    tracker.sender.wait()
+    params = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(t.run_id).data.params
+    assert "schedule.kl_anneal_cycle" not in params and params["schedule.kl_anneal_ratio"] == str(
+        cfg.schedule.kl_anneal_ratio)
+    tracker.close()

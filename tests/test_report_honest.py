@@ -185,3 +185,19 @@ def test_figures_show_the_baseline_count_whole_trials_and_hide_importances_on_fe
     assert (history.layout.xaxis.tickformat, history.layout.xaxis.dtick) == ("d", 1)  # 6 trials: no tick at 0.5
     with pytest.raises(NoFigure, match="at least 10 completed trials"):
         figures.importances(data)
+
+
+def test_parallel_coordinates_draw_an_unused_conditional_parameter_as_unused():
+    from types import SimpleNamespace
+
+    from vpsearch.reporting import figures
+
+    done = pd.DataFrame({"val_psnr": [22.0, 23.0, 24.0],
+                         "param:schedule.kl_anneal_cycle": [2.0, float("nan"), 4.0],
+                         "param:schedule.kl_anneal_type": ["cyclical", "none", "cyclical"]})
+    fig = figures.parallel(SimpleNamespace(completed=done, param_names=["schedule.kl_anneal_cycle",
+                                                                           "schedule.kl_anneal_type"]))
+    cycle = fig.data[0].dimensions[0]
+    unused = cycle.values[1]
+    assert unused < 2.0 and cycle.tickvals[0] == unused and cycle.ticktext[0] == "unused"  # not the minimum, 2
+    assert list(cycle.ticktext[1:]) == ["2", "4"]

@@ -288,8 +288,16 @@ def parallel(data: StudyData) -> go.Figure:
                                                   math.ceil(math.log10(values.max())) + 1)]
                 dims.append(dict(label=_short(p), values=np.log10(values), tickvals=np.log10(ticks),
                                  ticktext=[number(t, 2) for t in ticks]))
+            elif values.isna().any():
+                # a conditional parameter some trials did not use: drawn at its own tick below the range
+                lo, hi = float(values.min()), float(values.max())
+                gap = lo - max(hi - lo, abs(lo) or 1.0) * 0.25
+                ticks = sorted(set(values.dropna()))
+                ticks = ticks if len(ticks) <= 6 else [lo, (lo + hi) / 2, hi]
+                dims.append(dict(label=_short(p), values=values.fillna(gap), tickvals=[gap, *ticks],
+                                 ticktext=["unused", *(number(t, 3) for t in ticks)]))
             else:
-                dims.append(dict(label=_short(p), values=values.fillna(values.min()), tickformat=".3~g"))
+                dims.append(dict(label=_short(p), values=values, tickformat=".3~g"))
         else:
             cats = sorted({str(v) for v in col})
             dims.append(dict(label=_short(p), values=[cats.index(str(v)) for v in col],

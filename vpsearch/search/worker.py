@@ -309,7 +309,8 @@ class Worker:
 
     def _start_tracking(self, number: int, cfg: Any, tags: dict[str, str], params: dict[str, Any]) -> TrialTracker:
         try:
-            return self.tracker.trial(number, cfg, tags, params)
+            unused = frozenset(k for k in self.plan.space if k not in params and k in self.base_flat)
+            return self.tracker.trial(number, cfg, tags, params, unused)
         except Exception as e:  # a tracking outage must not stop the search: train untracked
             log(f"warning: tracking could not start a run for trial {number}: {e}")
             return TrialTracker()

@@ -59,8 +59,9 @@ class StudyTracker:
         """The study so far, on its parent run: metrics at step (trials finished) and tags."""
 
     def trial(self, number: int, config: Config, tags: dict[str, str],
-              params: dict[str, Any] | None = None) -> TrialTracker:
-        """A trial's run, named by its number and searched params (names.trial_run_name)."""
+              params: dict[str, Any] | None = None, unused: frozenset[str] = frozenset()) -> TrialTracker:
+        """A trial's run, named by its number and searched params (names.trial_run_name). unused: config
+        keys of conditional parameters this trial does not use, not logged as if set."""
         return TrialTracker()
 
     def log_study_artifacts(self, paths: list[Path], artifact_path: str = "report") -> None:

@@ -183,12 +183,12 @@ class MLflowStudyTracker(StudyTracker):
             "tags": names.clean_tags(tags)})
 
     def trial(self, number: int, config: Config, tags: dict[str, str],
-              params: dict[str, Any] | None = None) -> TrialTracker:
+              params: dict[str, Any] | None = None, unused: frozenset[str] = frozenset()) -> TrialTracker:
         if not self._joined and self.parent_run_id is not None:
             # the parent run stays RUNNING while any process trains trials of the study
             self.sender.submit(self.parent_stream(), {"op": "reopen", "key": self.worker_key})
             self._joined = True
-        return MLflowTrialTracker(self, number, config, tags, params)
+        return MLflowTrialTracker(self, number, config, tags, params, unused)
 
     def lost_trial(self, number: int, run_id: str | None, worker: str | None, reason: str) -> None:
         """See StudyTracker.lost_trial; journaled like every trial operation."""
@@ -237,7 +237,7 @@ class MLflowTrialTracker(TrialTracker):
     """One trial's run. Hooks run on the training thread and only journal + enqueue."""
 
     def __init__(self, study: MLflowStudyTracker, number: int, config: Config, tags: dict[str, str],
-                 params: dict[str, Any] | None = None):
+                 params: dict[str, Any] | None = None, unused: frozenset[str] = frozenset()):
         self.study = study
         self.number = number
         self.config = config
@@ -259,7 +259,9 @@ class MLflowTrialTracker(TrialTracker):
         run_tags.update(tags)  # the search layer knows best (device actually used, sampler, ...)
         self.send({"op": "create_run", "experiment_id": study.experiment(), "run_name": name,
                    "tags": names.clean_tags(run_tags), "start_time": names.now_ms()})
-        self.send({"op": "log_batch", "params": names.params_from_flat(config.flat())})
+        # a conditional parameter the trial does not use is absent, not the base default it never read
+        self.send({"op": "log_batch", "params": names.params_from_flat(
+            {k: v for k, v in config.flat().items() if k not in unused})})
         # the search layer may want the run id at once (trial user attrs), and the run its params
         # before training starts: a few ms while online
         study.sender.wait(self.stream, CREATE_WAIT, stall=STALL)
