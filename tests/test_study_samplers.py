@@ -108,7 +108,7 @@ class RecordingTracker(StudyTracker):
     def study_progress(self, step, metrics, tags):
         self.log.append(("progress", step, metrics["trials/complete"], sorted(tags)))
 
-    def trial(self, number, config, tags, params=None):
+    def trial(self, number, config, tags, params=None, unused=frozenset()):
         log = self.log
 
         class T(TrialTracker):
@@ -140,9 +140,9 @@ def test_worker_follows_the_tracking_lifecycle(tmp_path, pushing_root, monkeypat
     assert log == [("ensure_parent", "random", None), ("set_view", "val_psnr", ["optim.lr"]), ("tracker_close",),
                    ("ensure_parent", "random", "parent-1"),
                    ("trial", 0, "1", "0", 1, ["optim.lr"]), ("report", 0, 0), ("close", 0, "COMPLETE", None),
-                   ("progress", 1, 1, ["best_trial"]),
+                   ("progress", 1, 1, ["best_trial", "mlflow.note.content"]),
                    ("trial", 1, "2", "1", 2, ["optim.lr"]), ("report", 1, 0), ("close", 1, "COMPLETE", None),
-                   ("progress", 2, 2, ["best_trial"]),
+                   ("progress", 2, 2, ["best_trial", "mlflow.note.content"]),
                    ("tracker_close",)]
     trials = optuna.load_study(study_name="tiny", storage=open_storage(url).storage).get_trials()
     assert [TrialRecord.of(t).mlflow_run_id for t in trials] == ["run-0", "run-1"]
@@ -151,7 +151,7 @@ def test_worker_follows_the_tracking_lifecycle(tmp_path, pushing_root, monkeypat
 class LateRunTracker(StudyTracker):
     """The tracking server was away when each trial started: its run is created while it trains."""
 
-    def trial(self, number, config, tags, params=None):
+    def trial(self, number, config, tags, params=None, unused=frozenset()):
         class T(TrialTracker):
             run_id = None
 

@@ -190,13 +190,23 @@ SAMPLERS: dict[str, Callable[[SamplerSpec, dict, int], BaseSampler]] = {
 POLICY: dict[str, Policy] = {"tpe": "pruned"}  # TPE ranks pruned trials itself; the others get a penalty
 
 
-def make_proposer(spec: SamplerSpec, space: dict, base_flat: dict, direction: str) -> Proposer:
-    if spec.name == "grid":
-        return GridProposer(space, spec.seed)
-    if spec.name == "skopt":
-        return SkoptProposer(space, base_flat, direction, spec.n_startup_trials, spec.acq_func)
+def _optuna(spec: SamplerSpec, space: dict, base_flat: dict, direction: str) -> Proposer:
     return OptunaProposer(lambda seed: SAMPLERS[spec.name](spec, space, seed), space, base_flat,
                           POLICY.get(spec.name, "penalty"))
+
+
+# every sampler a study can name -> factory(spec, space, base config flat, direction) of its proposer:
+# Optuna's samplers (SAMPLERS) through ask/tell, the grid, and scikit-optimize
+PROPOSERS: dict[str, Callable[[SamplerSpec, dict, dict, str], Proposer]] = {
+    **{name: _optuna for name in SAMPLERS},
+    "grid": lambda spec, space, base_flat, direction: GridProposer(space, spec.seed),
+    "skopt": lambda spec, space, base_flat, direction: SkoptProposer(space, base_flat, direction,
+                                                                     spec.n_startup_trials, spec.acq_func),
+}
+
+
+def make_proposer(spec: SamplerSpec, space: dict, base_flat: dict, direction: str) -> Proposer:
+    return PROPOSERS[spec.name](spec, space, base_flat, direction)
 
 
 class ConfigSampler(BaseSampler):
