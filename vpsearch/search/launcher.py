@@ -266,6 +266,9 @@ class Launcher:
         print(("\r\033[K" if sys.stdout.isatty() else ""), end="")
         trials = self.trials(study)
         print(summary(self.plan, trials, time.time() - t0, self.where()))
+        stopped = StudyRecord.of(study).stopped
+        if stopped:  # the stop rule ended the study before its budget: say why, on the last screen
+            print(f"stopped early: {stopped}")
         if self.interrupts:
             print("interrupted: running trials were re-queued; resume with: vpsearch study run "
                   f"{shlex.quote(str(self.opts.study_file))}{self.where()}")
