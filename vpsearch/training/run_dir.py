@@ -30,6 +30,7 @@ def wrote(run_dir: Path, *names: str) -> None:
     """Record top-level entries of run_dir that a run writes (before or after writing them)."""
     manifest = Path(run_dir) / MANIFEST
     with _LOCK:
+        manifest.parent.mkdir(parents=True, exist_ok=True)  # a writer may come before the folder is made
         known = set(run_outputs(run_dir, legacy=False))
         new = [n for n in names if n not in known and n != MANIFEST]
         if new:
