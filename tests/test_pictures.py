@@ -66,7 +66,8 @@ def test_a_failed_drawing_warns_and_later_ones_still_run(tmp_path, capsys):
     pics.plots([{"epoch": 0, "loss": 1.0, "mse": 1.0, "kl": 0.1, "val_psnr": 20.0}], None)
     assert pics.wait(60)
     assert "vpsearch: warning: drawing failed" in capsys.readouterr().err
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["curves.png", "samples", "schedules.png"]
+    shown = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert shown == [".vpsearch-outputs", "curves.png", "samples", "schedules.png"]  # and the manifest lists them
     assert list((tmp_path / "run" / "samples").iterdir()) == []  # the failed one left no temporary file
 
 
