@@ -95,7 +95,7 @@ def test_real_study_pages_render(ran, browser):  # noqa: F811
     report = root / "studies" / "tiny" / "report" / "report.html"
     if not report.is_file():
         assert main(["report", "tiny", "--root", str(root)]) == 0
-    assert open_offline(browser, report) == len(REPORT_FIGURES) - 1  # no replay was run
+    assert open_offline(browser, report) == len(REPORT_FIGURES) - 2  # no replay was run; importances need 10 trials
     screenshot(browser, "e2e_report.png")
     assert main(["dashboard", "tiny", "--root", str(root)]) == 0
     assert open_offline(browser, root / "studies" / "tiny" / "dashboard" / "index.html") > 0

@@ -155,7 +155,7 @@ def test_one_trial_study_reports_without_intervals(journal, tmp_path):  # noqa: 
     assert not (tmp_path / "r" / "importances.csv").exists()
     md = (tmp_path / "r" / "report.md").read_text()
     assert "24.20 (n=1 x 1) (best)" in md and "| 24.20 | 1 configuration x 1 seed: no interval | 1 x 1 |" in md
-    assert len(paths) == 5  # md, html, strategies, grid, trials
+    assert len(paths) == 6  # md, html, its plotly.js, strategies, grid, trials
 
 
 def test_csvs_hold_the_same_numbers(journal, tmp_path):  # noqa: F811
