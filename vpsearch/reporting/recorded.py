@@ -24,6 +24,7 @@ from vpsearch.config import Config
 from vpsearch.reporting.study import ReportError
 from vpsearch.search import stopping
 from vpsearch.search.plan import StudyPlan
+from vpsearch.search.pruners import rank_correlation
 from vpsearch.search.records import StudyRecord, TrialRecord
 from vpsearch.search.space import trial_config
 
@@ -163,7 +164,7 @@ class RecordedStudy:
                 "config_mean_std": round(statistics.pstdev(ranked), 3) if len(ranked) > 1 else 0.0,
                 "seed_noise": round(noise, 3), "best_above_median_in_seed_std": round(above, 2),
                 "decisive": bool(above >= DECISIVE),
-                "rank_correlation_epoch_vs_final": {str(e): round(_rank_correlation(curves[:, e], final), 2)
+                "rank_correlation_epoch_vs_final": {str(e): _rounded(rank_correlation(list(curves[:, e]), list(final)))
                                                     for e in checkpoints if e < self.epochs - 1},
                 "crossing_pairs": f"{crossing} of {pairs}"}
 
@@ -172,14 +173,8 @@ class RecordedStudy:
         return sum(vals) / len(vals) if vals else math.nan
 
 
-def _rank_correlation(a, b) -> float:
-    """Spearman's rho of two equal-length sequences (average ranks for ties)."""
-    import pandas as pd
-
-    ra, rb = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
-    if ra.std() == 0 or rb.std() == 0:
-        return math.nan
-    return float(((ra - ra.mean()) * (rb - rb.mean())).mean() / (ra.std() * rb.std()))
+def _rounded(rho: float | None) -> float:
+    return math.nan if rho is None else round(rho, 2)
 
 
 def _provenance(study: optuna.Study) -> dict[str, Any]:

@@ -54,8 +54,8 @@ def answer(data: StudyData, t: tables.StrategyTables) -> str:
     text = verdict(data, t)
     if pd.isna(top["psnr_mean"]):
         return text
-    ci = (f" [95% CI over {tables.interval_text(top)} "
-          f"{top['psnr_ci_low']:.2f}, {top['psnr_ci_high']:.2f}]" if top["interval_over"] else f" ({top['interval_note']})")
+    ci = (f" [95% CI over {tables.interval_text(top)} {top['psnr_ci_low']:.2f}, {top['psnr_ci_high']:.2f}]"
+          if top["interval_over"] else f" ({top['interval_note']})")
     text += (f" Best strategy: KL {top['kl']}, teacher forcing {top['tf']}: {top['psnr_mean']:.2f} dB{ci}, "
              f"n = {top['n']} (configurations x seeds).")
     if top["incomplete"]:

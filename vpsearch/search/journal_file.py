@@ -9,7 +9,8 @@ JSONDecodeError: the whole study is unreadable. Two guards:
   but a write that fails truncates the file back to where it was, so a failed append leaves
   no partial record; and before writing it sets aside a torn tail left by a process that
   died mid-write (SIGKILL, power loss), so a new record never joins a torn one.
-- ``repair(path)`` (run when a journal is opened and when Optuna cannot read one) sets aside
+- When a journal is opened, a torn tail is set aside (``set_aside_torn_tail``), and where
+  Optuna still cannot read the file, ``repair(path)`` sets aside
   every line that is not a whole record: a torn last line, or a torn record that a later one
   was appended onto (the later record is kept when it parses on its own). Set-aside bytes go
   to ``PATH.torn`` (appended, with a header saying when and from which line), never dropped.
