@@ -134,3 +134,23 @@ def test_frame_table_shows_the_first_frames_then_spaced_out_to_the_last():
     frames = [int(ln.split()[0]) for ln in lines[1:-1]]
     assert frames[:3] == [1, 2, 3] and frames[-1] == 629 and frames == sorted(set(frames)) and len(frames) <= 12
     assert lines[1].split() == ["1", "30.00", "25.00", "+5.00"] and lines[0].split()[2] == "copy-first"
+
+
+def test_one_long_validation_video_scored_on_consecutive_windows():
+    """eval.windows_per_video: stretches 0-4, 5-9, 10-14 of one video; copy-first from each stretch's first frame."""
+    from vpsearch.config import load_config
+    from vpsearch.training.engine import evaluate, evaluation_plan
+
+    frames = np.zeros((16, 32, 64, 3), dtype=np.uint8)
+    frames[:] = (np.arange(16) * 10)[:, None, None, None]  # frame t is flat grey 10*t
+    video = VideoSet(frames=frames, starts=np.array([0, 16]), names=["0"], cond=frames.copy(), cond_kind="image")
+    cfg = load_config("dancer-small", ["train.amp=none", "eval.n_future=4", "eval.windows_per_video=3"])
+    assert evaluation_plan(video, cfg, 4, 64) == [(0, 0, 4), (0, 5, 4), (0, 10, 4)]
+    assert evaluation_plan(video, cfg, 4, 2) == [(0, 0, 4), (0, 5, 4)]  # max_sequences caps the windows
+    assert evaluation_plan(video, cfg, "all", 64) == [(0, 0, 15)]  # the whole video is one rollout
+    model = build_model(DanceModelConfig(f_dim=8, l_dim=4, n_dim=2, d_out_dim=8), DataShape(3, 32, 64, 0, 3))
+    ev = evaluate(model, video, cfg, torch.device("cpu"), horizon=4, max_sequences=64)
+    assert ev.n_sequences == 3
+    # frame k after a window's first frame differs from it by 10*k grey levels in every window
+    expected = [20 * np.log10(255 / (10 * k)) for k in range(1, 5)]
+    np.testing.assert_allclose(ev.baseline_per_frame, expected, atol=0.05)

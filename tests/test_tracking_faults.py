@@ -138,7 +138,9 @@ def test_a_hanging_server_costs_a_trial_seconds_not_half_a_minute(proxy, server,
     hung_s = time.monotonic() - t0
     print(f"trial wall time: healthy server {healthy_s:.1f} s, hanging server {hung_s:.1f} s")
     assert healthy.state == hung.state == "COMPLETE"
-    assert hung_s - healthy_s < 15, (healthy_s, hung_s)  # was about 30 s more
+    # was about 30 s more, then 5.5 s (a 5 s stall at the run's creation and again at its end); now the
+    # creation's 2 s stall at most, and a wait that starts with the queue already frozen gives up at once
+    assert hung_s - healthy_s < 3, (healthy_s, hung_s)
     assert hung.handle.stream.pending > 0  # what is unsent stays journaled for `sync`
     proxy.heal()
     tracker.close()

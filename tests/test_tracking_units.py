@@ -104,6 +104,28 @@ def test_sender_never_blocks_training_and_merges_a_backlog(tmp_path):
     assert (s.acked, s.pending) == (300, 0)
 
 
+def test_a_frozen_server_costs_the_first_wait_its_stall_and_later_waits_nothing(tmp_path):
+    """A server that takes requests and never answers: the first wait gives up after `stall`
+    seconds; a wait that starts with the queue already frozen that long gives up at once
+    (a trial's end after a trial's start), until a delivery restarts the clock."""
+    client = FakeClient()
+    client.gate.clear()  # every request hangs
+    sender = Sender(client, "http://127.0.0.1:9", "vpsearch sync")
+    s = stream(tmp_path)
+    sender.submit(s, epoch_op(0))
+    t0 = time.monotonic()
+    assert not sender.wait(s, timeout=10, stall=1.0)
+    first = time.monotonic() - t0
+    sender.submit(s, epoch_op(1))
+    t0 = time.monotonic()
+    assert not sender.wait(s, timeout=10, stall=1.0)
+    later = time.monotonic() - t0
+    assert first >= 1.0 and later < first / 2, (first, later)
+    client.gate.set()  # the server answers again: everything is delivered
+    assert sender.wait(s, timeout=10) and s.pending == 0
+    sender.stop(1)
+
+
 def test_sender_queues_through_an_outage_and_warns(tmp_path, caplog):
     client = FakeClient()
     client.down = True

@@ -273,7 +273,11 @@ class EvalConfig(Section):
     # rollout length: a number of frames, None for data.n_future, "all" for the rest of each
     # validation video (the dance protocol: 629 frames from the first one)
     n_future: int | Literal["all"] | None = Field(None, description="frames to predict at evaluation")
-    max_sequences: int = Field(64, ge=1)
+    max_sequences: int = Field(64, ge=1, description="validation windows in all")
+    # one long validation video (the dance protocol) scored on one stretch is a noisy judge of a
+    # configuration: with a fixed n_future it can be scored on several consecutive stretches
+    windows_per_video: int = Field(1, ge=1, description="consecutive non-overlapping validation windows "
+                                                        "per video (a fixed eval.n_future only)")
     batch_size: int = Field(16, ge=1)
     gif_sequences: int = Field(4, ge=1)
     # validation draws z from a stream of its own: every epoch (and every trial of one model) is

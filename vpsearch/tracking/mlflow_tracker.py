@@ -53,6 +53,9 @@ RUN_ARTIFACTS = [
 ]
 BEST_CHECKPOINT = "checkpoints/best.pt"
 CREATE_WAIT = 10.0  # seconds trial() waits for its run id while the server answers
+# seconds without a delivery after which trial() goes on without its run id: creating a run takes
+# milliseconds on a healthy server; on a hanging one the run is created later (await_run_id, sync)
+CREATE_STALL = 2.0
 # seconds a trial's end waits for a run whose creation was queued while the server was away, so
 # the trial's record names its run after a short outage (a longer one: the run keeps its stream tag
 # and `sync` delivers it); 30 s had made every trial of an outage 30 s longer
@@ -264,7 +267,7 @@ class MLflowTrialTracker(TrialTracker):
             {k: v for k, v in config.flat().items() if k not in unused})})
         # the search layer may want the run id at once (trial user attrs), and the run its params
         # before training starts: a few ms while online
-        study.sender.wait(self.stream, CREATE_WAIT, stall=STALL)
+        study.sender.wait(self.stream, CREATE_WAIT, stall=CREATE_STALL)
 
     @property
     def run_id(self) -> str | None:  # type: ignore[override]
@@ -273,7 +276,7 @@ class MLflowTrialTracker(TrialTracker):
     def await_run_id(self) -> str | None:
         """trial() does not wait while the server is away: the run may be created later."""
         if self.stream.run_id is None:
-            self.study.sender.wait(self.stream, OUTAGE_WAIT, offline_grace=OUTAGE_WAIT,
+            self.study.sender.wait(self.stream, OUTAGE_WAIT, offline_grace=OUTAGE_WAIT, stall=CREATE_STALL,
                                    until=lambda: self.stream.run_id is not None)
         return self.stream.run_id
 

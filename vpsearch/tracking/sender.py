@@ -184,6 +184,7 @@ class Sender:
         self._stopping = False
         self._offline_tries = 0
         self._progress_at = 0.0  # monotonic time of the last delivery
+        self._queued_at = 0.0  # monotonic time the queue last went from empty to non-empty
         self._single = False  # after a refused merged batch, retry its operations one by one
         self._offline_since = 0.0
         self.streams: list[Stream] = []
@@ -194,6 +195,8 @@ class Sender:
         with self._cond:
             if stream not in self.streams:
                 self.streams.append(stream)
+            if not self._items:
+                self._queued_at = time.monotonic()
             self._items.append((stream, index))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="vpsearch-mlflow-sender", daemon=True)
@@ -208,7 +211,12 @@ class Sender:
              until: Callable[[], bool] | None = None) -> bool:
         """Block until stream (or everything) is delivered, or until `until()` holds. False on
         timeout, once the server has been unreachable for offline_grace seconds of this wait
-        (0: give up at once), or after `stall` seconds in which nothing was delivered (a frozen server)."""
+        (0: give up at once), or after `stall` seconds in which nothing was delivered while it
+        seemed up (a frozen server).
+
+        The stall clock counts from the last delivery, or from when the queue last filled: a wait
+        that starts while a frozen server has already held the queue for `stall` seconds gives up
+        at once, so only the first wait of an outage pays it, not every trial's end."""
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         offline_from: float | None = None
@@ -218,9 +226,9 @@ class Sender:
                                                        else not self._items):
                     return True
                 now = time.monotonic()
-                if stall is not None and now - max(start, self._progress_at) >= stall:
-                    return False
                 if self.online:
+                    if stall is not None and now - max(self._progress_at, self._queued_at) >= stall:
+                        return False  # frozen: it took the request and never answered
                     offline_from = None
                 else:
                     offline_from = offline_from or now

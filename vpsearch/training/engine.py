@@ -153,16 +153,24 @@ class Evaluation:
         return d
 
 
-def evaluation_plan(data: VideoSet, cfg: Config, horizon: int | str | None, max_sequences: int) -> list[tuple[int, int]]:
-    """(sequence, frames to predict) for each validation sequence, in order."""
+def evaluation_plan(data: VideoSet, cfg: Config, horizon: int | str | None, max_sequences: int) -> list[tuple[int, int, int]]:
+    """(sequence, first frame, frames to predict) for each validation window, in order.
+
+    A fixed horizon takes up to eval.windows_per_video consecutive non-overlapping stretches of
+    each video (n_past + horizon frames each); max_sequences caps the windows in all.
+    """
     n_past = cfg.data.n_past
     h = cfg.data.n_future if horizon is None else horizon
+    per_video = 1 if h == "all" else cfg.eval.windows_per_video
     plan = []
-    for i in range(min(len(data), max_sequences)):
+    for i in range(len(data)):
         avail = data.known_frames(i) - n_past
         want = avail if h == "all" else int(h)
-        if avail >= want > 0:
-            plan.append((i, want))
+        if want <= 0:
+            continue
+        for w in range(min(per_video, avail // want)):
+            if len(plan) < max_sequences:
+                plan.append((i, w * (n_past + want), want))
     if not plan:
         if data.truth_frames is not None and max(data.truth_frames) <= n_past:
             raise DataError("the split holds no true frames after the context (the real dance test set "
@@ -189,9 +197,9 @@ def evaluate(model: StepwiseCVAE, data: VideoSet, cfg: Config, device: torch.dev
     model.eval()
     n_past = cfg.data.n_past
     plan = evaluation_plan(data, cfg, horizon, max_sequences)
-    groups: dict[int, list[int]] = {}
-    for seq, h in plan:
-        groups.setdefault(h, []).append(seq)
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for seq, first, h in plan:
+        groups.setdefault(h, []).append((seq, first))
     max_h = max(groups)
     sums = {k: np.zeros(max_h) for k in ("psnr", "ssim", "best", "base")}
     counts = np.zeros(max_h)
@@ -202,9 +210,8 @@ def evaluate(model: StepwiseCVAE, data: VideoSet, cfg: Config, device: torch.dev
         on_batch(0, n_batches)
     for h, seqs in groups.items():
         for b0 in range(0, len(seqs), cfg.eval.batch_size):
-            chunk = np.array(seqs[b0:b0 + cfg.eval.batch_size])
-            windows = np.stack([chunk, np.zeros_like(chunk)], 1)
-            b = len(chunk)
+            windows = np.array(seqs[b0:b0 + cfg.eval.batch_size], dtype=np.int64)
+            b = len(windows)
             batch = data.batch(windows, n_past)
             context = batch["frames"].to(device).repeat(samples, 1, 1, 1, 1)
             cond = TimeSlices(data, windows, "cond", device, samples) if data.cond is not None else None

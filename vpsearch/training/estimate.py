@@ -73,7 +73,7 @@ def probe(cfg: Config) -> TrialEstimate:
         c = s.cfg
         plan = evaluation_plan(s.val_set, c, c.eval.n_future, c.eval.max_sequences)
         by_horizon: dict[int, int] = {}
-        for _, h in plan:
+        for *_, h in plan:
             by_horizon[h] = by_horizon.get(h, 0) + 1
         # a batch rolls out to its horizon: the evaluation's cost in batch-frames
         batch_frames = sum(math.ceil(n / c.eval.batch_size) * h for h, n in by_horizon.items())
