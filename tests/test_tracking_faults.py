@@ -102,6 +102,30 @@ def test_a_client_error_is_refused_and_sync_replays_it_after_a_fix(proxy, server
     assert not list(spool_root(root).iterdir())  # the evidence is gone once delivered
 
 
+def test_a_checkpoint_retention_deleted_during_an_outage_is_not_counted_refused(proxy, server, tmp_path,
+                                                                               pushing_root, capsys):
+    """Issue 29, item 6: the upload waits out an outage, the study's folder retention deletes the
+    file meanwhile (the trial left the top k); `sync` then called it "refused by MLflow"."""
+    from mlflow_server import run_trial
+
+    root = tmp_path / "runs"
+    tracker = make_tracker(proxy.uri, root, "gone-ckpt", keep_checkpoints=2)
+    tracker.ensure_parent({"name": "gone-ckpt"}, "tpe", "journal:/x.log")
+    proxy.fail(503, "TEMPORARILY_UNAVAILABLE")
+    trial = run_trial(tracker, 0, tiny_config(pushing_root), tmp_path / "t0")
+    assert trial.state == "COMPLETE" and trial.handle.stream.pending > 0
+    tracker.close(timeout=1)
+    (tmp_path / "t0/checkpoints/best.pt").unlink()  # what sweep() does to a trial out of the top k
+    proxy.heal()
+    assert main(["sync", "--root", str(root), "--tracking-uri", server.uri]) == 0
+    out = capsys.readouterr().out
+    assert "refused" not in out, out
+    run = server.client().search_runs([tracker.experiment()], f"tags.`{names.TAG_TRIAL}` = '0'")[0]
+    assert run.data.tags[names.TAG_CHECKPOINT] == "gone"
+    assert history(server.client(), run.info.run_id, "val/psnr")  # the rest was delivered
+    assert not list(spool_root(root).iterdir())
+
+
 def test_a_run_whose_creation_an_outage_delayed_is_awaited_at_the_trial_end(proxy, server, tmp_path, pushing_root):
     tracker = make_tracker(proxy.uri, tmp_path / "runs", "late-run")
     tracker.ensure_parent({"name": "late-run"}, "tpe", "journal:/x.log")

@@ -4,7 +4,8 @@ A study of 200 trials would otherwise store 200 checkpoints nobody opens. When a
 completes, the sender (never the training thread) ranks it by ``val/psnr_best`` against
 the trials of the same study whose checkpoint is kept (tag ``vpsearch.checkpoint=kept``):
 
-- not in the top k: its checkpoint is not uploaded at all (tag ``not_top_k``);
+- not in the top k: its checkpoint is not uploaded at all (tag ``not_top_k``); one the study's
+  folder retention deleted before a delayed upload is tagged ``gone`` (not a refusal);
 - in the top k: uploaded, tagged ``kept``; trials pushed out of the top k get their
   ``checkpoints/`` deleted where the artifact repository can delete (local folders,
   the server's proxied ``mlflow-artifacts``, S3, ...), tag ``deleted``; where it cannot
@@ -81,7 +82,11 @@ def retain_checkpoint(client: Any, run_id: str, op: dict[str, Any]) -> str:
     Returns the run's checkpoint tag.
     """
     keep = op.get("keep")
-    if keep is not None and keep <= 0:
+    if not Path(op["path"]).is_file():
+        # the study's own retention (search/checkpoints.sweep) deleted it while an outage held the
+        # upload back: the trial left the top k meanwhile, and there is nothing to upload or refuse
+        state = "gone"
+    elif keep is not None and keep <= 0:
         state = "not_top_k"
     elif keep is None:
         store_checkpoint(client, run_id, op["path"])
