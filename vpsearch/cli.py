@@ -171,6 +171,17 @@ def cmd_data_make(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_from_video(args: argparse.Namespace) -> int:
+    from vpsearch.data.from_video import make_dance_from_video
+
+    report = make_dance_from_video(Path(args.from_video), Path(args.out), poses=args.poses,
+                                   detector_python=args.detector_python, height=args.height, width=args.width)
+    print("\n".join(report.lines()))
+    print(f"wrote the dance layout to {args.out}")
+    print(f"next: vpsearch train -c dancer-small --set data.root={shlex.quote(str(args.out))}")
+    return 0
+
+
 def cmd_data_verify(args: argparse.Namespace) -> int:
     from vpsearch.config import load_config
     from vpsearch.data.verify import verify_data
@@ -280,6 +291,23 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--" + k.replace("_", "-"), dest=k, type=int, metavar="N",
                            help=f"{unit} (default: {defaults[k].default})")
         p.set_defaults(func=cmd_data_make)
+    p = make_sub.add_parser(
+        "dance", help="a real video in the dance layout, the pose from a detector",
+        description="Convert a real video (or a folder of frames) to the dance layout: frames cropped to the "
+                    "layout's 1:2 shape around the person, the pose of a real detector drawn as the labels (limbs "
+                    "dimmed by the detector's confidence), split in time into train, validation and test.",
+        epilog=examples("vpsearch data make dance --from-video clip.mp4 --out data/clip",
+                        "vpsearch data make dance --from-video clip.mp4 --out data/clip --detector-python "
+                        "mp/bin/python"))
+    p.add_argument("--from-video", required=True, metavar="FILE", help="video file or folder of frames (required)")
+    p.add_argument("--out", required=True, metavar="FOLDER", help="dataset folder to write (required)")
+    p.add_argument("--poses", metavar="FILE", help="keypoints JSON of any detector (vpsearch/data/pose_detector.py "
+                                                   "writes it; default: run MediaPipe)")
+    p.add_argument("--detector-python", metavar="PYTHON", help="a Python with mediapipe to run the detector "
+                                                               "(default: this one)")
+    p.add_argument("--height", type=int, default=64, metavar="N", help="frame height written (default: 64)")
+    p.add_argument("--width", type=int, default=128, metavar="N", help="frame width written (default: 128)")
+    p.set_defaults(func=cmd_data_from_video)
 
     p = data_sub.add_parser(
         "verify", help="check every file of a dataset against its frame caches; rebuild stale ones",
