@@ -120,6 +120,8 @@ def test_a_study_whose_disk_fills_resumes_to_completion_with_every_completed_tri
         kept = [t.number for t in open_study(url, "tiny").get_trials(states=(TrialState.COMPLETE,))]
         assert kept, first.stdout + first.stderr
         assert "Traceback" not in first.stderr, first.stderr[-3000:]
+        for log in (root / "studies/tiny/logs").glob("*.log"):  # the worker's own handler had crashed writing
+            assert "Traceback" not in log.read_text(), log.read_text()[-3000:]  # error.txt on the full disk
         assert first.returncode != 0 or len(kept) == 4
         journal_before = (root / "optuna-journal.log").read_bytes()
         filler.unlink()

@@ -48,6 +48,17 @@ class StorageFull(StorageUnavailable):
 _FULL_ERRNO = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
+def disk_full(e: BaseException | None) -> bool:
+    """e, or an error it came from (a one-line UserError raised over an OSError), is a full or
+    read-only file system: the machine's fault, not the trial's."""
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, OSError) and e.errno in _FULL_ERRNO:
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
 # I/O errors a network file system (a journal on NFS) gives while it is away
 _TRANSIENT_ERRNO = {errno.EIO, errno.ESTALE, errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ETIMEDOUT}
 

@@ -18,7 +18,7 @@ import traceback
 import warnings
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import optuna
 
@@ -39,7 +39,8 @@ from vpsearch.search.samplers import ConfigSampler, SpaceExhausted
 from vpsearch.search.space import suggest, trial_config
 from vpsearch.search.spec import CheckpointPolicy, StudyError
 from vpsearch.search.status import parent_progress
-from vpsearch.search.storage import StorageUnavailable, StudyStorage, load_optuna_study, open_storage
+from vpsearch.search.storage import (StorageFull, StorageUnavailable, StudyStorage, disk_full, load_optuna_study,
+                                     open_storage)
 from vpsearch.tracking import make_tracker
 from vpsearch.tracking.base import StudyTracker, TrialTracker
 from vpsearch.training import NonFiniteLossError, Reporters, fit
@@ -237,12 +238,18 @@ class Worker:
             raise
         except StorageUnavailable:
             raise  # nothing can be recorded; the launcher / a heartbeat re-queues the trial
-        except Exception as e:  # a bug or bad data fails this trial, never the study
+        except Exception as e:
+            if disk_full(e):  # the machine's fault: the trial is re-queued and this worker stops
+                self._stopped_by_full_disk(trial, tt, reporter, e, time.perf_counter() - t0)
+            # a bug or bad data fails this trial, never the study
             state, outcome = "FAIL", "error"
             reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            wrote(run_dir, "error.txt")
-            (run_dir / "error.txt").write_text(traceback.format_exc())
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                wrote(run_dir, "error.txt")
+                (run_dir / "error.txt").write_text(traceback.format_exc())
+            except OSError as disk:  # a full or read-only disk: the trial still fails with its own reason
+                reason += f" (its traceback could not be saved: {disk.strerror or disk})"
         seconds = time.perf_counter() - t0
         values = reporter.values(seconds)
         if state == "COMPLETE" and values is None:
@@ -259,6 +266,20 @@ class Worker:
         shown = f" {spec.objective.metric}={values[0]:.3f}" if values and state == "COMPLETE" else ""
         log(f"trial {number} {state}{shown} in {seconds:.1f}s" + (f": {reason}" if reason else ""))
         return state
+
+    def _stopped_by_full_disk(self, trial: optuna.trial.Trial, tt: TrialTracker, reporter: "TrialReporter",
+                              e: BaseException, seconds: float) -> NoReturn:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = f"stopped by a full disk after {len(reporter.rows)} epochs: {first}"
+        try:
+            self._record(trial, results=reporter.results(seconds))
+            fail_and_requeue(self.study, trial_id(trial), reason, RetryStaleTrial(None))
+        except (OSError, StorageUnavailable):
+            pass  # the journal shares the disk: the launcher, or the next `study run`, re-queues it
+        self._close(tt, "FAIL", reason)
+        log(f"trial {trial.number} {reason}; re-queued")
+        raise StorageFull(f"{first}; free space and run the command again: the trial is re-queued and the study "
+                          "resumes where it stopped") from None
 
     def _after_trial(self) -> None:
         """Racing's next seeds and the stop rule (after_trial.py), under the study lock."""
