@@ -51,6 +51,38 @@ def test_colour_jitter_changes_frames_only_and_the_same_way_at_every_step():
             assert max(fits) > 0.999
 
 
+def point_batch(b=8, t=5):
+    """One bright pixel at (row 3, col 4) in every frame and label of 8x9 images."""
+    x = {"frames": torch.zeros(b, t, 3, 8, 9), "cond": torch.zeros(b, t, 3, 8, 9)}
+    x["frames"][..., 3, 4] = 1.0
+    x["cond"][..., 3, 4] = 1.0
+    return x
+
+
+def where(x):  # (B, T, 2): the bright pixel's row and column
+    flat = x[:, :, 0].flatten(2).argmax(-1)
+    return torch.stack([flat // x.shape[-1], flat % x.shape[-1]], -1)
+
+
+def test_shift_moves_frames_and_labels_of_a_window_together_within_the_bound():
+    x = point_batch()
+    out = augment(x, DataConfig(format="dance", shift=2), torch.Generator().manual_seed(3))
+    pf, pc = where(out["frames"]), where(out["cond"])
+    assert torch.equal(pf, pc)  # the label stays on its frame
+    assert torch.equal(pf, pf[:, :1].expand_as(pf))  # one offset per window
+    moved = pf[:, 0] - torch.tensor([3, 4])
+    assert moved.abs().max() <= 2 and (moved != 0).any(1).sum() >= 4
+
+
+def test_label_jitter_moves_each_label_alone():
+    x = point_batch()
+    out = augment(x, DataConfig(format="dance", label_jitter=1), torch.Generator().manual_seed(4))
+    assert torch.equal(out["frames"], x["frames"])
+    pc = where(out["cond"]) - torch.tensor([3, 4])
+    assert pc.abs().max() <= 1
+    assert len({tuple(v.tolist()) for v in pc.flatten(0, 1)}) > 3  # drawn per frame, not per window
+
+
 def test_hflip_is_refused_for_vector_conditions():
     with pytest.raises(ConfigError, match="data.hflip: BAIR actions and positions are in robot coordinates"):
         load_config("pushing-small", ["data.hflip=true"])

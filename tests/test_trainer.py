@@ -185,3 +185,20 @@ def test_bf16_channels_last_trains_and_evaluates(tiny_cfg, tmp_path):
     # autocast path, e.g. a loss taken in bf16, lands dB away; `> 5 dB` passed an untrained model)
     bf16, ref = result.history[0], fp32.history[0]
     assert bf16["val_psnr"] == pytest.approx(ref["val_psnr"], abs=0.3) and bf16["loss"] == pytest.approx(ref["loss"], rel=0.05)
+
+
+def test_early_stop_ends_training_when_validation_stops_improving(tiny_cfg, tmp_path, monkeypatch):
+    """train.early_stop=2: validation 20, 21, 20.5, 20.4 -> stopped after epoch 3, best.pt from epoch 1."""
+    from vpsearch.training import trainer
+
+    scores = iter([20.0, 21.0, 20.5, 20.4, 25.0, 26.0])
+    real = trainer.evaluate
+
+    def scripted(*args, **kwargs):
+        ev = real(*args, **kwargs)
+        ev.psnr = next(scores)
+        return ev
+    monkeypatch.setattr(trainer, "evaluate", scripted)
+    result = fit(tiny_cfg("train.epochs=6", "train.early_stop=2", "eval.every=1"), tmp_path / "run")
+    assert (result.early_stopped_at, result.best_epoch, result.epochs_done) == (3, 1, 4)
+    assert torch.load(tmp_path / "run/checkpoints/best.pt", weights_only=False)["epoch"] == 1

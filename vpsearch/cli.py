@@ -79,6 +79,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def train_summary(result, best: dict) -> list[str]:
     """The end of `vpsearch train`: the best value against copy-last, and what to run next."""
     lines = [f"trained {result.epochs_done} epochs in {fmt.duration(result.seconds)}; outputs in {result.run_dir}"]
+    if result.early_stopped_at is not None:
+        lines.append(f"stopped early after epoch {result.early_stopped_at}: validation had not improved since "
+                     f"epoch {result.best_epoch} (train.early_stop)")
     if result.best_epoch < 0:
         lines.append("no evaluation ran (eval.every is larger than the epochs), so there is no best checkpoint")
         return lines

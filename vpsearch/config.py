@@ -51,6 +51,11 @@ class DataConfig(Section):
     # gain/offset up to this strength, frames only (the future's colours follow the context).
     hflip: bool = False
     colour_jitter: float = Field(0.0, ge=0, le=1)
+    # shift: frames and labels moved together by up to this many pixels (per window: a camera a
+    # little elsewhere). label_jitter: each label alone moved by up to this many pixels per frame
+    # (a detector's jitter), so the model does not trust a keypoint to the pixel. Image conditions only.
+    shift: int = Field(0, ge=0)
+    label_jitter: int = Field(0, ge=0)
     # the context frames of a training window come from up to this many frames earlier, so the
     # model learns to use a given frame far from the one it predicts (a dance test video
     # rolls out 629 frames from its first one)
@@ -265,6 +270,10 @@ class TrainConfig(Section):
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: the physical cores; "
                                                             "a study: cores / workers)")
     progress: bool = True
+    # a few training frames are memorised in a few epochs: stop once validation has not improved
+    # for this many validations in a row (best.pt keeps the best epoch)
+    early_stop: int | None = Field(None, ge=1, description="stop after N validations without a better "
+                                                          "eval.best_metric (default: never)")
 
 
 class EvalConfig(Section):
@@ -305,6 +314,8 @@ class Config(Section):
         if self.model.name != family:
             raise ValueError(f"model.name {self.model.name!r} does not fit data.format "
                              f"{self.data.format!r} (expected {family!r})")
+        if (self.data.shift or self.data.label_jitter) and self.data.format == "bair":
+            raise ValueError("data.shift and data.label_jitter move pose-label images; BAIR's actions are vectors")
         if self.data.hflip and self.data.format == "bair":
             raise ValueError("data.hflip: BAIR actions and positions are in robot coordinates, which a "
                              "mirrored frame would contradict (image conditions only)")

@@ -9,6 +9,9 @@ is kept:
   colour_jitter  frames only: a channel permutation and a per-channel gain and offset of
                  up to +-strength. Labels are not touched (their colours name limbs). Sound
                  because the future frames' colours follow from the context frame's.
+  shift          frames and labels moved together by up to N pixels, edges repeated.
+  label_jitter   each frame's label alone moved by up to N pixels: a detector's keypoints jitter
+                 from frame to frame, and a model that trusts them to the pixel memorises it.
 The anchor gap (data.anchor_gap) moves a window's context frames up to G frames earlier,
 so the first predicted frame is far from the frame the model is given, as at test time.
 """
@@ -47,8 +50,38 @@ def augment(batch: dict[str, Tensor], cfg: DataConfig, generator: torch.Generato
         offset = s / 2 * (2 * torch.rand(b, ch, generator=generator) - 1)
         frames = frames.gather(2, perm.view(b, 1, ch, 1, 1).expand_as(frames))
         frames = (frames * gain.view(b, 1, ch, 1, 1) + offset.view(b, 1, ch, 1, 1)).clamp_(0, 1)
+    image_cond = cond is not None and cond.dim() == 5
+    if cfg.shift > 0:
+        dy, dx = _offsets(b, 1, cfg.shift, generator)
+        frames = _translate(frames, dy, dx, cfg.shift)
+        if image_cond:
+            cond = _translate(cond, dy, dx, cfg.shift)
+    if cfg.label_jitter > 0 and image_cond:
+        dy, dx = _offsets(b, cond.shape[1], cfg.label_jitter, generator)
+        cond = _translate(cond, dy, dx, cfg.label_jitter)
     out = dict(batch)
     out["frames"] = frames
     if cond is not None:
         out["cond"] = cond
     return out
+
+
+def _offsets(b: int, t: int, most: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(B, T) vertical and horizontal offsets, uniform in -most..most (t = 1: one per window)."""
+    draw = torch.randint(-most, most + 1, (2, b, t), generator=generator)
+    return draw[0], draw[1]
+
+
+def _translate(x: Tensor, dy: Tensor, dx: Tensor, most: int) -> Tensor:
+    """x (B, T, C, H, W) moved by (dy, dx) pixels per window (T of offsets 1) or per frame, edges repeated."""
+    b, t, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x.reshape(b * t, c, h, w), (most,) * 4, mode="replicate").view(
+        b, t, c, h + 2 * most, w + 2 * most)
+    dy, dx = dy.expand(b, t), dx.expand(b, t)
+    rows = (torch.arange(h).view(1, 1, h) + most - dy.unsqueeze(-1))  # (B, T, H)
+    cols = (torch.arange(w).view(1, 1, w) + most - dx.unsqueeze(-1))  # (B, T, W)
+    bi = torch.arange(b).view(b, 1, 1, 1)
+    ti = torch.arange(t).view(1, t, 1, 1)
+    # gather rows then columns: out[b, t, :, i, j] = padded[b, t, :, rows[b, t, i], cols[b, t, j]]
+    out = padded.permute(0, 1, 3, 4, 2)[bi, ti, rows.unsqueeze(-1), cols.unsqueeze(-2)]
+    return out.permute(0, 1, 4, 2, 3).contiguous()

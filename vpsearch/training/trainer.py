@@ -54,6 +54,7 @@ class FitResult:
     pictures: RunPictures | None = field(default=None, repr=False)  # GIF, strip, plots: see outputs.py
     best_value: float = math.nan  # eval.best_metric at the best epoch
     best_direction: str = "maximize"
+    early_stopped_at: int | None = None  # the epoch train.early_stop ended training after
 
     @property
     def score(self) -> float:
@@ -215,7 +216,7 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
 
     progress = _progress(cfg, (cfg.train.epochs - start_epoch) * steps,
                          start_line(setup, run_dir))
-    stopped = False
+    stopped, early_stopped_at, since_best = False, None, 0
     evaluated = set(evaluated_epochs(cfg.train.epochs, cfg.eval.every))
     for epoch in range(start_epoch, cfg.train.epochs):
         fast = epoch < cfg.data.fast_train_epochs and cfg.data.fast_train_fraction < 1
@@ -237,9 +238,10 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
             reporter.evaluated(epoch, {"psnr": ev.psnr_per_frame, "ssim": ev.ssim_per_frame,
                                        "baseline_psnr": ev.baseline_per_frame})
             if improves(row[metric], best, direction):
-                best, best_epoch = row[metric], epoch
+                best, best_epoch, since_best = row[metric], epoch, 0
                 write_best_outputs(run_dir, ev, pictures)
             else:
+                since_best += 1
                 pictures.confirm()  # the held best stood: draw it now
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
@@ -254,13 +256,17 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         if reporter.report(epoch, {k: v for k, v in row.items() if k != "epoch"}):
             stopped = True
             break
+        if cfg.train.early_stop and since_best >= cfg.train.early_stop:
+            early_stopped_at = epoch
+            break
     pictures.plots(history, read_frame_psnr(run_dir / "frame_psnr.csv"))
     if wait_pictures:
         pictures.wait()
     progress.close()
     best_row = next((r for r in history if r["epoch"] == best_epoch), {})
     result = FitResult(run_dir, float(best_row.get("val_psnr", math.nan)) if best_row else -math.inf, best_epoch,
-                       len(history), stopped, time.perf_counter() - started, history, pictures, best, direction)
+                       len(history), stopped, time.perf_counter() - started, history, pictures, best, direction,
+                       early_stopped_at)
     reporter.finished(result)
     return result
 
