@@ -65,3 +65,18 @@ def test_round_trip_and_hash():
     assert other_seed.hash() == cfg.hash()  # repeats share the hash
     assert load_config("pushing-small", ["optim.lr=0.01"]).hash() != cfg.hash()
     assert cfg.flat()["model.z_dim"] == cfg.model.z_dim
+
+
+def test_a_config_based_on_another_states_only_what_it_changes(tmp_path):
+    from vpsearch.config import ConfigError, load_config
+
+    variant = tmp_path / "v.yaml"
+    variant.write_text("base: dancer-small\nname: v\ndata: {shift: 3}\ntrain: {epochs: 2}\n")
+    cfg, base = load_config(variant), load_config("dancer-small")
+    assert (cfg.name, cfg.data.shift, cfg.train.epochs) == ("v", 3, 2)
+    assert cfg.data.n_future == base.data.n_future and cfg.model == base.model  # the rest from the base
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"base: {loop}\n")
+    with pytest.raises(ConfigError, match="based on itself"):
+        load_config(loop)
+    assert load_config("dancer-real-small").data.window_stride == 1  # the shipped variant loads

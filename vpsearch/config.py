@@ -468,13 +468,30 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
         raise ConfigError(format_validation_error(e, source)) from None
 
 
+def with_base(data: dict[str, Any], path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config's `base: NAME` (a shipped config or a path) under it: its sections merged key by key,
+    so a variant states only what it changes."""
+    if "base" not in data:
+        return data
+    base_path = resolve_config_path(data.pop("base"))
+    if base_path in seen + (path,):
+        raise ConfigError(f"{path}: field base: {base_path} is based on itself")
+    merged = with_base(read_yaml(base_path), base_path, seen + (path,))
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
 def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults <- YAML (shipped name or path) <- dotted overrides."""
     data: dict[str, Any] = {}
     source = "defaults"
     if name_or_path is not None:
         path = resolve_config_path(name_or_path)
-        data = read_yaml(path)
+        data = with_base(read_yaml(path), path)
         source = str(path)
     if overrides:
         data = apply_overrides(data, list(overrides))
