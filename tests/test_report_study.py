@@ -151,6 +151,24 @@ def test_strategy_names_follow_effective_schedules():
     assert tf[4].label == "tfr 1 -0.1/ep after ep 5 (step)"
 
 
+def test_a_continuous_teacher_forcing_decay_is_binned_by_its_forced_share():
+    """Issue 26: every trial of a sampled decay was its own strategy ('tfr 1 -0.245127/ep after ep 0')."""
+    from vpsearch.reporting.strategies import MAX_NAMED, TF_BINS, forced_share, name_strategies
+
+    decays = [0.02, 0.05, 0.08, 0.11, 0.14, 0.2, 0.3, 0.5, 0.9]
+    configs = {n: load_config("pushing-small", ["train.epochs=10", "schedule.tfr_start_decay_epoch=0",
+                                                "schedule.tfr_lower_bound=0", f"schedule.tfr_decay_step={d}"]) for n, d in enumerate(decays)}
+    assert len(configs) > MAX_NAMED
+    # ratio 1 - d*e floored at 0, over epochs 0..9: known shares
+    assert forced_share(configs[0]) == pytest.approx(1 - 0.02 * 4.5)
+    assert forced_share(configs[8]) == pytest.approx(0.11)  # 1.0 at epoch 0, then 0.1, then 0
+    _, tf = name_strategies(configs)
+    labels = [tf[n].label for n in range(len(decays))]
+    assert len(set(labels)) == TF_BINS
+    assert labels[0] == labels[1] == labels[2] == "tf share 0.64-0.91"  # the gentlest decays together
+    assert labels[-1] == "tf share 0.11-0.22" and tf[0].order > tf[8].order  # ordered by share
+
+
 def test_missing_study_names_the_ones_there(journal):
     make_study(journal, "grid", others=False)
     with pytest.raises(StudyError, match=r"study 'nope' not found .*studies there: grid"):

@@ -6,6 +6,10 @@ likewise. Settings that differ on paper but train identically (cyclical with one
 and monotonic with the same ratio; a decay that starts after the last epoch and no decay)
 are one strategy and one row. Each strategy is named after its simplest member, with
 only the settings that tell the study's strategies apart.
+
+A study that samples teacher forcing from a continuous range gives every trial a schedule of its
+own; past MAX_NAMED schedules they are binned by the share of teacher-forced steps over the
+budget (its mean ratio), into TF_BINS ranges of equal counts, named by that range.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from vpsearch.config import Config, ScheduleConfig
 from vpsearch.schedules import TeacherForcing, kl_signature, tf_signature
 
 KL_ORDER = {"none": 0, "monotonic": 1, "cyclical": 2}
+MAX_NAMED = 6  # teacher-forcing schedules named one by one; more are binned
+TF_BINS = 3
 
 
 @dataclass(frozen=True)
@@ -87,8 +93,30 @@ def name_strategies(configs: dict[int, Config]) -> tuple[dict[int, Strategy], di
     kl_names = _unique({sig: kl_label(rep.schedule, kl_all) for sig, rep in kl_reps.items()})
     tf_names = _unique({sig: tf_label(rep, tf_all) for sig, rep in tf_reps.items()})
     kl_out = {n: Strategy(kl_names[sig], _kl_key(kl_reps[sig].schedule)) for sig, ns in kl_groups.items() for n in ns}
+    if len(tf_groups) > MAX_NAMED:
+        return kl_out, binned_teacher_forcing(configs)
     tf_out = {n: Strategy(tf_names[sig], _tf_key(tf_reps[sig])) for sig, ns in tf_groups.items() for n in ns}
     return kl_out, tf_out
+
+
+def forced_share(cfg: Config) -> float:
+    """The mean teacher-forcing ratio over the budget's epochs: the share of steps fed true frames."""
+    tf = TeacherForcing.from_config(cfg.schedule)
+    return sum(tf.ratio(e) for e in range(cfg.train.epochs)) / max(1, cfg.train.epochs)
+
+
+def binned_teacher_forcing(configs: dict[int, Config]) -> dict[int, Strategy]:
+    """Trials in TF_BINS ranges of their forced share with (about) equal counts: 'tf share 0.12-0.35'."""
+    share = {n: round(forced_share(c), 2) for n, c in configs.items()}
+    values = sorted(set(share.values()))
+    per = -(-len(values) // TF_BINS)
+    bins = [values[i:i + per] for i in range(0, len(values), per)]
+    out = {}
+    for n, v in share.items():
+        k = next(i for i, b in enumerate(bins) if v in b)
+        lo, hi = bins[k][0], bins[k][-1]
+        out[n] = Strategy(f"tf share {lo:.2f}" if lo == hi else f"tf share {lo:.2f}-{hi:.2f}", (k,))
+    return out
 
 
 def _unique(labels: dict[str, str]) -> dict[str, str]:
