@@ -202,3 +202,19 @@ def test_early_stop_ends_training_when_validation_stops_improving(tiny_cfg, tmp_
     result = fit(tiny_cfg("train.epochs=6", "train.early_stop=2", "eval.every=1"), tmp_path / "run")
     assert (result.early_stopped_at, result.best_epoch, result.epochs_done) == (3, 1, 4)
     assert torch.load(tmp_path / "run/checkpoints/best.pt", weights_only=False)["epoch"] == 1
+
+
+def test_schedules_are_logged_as_the_epoch_mean_of_their_steps(tiny_cfg, tmp_path):
+    """Issue 26: a cyclical KL weight counted per iteration was logged at each epoch's last step only
+    (flat 1.0 in MLflow)."""
+    from vpsearch.schedules import KLAnnealing
+
+    cfg = tiny_cfg("train.epochs=2", "train.steps_per_epoch=4", "schedule.kl_anneal_type=cyclical",
+                   "schedule.kl_anneal_cycle=4", "schedule.kl_anneal_ratio=0.5", "schedule.kl_anneal_unit=iteration")
+    result = fit(cfg, tmp_path / "run")
+    kl = KLAnnealing.from_config(cfg)
+    for row in result.history:
+        steps = [kl.at(row["epoch"], i, 4) for i in range(4)]
+        assert row["kl_weight"] == pytest.approx(sum(steps) / 4)
+        assert row["kl_beta"] == pytest.approx(cfg.loss.beta * sum(steps) / 4)
+    assert result.history[0]["kl_weight"] < 0.9  # a cycle's ramp, not its last step's 1.0

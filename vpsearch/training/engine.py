@@ -61,7 +61,9 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
     max_norm = cfg.optim.grad_clip or float("inf")
     penalty = cfg.loss.flow_penalty  # > 0: the warping head records each step's flow size
     log = StepLog(4, read_every(ctx.device), lambda v, step: check_finite(v, epoch, step, ctx.scaler.is_enabled()))
-    frames_seen, beta, weight, tfr = 0, 0.0, 0.0, 0.0
+    # schedules as the epoch's mean over its steps: a cyclical KL weight counted per iteration rises
+    # and falls within an epoch, and its last step alone (flat 1.0 in MLflow) said nothing of it
+    frames_seen, beta_sum, weight_sum, tfr_sum = 0, 0.0, 0.0, 0.0
     start = time.perf_counter()
     for i, idx in enumerate(batches):
         gaps = draw_gaps(windows[idx], cfg.data.anchor_gap, ctx.generator)
@@ -75,6 +77,7 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
         teacher = ctx.tf.mask(tfr, frames.shape[0], length, ctx.generator)  # CPU: the model branches on it
         weight = ctx.kl.at(epoch, i, len(batches))
         beta = cfg.loss.beta * weight
+        beta_sum, weight_sum, tfr_sum = beta_sum + beta, weight_sum + weight, tfr_sum + tfr
         with autocast(ctx.device, cfg.train.amp), recording_flow(model) if penalty else nullcontext() as flow:
             preds, stats = model(frames, cond, n_past, teacher, cfg.schedule.detach_predictions)
         loss, mse, kl = sequence_loss(preds, frames, stats, beta, cfg.loss.kl_reduction)
@@ -96,7 +99,7 @@ def train_epoch(ctx: StepContext, data: VideoSet, windows: np.ndarray, batches: 
     loss, mse, kl, gnorm = (float(x) for x in rows.sum(0))  # plain floats: checkpoints hold no numpy
     gnorm_max = float(rows[:, 3].max()) if len(rows) else 0.0
     return {"loss": loss / n, "mse": mse / n, "kl": kl / n, "grad_norm": gnorm / n, "grad_norm_max": gnorm_max,
-            "kl_beta": float(beta), "kl_weight": float(weight), "tfr": float(tfr), "train_seconds": seconds,
+            "kl_beta": beta_sum / n, "kl_weight": weight_sum / n, "tfr": tfr_sum / n, "train_seconds": seconds,
             "frames_per_second": frames_seen / seconds}
 
 
