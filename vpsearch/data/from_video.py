@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from vpsearch.data.base import DataError
+from vpsearch.data.generators import MANIFEST, dataset_folder
 
 # BlazePose's 33 points: (a, b, colour) of the limbs drawn; the face is one nose-to-shoulders mark
 BLAZEPOSE_LIMBS = [
@@ -167,7 +168,7 @@ def render_pose(points: np.ndarray, crop: tuple[int, int, int, int], size: tuple
 def make_dance_from_video(video: Path, out: Path, *, poses: Path | None = None, detector_python: str | None = None,
                           height: int = 64, width: int = 128) -> VideoReport:
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / "vpsearch-dataset.json").is_file():
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():  # before the slow part
         raise DataError(f"{out}: exists and is not a dataset vpsearch wrote; pass an empty or new --out")
     frames, fps = read_video(video)
     n = len(frames)
@@ -181,9 +182,7 @@ def make_dance_from_video(video: Path, out: Path, *, poses: Path | None = None, 
     detected = [np.asarray(k)[:, 2].mean() for k in raw["keypoints"] if k is not None]
     stretches = {"train": range(0, n - n_val - n_test), "val": range(n - n_val - n_test, n - n_test),
                  "test": range(n - n_test, n)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with dataset_folder(out) as (tmp, meta):
         folders = {"train": ("train/train_img", "train/train_label"), "val": ("val/val_img", "val/val_label"),
                    "test": ("test/test_gt/0", "test/test_label/0")}
         for split, frames_at in stretches.items():
@@ -200,15 +199,8 @@ def make_dance_from_video(video: Path, out: Path, *, poses: Path | None = None, 
                              written_size=(width, height), detector=str(raw.get("detector", "keypoints file")),
                              detected=len(detected), held=held,
                              mean_confidence=float(np.mean(detected)), split={k: len(r) for k, r in stretches.items()})
-        meta = {"generator": "from-video", "format": "dance", "height": height, "width": width,
-                "counts": {f"{k}_frames": len(r) for k, r in stretches.items()}, "video": asdict(report),
-                "note": "split in time: train, then validation, then test (test/test_gt holds its frames)"}
-        (tmp / "vpsearch-dataset.json").write_text(json.dumps(meta, indent=2))  # last: marks a complete set
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        meta.update({"generator": "from-video", "format": "dance", "height": height, "width": width,
+                     "counts": {f"{k}_frames": len(r) for k, r in stretches.items()}, "video": asdict(report),
+                     "note": "split in time: train, then validation, then test (test/test_gt holds its frames)"})
     return report
 

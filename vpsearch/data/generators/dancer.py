@@ -24,15 +24,13 @@ straddle a cut.
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vpsearch.data.generators import dataset_folder
 from vpsearch.errors import UserError
 
 VERSION = 1
@@ -214,12 +212,7 @@ def make_dancer(out: Path, *, train_frames: int = 3000, val_frames: int = 630, t
     """
     if min(train_frames, val_frames, test_videos, test_frames) < 1:
         raise UserError("make_dancer: every count must be at least 1")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / "vpsearch-dataset.json").is_file():
-        raise FileExistsError(f"{out}: exists and is not a generated dataset; refusing to overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with dataset_folder(out) as (tmp, meta):
         # Training is one long video whose style changes every SEGMENT frames.
         for s, start in enumerate(range(0, train_frames, SEGMENT)):
             _write_video(np.random.default_rng([seed, 0, s]), min(SEGMENT, train_frames - start),
@@ -230,18 +223,10 @@ def make_dancer(out: Path, *, train_frames: int = 3000, val_frames: int = 630, t
             _write_video(np.random.default_rng([seed, 2, i]), test_frames, height, width,
                          tmp / f"test/test_label/{i}", tmp / f"test/test_gt/{i}",
                          first_dir=tmp / f"test/test_img/{i}")
-        meta = {"generator": "dancer", "version": VERSION, "format": "dance", "seed": seed,
-                "height": height, "width": width,
-                "counts": {"train_frames": train_frames, "val_frames": val_frames,
-                           "test_videos": test_videos, "test_frames": test_frames},
-                "joints": len(JOINTS), "limbs": len(LIMBS), "train_segment": SEGMENT,
-                "note": "test/test_gt holds every RGB test frame: a vpsearch extension the real set lacks"}
-        # Written last: its presence marks a complete dataset.
-        (tmp / "vpsearch-dataset.json").write_text(json.dumps(meta, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+        meta.update({"generator": "dancer", "version": VERSION, "format": "dance", "seed": seed,
+                     "height": height, "width": width,
+                     "counts": {"train_frames": train_frames, "val_frames": val_frames,
+                                "test_videos": test_videos, "test_frames": test_frames},
+                     "joints": len(JOINTS), "limbs": len(LIMBS), "train_segment": SEGMENT,
+                     "note": "test/test_gt holds every RGB test frame: a vpsearch extension the real set lacks"})
+    return Path(out)
