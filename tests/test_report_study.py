@@ -156,8 +156,8 @@ def test_a_continuous_teacher_forcing_decay_is_binned_by_its_forced_share():
     from vpsearch.reporting.strategies import MAX_NAMED, TF_BINS, forced_share, name_strategies
 
     decays = [0.02, 0.05, 0.08, 0.11, 0.14, 0.2, 0.3, 0.5, 0.9]
-    configs = {n: load_config("pushing-small", ["train.epochs=10", "schedule.tfr_start_decay_epoch=0",
-                                                "schedule.tfr_lower_bound=0", f"schedule.tfr_decay_step={d}"]) for n, d in enumerate(decays)}
+    base = ["train.epochs=10", "schedule.tfr_start_decay_epoch=0", "schedule.tfr_lower_bound=0"]
+    configs = {n: load_config("pushing-small", [*base, f"schedule.tfr_decay_step={d}"]) for n, d in enumerate(decays)}
     assert len(configs) > MAX_NAMED
     # ratio 1 - d*e floored at 0, over epochs 0..9: known shares
     assert forced_share(configs[0]) == pytest.approx(1 - 0.02 * 4.5)

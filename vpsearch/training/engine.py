@@ -156,7 +156,8 @@ class Evaluation:
         return d
 
 
-def evaluation_plan(data: VideoSet, cfg: Config, horizon: int | str | None, max_sequences: int) -> list[tuple[int, int, int]]:
+def evaluation_plan(data: VideoSet, cfg: Config, horizon: int | str | None,
+                    max_sequences: int) -> list[tuple[int, int, int]]:
     """(sequence, first frame, frames to predict) for each validation window, in order.
 
     A fixed horizon takes up to eval.windows_per_video consecutive non-overlapping stretches of
