@@ -107,6 +107,8 @@ def test_frame_psnr_artifacts_and_curve(mlflow_server, tiny_study, tmp_path):
         best = list(csv.DictReader((t.run_dir / "frame_psnr.csv").open()))
         curve = sorted((m.step, m.value) for m in client.get_metric_history(t.run_id, names.FRAME_PSNR))
         assert curve == [(int(r["frame"]), float(r["psnr"])) for r in best]
+        copy = sorted((m.step, m.value) for m in client.get_metric_history(t.run_id, names.FRAME_COPY))
+        assert copy == [(int(r["frame"]), float(r["baseline_psnr"])) for r in best]  # the line to beat, per frame
         (best_metric,) = client.get_metric_history(t.run_id, names.BEST_PSNR)
         assert best_metric.value == pytest.approx(t.best_psnr)
 

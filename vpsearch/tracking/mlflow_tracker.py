@@ -353,6 +353,8 @@ class MLflowTrialTracker(TrialTracker):
                 rows = list(csv.DictReader(frames.open()))
                 batch["metrics"] += names.frame_metrics(names.FRAME_PSNR, [r["psnr"] for r in rows], now)
                 batch["metrics"] += names.frame_metrics(names.FRAME_SSIM, [r["ssim"] for r in rows], now)
+                if rows and "baseline_psnr" in rows[0]:  # a run folder of an older vpsearch lacks it
+                    batch["metrics"] += names.frame_metrics(names.FRAME_COPY, [r["baseline_psnr"] for r in rows], now)
         # each objective metric's best epoch (val/psnr_best: the value top-k retention ranks by)
         batch["metrics"] += [[names.best_metric(k), v, now, e] for k, (v, e) in self.best.items()]
         if "val_psnr" in self.best and self.best["val_psnr"][1] in self.baselines:
