@@ -101,6 +101,17 @@ def test_an_mp4_is_read_frame_by_frame(tmp_path):
     assert frames.shape == (12, 80, 96, 3) and fps == pytest.approx(10)
     assert abs(int(frames[5, 40, 30, 0]) - 230) < 20 and abs(int(frames[5, 10, 80, 0]) - 90) < 20
 
+    big = tmp_path / "big.mp4"  # decoded no larger than MAX_SIDE: memory stays bounded on long HD clips
+    with av.open(str(big), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
+        frame = np.zeros((720, 1280, 3), np.uint8)
+        frame[:, :640] = 200
+        out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode(None))
+    frames, _ = read_video(big)
+    assert frames.shape == (1, 288, 512, 3) and frames[0, 100, 100, 0] > 180 and frames[0, 100, 400, 0] < 20
+
 
 FAKE_MEDIAPIPE = '''
 import numpy as np
@@ -139,7 +150,7 @@ def test_the_detector_runs_in_another_python_and_its_misses_are_counted(tmp_path
     assert proc.returncode == 0, proc.stderr
     assert "person found in 39/40 frames, mean keypoint confidence 0.90; 1 frames took" in proc.stdout
     assert "split in time: train 28 frames, val 6 frames, test 6 frames" in proc.stdout
-    assert "next: vpsearch train -c dancer-small --set data.root=" in proc.stdout
+    assert "next: vpsearch train -c dancer-real-small --set data.root=" in proc.stdout
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path):

@@ -181,7 +181,7 @@ def cmd_data_from_video(args: argparse.Namespace) -> int:
                                    detector_python=args.detector_python, height=args.height, width=args.width)
     print("\n".join(report.lines()))
     print(f"wrote the dance layout to {args.out}")
-    print(f"next: vpsearch train -c dancer-small --set data.root={shlex.quote(str(args.out))}")
+    print(f"next: vpsearch train -c dancer-real-small --set data.root={shlex.quote(str(args.out))}")
     return 0
 
 

@@ -37,6 +37,7 @@ BLAZEPOSE_LIMBS = [
     (0, 11, (255, 255, 255)), (0, 12, (192, 192, 192)), (7, 8, (128, 128, 255)),
 ]
 MIN_CONFIDENCE = 0.2  # a limb whose weaker end the detector gives less than this is not drawn
+MAX_SIDE = 512  # pixels: a video is decoded no larger
 SPLIT = (0.7, 0.15, 0.15)  # train, validation, test: consecutive stretches of the clip
 
 
@@ -56,7 +57,8 @@ class VideoReport:
 
     def lines(self) -> list[str]:
         (w, h), (cw, ch) = self.input_size, self.written_size
-        return [f"{self.source}: {self.frames} frames, {w}x{h} at {self.fps:.2f} fps; kept the window "
+        rate = f"{self.fps:.2f} fps" if self.fps else "an unknown frame rate (a folder of frames)"
+        return [f"{self.source}: {self.frames} frames, {w}x{h} at {rate}; kept the window "
                 f"{self.crop} (the 1:2 shape of the layout), written at {cw}x{ch}",
                 f"pose: {self.detector}; person found in {self.detected}/{self.frames} frames, mean keypoint "
                 f"confidence {self.mean_confidence:.2f}; {self.held} frames took the nearest detected frame's pose",
@@ -81,7 +83,12 @@ def read_video(path: Path) -> tuple[np.ndarray, float]:
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+            # decoded at most MAX_SIDE wide or high: the detector looks at 256x256 and the layout keeps
+            # 128x64, so a minute of 1080p costs a few hundred MB here instead of 20 GB
+            w, h = stream.codec_context.width, stream.codec_context.height
+            scale = min(1.0, MAX_SIDE / max(w, h, 1))
+            size = {"width": round(w * scale) // 2 * 2, "height": round(h * scale) // 2 * 2} if scale < 1 else {}
+            frames = [f.to_ndarray(format="rgb24", **size) for f in container.decode(stream)]
             fps = float(stream.average_rate or 0)
     except (av.error.FFmpegError, IndexError) as e:
         raise DataError(f"{path}: not a readable video ({e})") from None

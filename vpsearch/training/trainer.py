@@ -216,7 +216,7 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
 
     progress = _progress(cfg, (cfg.train.epochs - start_epoch) * steps,
                          start_line(setup, run_dir))
-    stopped, early_stopped_at, since_best = False, None, 0
+    stopped, early_stopped_at = False, None
     evaluated = set(evaluated_epochs(cfg.train.epochs, cfg.eval.every))
     for epoch in range(start_epoch, cfg.train.epochs):
         fast = epoch < cfg.data.fast_train_epochs and cfg.data.fast_train_fraction < 1
@@ -238,10 +238,9 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
             reporter.evaluated(epoch, {"psnr": ev.psnr_per_frame, "ssim": ev.ssim_per_frame,
                                        "baseline_psnr": ev.baseline_per_frame})
             if improves(row[metric], best, direction):
-                best, best_epoch, since_best = row[metric], epoch, 0
+                best, best_epoch = row[metric], epoch
                 write_best_outputs(run_dir, ev, pictures)
             else:
-                since_best += 1
                 pictures.confirm()  # the held best stood: draw it now
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
@@ -256,6 +255,8 @@ def fit(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None, resu
         if reporter.report(epoch, {k: v for k, v in row.items() if k != "epoch"}):
             stopped = True
             break
+        # validations since the best, from the history: a resumed run counts the epochs before it too
+        since_best = sum(1 for r in history if r["epoch"] > best_epoch and metric in r)
         if cfg.train.early_stop and since_best >= cfg.train.early_stop:
             early_stopped_at = epoch
             break
